@@ -1,0 +1,49 @@
+# Two commands matter: `make demo` and `make test`. Both create the virtual
+# environment and install everything they need on a fresh machine.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/ceir/v1/*.proto)
+
+.PHONY: demo test lint proto proto-check bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --group dev -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m ceir.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/buf lint
+
+# Regenerate the Python code and type stubs in ceir/v1 from proto/.
+proto: $(STAMP)
+	rm -f ceir/v1/*_pb2*.py ceir/v1/*_pb2*.pyi
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. \
+		$(PROTOS)
+
+# Fails when the committed generated code differs from what proto/ gives.
+proto-check: proto
+	git diff --exit-code -- ceir/v1
+	test -z "$$(git status --porcelain -- ceir/v1)"
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data
