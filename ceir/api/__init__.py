@@ -1,0 +1,1 @@
+"""The gRPC face of the register: thin servicers, conversions, the server."""

@@ -1,0 +1,144 @@
+"""Conversions between ceir.v1 messages and domain values: the only place
+where protobuf types meet the domain."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ceir.domain import model
+from ceir.domain.identifiers import format_imei_key
+from ceir.v1 import types_pb2 as pb
+from ceir.v1.equipment_check_pb2 import CheckEquipmentResponse
+from ceir.v1.registry_pb2 import (
+    BlacklistEntry,
+    ExceptionEntry,
+    GetImeiRecordResponse,
+    Notification,
+    Registration,
+)
+
+
+def timestamp(micros: int | None) -> Timestamp | None:
+    if micros is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def micros(stamp: Timestamp, present: bool) -> int | None:
+    """Microseconds of a Timestamp field, or None when the field is unset."""
+    return stamp.ToMicroseconds() if present else None
+
+
+def decision(value: model.Decision) -> CheckEquipmentResponse:
+    response = CheckEquipmentResponse()
+    fill_decision(response, value)
+    return response
+
+
+def fill_decision(response: CheckEquipmentResponse, value: model.Decision) -> None:
+    """Write a decision into a response message (on the hot path of batches)."""
+    response.status = value.status  # type: ignore[assignment]
+    response.reasons.extend(value.reasons)  # type: ignore[arg-type]
+    if value.imei_key is not None:
+        response.imei_key = f"{value.imei_key:014d}"
+    response.sequence = value.sequence
+    if value.block_date_us is not None:
+        response.block_date.FromMicroseconds(value.block_date_us)
+
+
+def policy(value: model.Policy) -> pb.Policy:
+    message = pb.Policy(
+        phase=value.phase.value,  # type: ignore[arg-type]
+        grace_days=value.grace_days,
+        clone_threshold=value.clone_threshold,
+        clone_window_seconds=value.clone_window_seconds,
+        updated_by=value.updated_by,
+    )
+    if value.updated_at_us:
+        message.update_time.FromMicroseconds(value.updated_at_us)
+    return message
+
+
+def change(value: model.Change) -> pb.ListChange:
+    message = pb.ListChange(
+        sequence=value.sequence,
+        kind=value.kind.value,  # type: ignore[arg-type]
+        imei_key="" if value.imei_key is None else format_imei_key(value.imei_key),
+        imsi=value.imsi,
+        msisdn=value.msisdn,
+        device_id=value.device_id,
+        operator_mcc_mnc=value.operator_mcc_mnc,
+    )
+    message.commit_time.FromMicroseconds(value.committed_at_us)
+    if value.source is not None:
+        message.source = value.source.value  # type: ignore[assignment]
+    if value.valid_until_us is not None:
+        message.valid_until.FromMicroseconds(value.valid_until_us)
+    if value.blacklist_cause is not None:
+        message.blacklist_cause = value.blacklist_cause.value  # type: ignore[assignment]
+    if value.block_date_us is not None:
+        message.block_date.FromMicroseconds(value.block_date_us)
+    if value.policy is not None:
+        message.policy.CopyFrom(policy(value.policy))
+    return message
+
+
+def registration(value: model.Registration) -> Registration:
+    message = Registration(
+        device_id=value.device_id,
+        imei_keys=[format_imei_key(key) for key in value.imei_keys],
+        source=value.source.value,  # type: ignore[arg-type]
+        reference=value.reference,
+        brand=value.brand,
+        model=value.model,
+        registered_by=value.registered_by,
+    )
+    message.register_time.FromMicroseconds(value.registered_at_us)
+    if value.valid_until_us is not None:
+        message.valid_until.FromMicroseconds(value.valid_until_us)
+    return message
+
+
+def notification(value: model.Notification) -> Notification:
+    message = Notification(
+        imei_key=format_imei_key(value.imei_key),
+        imsi=value.imsi,
+        msisdn=value.msisdn,
+        operator_mcc_mnc=value.operator_mcc_mnc,
+    )
+    message.first_seen_time.FromMicroseconds(value.first_seen_us)
+    message.block_date.FromMicroseconds(value.block_date_us)
+    return message
+
+
+def imei_record(value: model.ImeiRecord) -> GetImeiRecordResponse:
+    message = GetImeiRecordResponse(
+        imei_key=format_imei_key(value.imei_key),
+        notifications=[notification(n) for n in value.notifications],
+        exceptions=[
+            ExceptionEntry(
+                imei_key=format_imei_key(e.imei_key),
+                imsi=e.imsi,
+                reason=e.reason,
+                added_by=e.added_by,
+            )
+            for e in value.exceptions
+        ],
+        history=[change(c) for c in value.history],
+    )
+    if value.registration is not None:
+        message.registration.CopyFrom(registration(value.registration))
+    if value.blacklist is not None:
+        entry = value.blacklist
+        message.blacklist.CopyFrom(
+            BlacklistEntry(
+                imei_key=format_imei_key(entry.imei_key),
+                cause=entry.cause.value,  # type: ignore[arg-type]
+                police_report=entry.police_report,
+                blocked_by=entry.blocked_by,
+            )
+        )
+        message.blacklist.block_time.FromMicroseconds(entry.blocked_at_us)
+    return message

@@ -1,0 +1,191 @@
+"""Building and running the CEIR gRPC server.
+
+``create_server`` wires storage, services and servicers and binds a port
+(port 0 picks a free one, as tests do); ``serve`` runs until SIGINT/SIGTERM
+and shuts down gracefully: health goes NOT_SERVING first, then in-flight
+calls get a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ceir.service.checks import CheckService
+from ceir.service.clock import Clock
+from ceir.service.imports import ImportService
+from ceir.service.orgs import Authenticator
+from ceir.service.policy import PolicyService
+from ceir.service.register import Register
+from ceir.service.registry import RegistryService
+from ceir.service.sync import SyncService
+from ceir.storage.database import Database
+from ceir.v1 import (
+    equipment_check_pb2,
+    equipment_check_pb2_grpc,
+    list_sync_pb2,
+    list_sync_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+from .interceptor import CallInterceptor
+from .observability import Metrics
+from .servicers import (
+    EquipmentCheckServicer,
+    ListSyncServicer,
+    PolicyServicer,
+    RegistryServicer,
+)
+
+log = logging.getLogger("ceir.server")
+
+SERVICE_NAMES = (
+    equipment_check_pb2.DESCRIPTOR.services_by_name["EquipmentCheckService"].full_name,
+    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+    list_sync_pb2.DESCRIPTOR.services_by_name["ListSyncService"].full_name,
+    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+)
+# Server settings shared with the benchmark's bare echo server, so that the
+# comparison measures the register and not a difference in configuration.
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+MAX_WORKERS = 32
+
+
+@dataclass
+class ServerConfig:
+    db: str
+    address: str = "127.0.0.1:50051"
+    tls_key: Path | None = None
+    tls_cert: Path | None = None
+    metrics_port: int | None = None  # None: no metrics endpoint
+    access_log: bool = True
+    follow_interval: float = 0.5
+    clock: Clock | None = None
+    migrate: bool = True
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    register: Register
+    health: health.HealthServicer
+    metrics: Metrics
+    metrics_port: int | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: NOT_SERVING, finish in-flight calls, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.register.close()  # ends WatchChanges streams
+        self.server.stop(grace).wait()
+        self.register.db.dispose()
+
+
+def create_server(config: ServerConfig) -> RunningServer:
+    db = Database(config.db)
+    if config.migrate:
+        db.migrate()
+    register = Register(db, config.clock)
+    register.start_following(config.follow_interval)
+    metrics = Metrics(lambda: register.state)
+    interceptor = CallInterceptor(Authenticator(db), metrics, access_log=config.access_log)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS),
+        interceptors=[interceptor],
+        options=GRPC_OPTIONS,
+    )
+    equipment_check_pb2_grpc.add_EquipmentCheckServiceServicer_to_server(
+        EquipmentCheckServicer(CheckService(register)), server
+    )
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(RegistryService(register), ImportService(register)), server
+    )
+    list_sync_pb2_grpc.add_ListSyncServiceServicer_to_server(
+        ListSyncServicer(SyncService(register)), server
+    )
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(
+        PolicyServicer(PolicyService(register)), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME), server)
+    port = _bind(server, config)
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = metrics.serve(config.metrics_port)
+    server.start()
+    log.info(
+        "serving",
+        extra={
+            "address": config.address,
+            "port": port,
+            "db": _redact(db.url),
+            "sequence": register.state.sequence,
+            "tls": config.tls_cert is not None,
+            "metrics_port": metrics_port,
+        },
+    )
+    return RunningServer(server, port, register, health_servicer, metrics, metrics_port)
+
+
+def _bind(server: grpc.Server, config: ServerConfig) -> int:
+    if (config.tls_key is None) != (config.tls_cert is None):
+        raise ValueError("TLS needs both --tls-key and --tls-cert")
+    if config.tls_key is not None and config.tls_cert is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(config.address, credentials)
+    else:
+        log.warning("serving plain text (no TLS key and certificate given)")
+        port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}")
+    return port
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for the log."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def serve(config: ServerConfig) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    running = create_server(config)
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    done.wait()
+    running.stop()
+    log.info("stopped")

@@ -1,0 +1,82 @@
+"""Domain errors, each carrying what a person needs to act on it.
+
+::
+
+    CeirError
+    ├── InvalidArgument      a request field is wrong (field violations name it)
+    ├── Unauthenticated      no credentials, or unknown ones
+    ├── PermissionDenied     the caller's organisation may not do this
+    ├── NotFound             the thing named does not exist
+    ├── AlreadyExists        the thing to create exists already
+    └── FailedPrecondition   the register's state forbids the operation now
+
+The API layer maps each class to a gRPC status code in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One wrong field: its path in the request and what was wrong with it."""
+
+    field: str
+    description: str
+
+
+class CeirError(Exception):
+    """Base of every error the register reports to a caller.
+
+    ``reason`` is an UPPER_SNAKE identifier for machines (AIP-193 ErrorInfo),
+    the message is for people.
+    """
+
+    reason = "CEIR_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.violations: list[FieldViolation] = violations or []
+
+
+class InvalidArgument(CeirError):
+    reason = "INVALID_ARGUMENT"
+
+    @classmethod
+    def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
+        """An error about a single field."""
+        return cls(
+            f"{field}: {description}",
+            reason=reason,
+            violations=[FieldViolation(field, description)],
+        )
+
+
+class Unauthenticated(CeirError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CeirError):
+    reason = "PERMISSION_DENIED"
+
+
+class NotFound(CeirError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(CeirError):
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(CeirError):
+    reason = "FAILED_PRECONDITION"

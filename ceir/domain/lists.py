@@ -1,0 +1,200 @@
+"""The four lists in memory, kept current by applying change-feed entries,
+and the decision rules of the brief evaluated against them.
+
+The server answers every check from a ``ListState``: a check must not cost a
+database round trip. The database stays the source of truth; the state is
+rebuilt from it at start-up and follows its change feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .identifiers import imei_key
+from .model import (
+    BlacklistCause,
+    Change,
+    ChangeKind,
+    Decision,
+    EquipmentStatus,
+    Phase,
+    Policy,
+    Reason,
+)
+
+_MALFORMED = (Reason.MALFORMED_IMEI,)
+_ROAMER = (Reason.INBOUND_ROAMER,)
+_EXCEPTION = (Reason.EXCEPTION_PAIR,)
+_STOLEN = (Reason.STOLEN,)
+_REGISTERED = (Reason.REGISTERED,)
+_CLONE = (Reason.REGISTERED, Reason.DUPLICATE_SUSPECTED)
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A check found an unregistered device to notify: the register must
+    record the triplet (and so start or keep the IMEI's block clock)."""
+
+    imei_key: int
+    imsi: str
+    msisdn: str
+    block_date_us: int
+
+
+@dataclass(frozen=True)
+class GraceExpired:
+    """A check found an unregistered device past its block date: the register
+    must move the IMEI to the blacklist."""
+
+    imei_key: int
+    block_date_us: int
+
+
+Effect = NewNotification | GraceExpired
+
+
+class ListState:
+    """Whitelist, blacklist, notification and exception lists at one sequence.
+
+    ``apply`` must be given every change in sequence order; the caller
+    serialises calls to it. ``decide`` may run concurrently with other
+    ``decide`` calls.
+    """
+
+    def __init__(self, policy: Policy | None = None, sequence: int = 0) -> None:
+        self.sequence = sequence
+        self.policy = policy or Policy()
+        self.whitelist: dict[int, int | None] = {}  # key -> valid_until_us (None: no expiry)
+        self.blacklist: dict[int, tuple[BlacklistCause, int | None]] = {}  # key -> (cause, block)
+        self.exceptions: set[tuple[int, str]] = set()
+        self.notified: dict[int, dict[str, int]] = {}  # key -> {imsi: block_date_us}
+        # key -> {imsi: last seen}; fed by checks, not by the change feed.
+        self._seen: dict[int, dict[str, int]] = {}
+
+    # --- following the change feed -------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """Apply the next change. Raises ValueError on a gap or a replay."""
+        if change.sequence != self.sequence + 1:
+            raise ValueError(f"change {change.sequence} does not follow sequence {self.sequence}")
+        kind = change.kind
+        key = change.imei_key
+        if kind is ChangeKind.POLICY_CHANGED:
+            assert change.policy is not None
+            self.policy = change.policy
+        elif key is None:
+            raise ValueError(f"change {change.sequence} ({kind.name}) has no IMEI key")
+        elif kind is ChangeKind.WHITELIST_ADDED:
+            self.whitelist[key] = change.valid_until_us
+        elif kind is ChangeKind.WHITELIST_REMOVED:
+            self.whitelist.pop(key, None)
+        elif kind is ChangeKind.BLACKLIST_BLOCKED:
+            assert change.blacklist_cause is not None
+            self.blacklist[key] = (change.blacklist_cause, change.block_date_us)
+        elif kind is ChangeKind.BLACKLIST_UNBLOCKED:
+            self.blacklist.pop(key, None)
+        elif kind is ChangeKind.NOTIFICATION_NEW:
+            assert change.block_date_us is not None
+            self.notified.setdefault(key, {})[change.imsi] = change.block_date_us
+        elif kind in (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED):
+            pairs = self.notified.get(key)
+            if pairs is not None:
+                pairs.pop(change.imsi, None)
+                if not pairs:
+                    del self.notified[key]
+        elif kind is ChangeKind.EXCEPTION_ADDED:
+            self.exceptions.add((key, change.imsi))
+        elif kind is ChangeKind.EXCEPTION_REMOVED:
+            self.exceptions.discard((key, change.imsi))
+        self.sequence = change.sequence
+
+    # --- deciding ------------------------------------------------------------------
+
+    def block_date_of(self, key: int) -> int | None:
+        """The IMEI's block date: the earliest of its notifications'."""
+        pairs = self.notified.get(key)
+        return min(pairs.values()) if pairs else None
+
+    def decide(
+        self, imei: str, imsi: str, msisdn: str, now_us: int
+    ) -> tuple[Decision, Effect | None]:
+        """The brief's rules, first match wins. IMSI and MSISDN are already
+        validated (possibly empty); a malformed IMEI is an answer, not an error."""
+        sequence = self.sequence
+        key = imei_key(imei)
+        if key is None:
+            return Decision(EquipmentStatus.BLACKLISTED, _MALFORMED, None, sequence), None
+        if imsi and not imsi.startswith("510"):
+            return Decision(EquipmentStatus.WHITELISTED, _ROAMER, key, sequence), None
+        if imsi and (key, imsi) in self.exceptions:
+            return Decision(EquipmentStatus.WHITELISTED, _EXCEPTION, key, sequence), None
+        blocked = self.blacklist.get(key)
+        registered = key in self.whitelist
+        if blocked is not None:
+            cause, block_date = blocked
+            if cause is BlacklistCause.STOLEN:
+                return Decision(EquipmentStatus.BLACKLISTED, _STOLEN, key, sequence), None
+            first = Reason.REGISTRATION_EXPIRED if registered else Reason.NOT_REGISTERED
+            reasons = (first, Reason.NOTIFICATION_EXPIRED)
+            return Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence, block_date), None
+        if registered:
+            valid_until = self.whitelist[key]
+            if valid_until is None or now_us < valid_until:
+                if imsi and self._looks_cloned(key, imsi, now_us):
+                    return Decision(EquipmentStatus.GREYLISTED, _CLONE, key, sequence), None
+                return Decision(EquipmentStatus.WHITELISTED, _REGISTERED, key, sequence), None
+        return self._decide_unregistered(key, imsi, msisdn, now_us, registered)
+
+    def _decide_unregistered(
+        self, key: int, imsi: str, msisdn: str, now_us: int, expired_registration: bool
+    ) -> tuple[Decision, Effect | None]:
+        sequence = self.sequence
+        first = Reason.REGISTRATION_EXPIRED if expired_registration else Reason.NOT_REGISTERED
+        policy = self.policy
+        if policy.phase is Phase.ENFORCE:
+            reasons = (first, Reason.ENFORCEMENT_PHASE)
+            return Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence), None
+        block_date = self.block_date_of(key)
+        if block_date is not None and block_date <= now_us:
+            reasons = (first, Reason.NOTIFICATION_EXPIRED)
+            decision = Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence, block_date)
+            return decision, GraceExpired(key, block_date)
+        effect: Effect | None = None
+        if block_date is None:
+            block_date = grace_end(now_us, policy)
+            effect = NewNotification(key, imsi, msisdn, block_date)
+        elif imsi not in self.notified[key]:
+            effect = NewNotification(key, imsi, msisdn, block_date)
+        reasons = (first, Reason.NOTIFICATION_PENDING)
+        return Decision(EquipmentStatus.GREYLISTED, reasons, key, sequence, block_date), effect
+
+    def _looks_cloned(self, key: int, imsi: str, now_us: int) -> bool:
+        """Record the sighting; True if the IMEI is on too many IMSIs at once."""
+        seen = self._seen.get(key)
+        if seen is None:
+            self._seen[key] = {imsi: now_us}
+            return False
+        seen[imsi] = now_us
+        if len(seen) <= self.policy.clone_threshold:
+            return False
+        horizon = now_us - self.policy.clone_window_seconds * 1_000_000
+        for other, last in list(seen.items()):
+            if last < horizon:
+                seen.pop(other, None)
+        return len(seen) > self.policy.clone_threshold
+
+    # --- sizes, for metrics ----------------------------------------------------------
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "whitelist": len(self.whitelist),
+            "blacklist": len(self.blacklist),
+            "notification": sum(len(p) for p in self.notified.values()),
+            "exception": len(self.exceptions),
+        }
+
+
+def grace_end(now_us: int, policy: Policy) -> int:
+    """The block date of a device first seen now: whole seconds, so that
+    every replica computes the same instant."""
+    return (now_us // 1_000_000 + policy.grace_days * 86_400) * 1_000_000

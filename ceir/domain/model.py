@@ -1,0 +1,214 @@
+"""The register's values: statuses, reasons, lists, changes, policy, callers.
+
+Enum values equal the numbers of the matching ``ceir.v1`` enums, so the API
+layer converts by value; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class EquipmentStatus(enum.IntEnum):
+    WHITELISTED = 1
+    BLACKLISTED = 2
+    GREYLISTED = 3
+
+
+class Reason(enum.IntEnum):
+    REGISTERED = 1
+    MALFORMED_IMEI = 2
+    INBOUND_ROAMER = 3
+    EXCEPTION_PAIR = 4
+    STOLEN = 5
+    NOT_REGISTERED = 6
+    NOTIFICATION_PENDING = 7
+    NOTIFICATION_EXPIRED = 8
+    REGISTRATION_EXPIRED = 9
+    DUPLICATE_SUSPECTED = 10
+    ENFORCEMENT_PHASE = 11
+
+
+class RegistrationSource(enum.IntEnum):
+    TPP_IMPORT = 1
+    TPP_PRODUCTION = 2
+    CUSTOMS = 3
+    TOURIST = 4
+    DIPLOMAT = 5
+    GRANDFATHERED = 6
+
+
+class Phase(enum.IntEnum):
+    NOTIFY = 1
+    ENFORCE = 2
+
+
+class ChangeKind(enum.IntEnum):
+    WHITELIST_ADDED = 1
+    WHITELIST_REMOVED = 2
+    BLACKLIST_BLOCKED = 3
+    BLACKLIST_UNBLOCKED = 4
+    NOTIFICATION_NEW = 5
+    NOTIFICATION_RESOLVED = 6
+    NOTIFICATION_BLACKLISTED = 7
+    EXCEPTION_ADDED = 8
+    EXCEPTION_REMOVED = 9
+    POLICY_CHANGED = 10
+
+
+class BlacklistCause(enum.IntEnum):
+    STOLEN = 1
+    NOTIFICATION_EXPIRED = 2
+
+
+class OrgKind(enum.StrEnum):
+    """The kinds of organisation the brief names."""
+
+    OPERATOR = "operator"
+    KEMENPERIN = "kemenperin"
+    CUSTOMS = "customs"
+    KEMLU = "kemlu"
+    KOMINFO = "kominfo"
+
+
+MICROS = 1_000_000
+DAY_MICROS = 86_400 * MICROS
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The regulator's settings. Times are whole seconds."""
+
+    phase: Phase = Phase.NOTIFY
+    grace_days: int = 30
+    clone_threshold: int = 3
+    clone_window_seconds: int = 86_400
+    updated_at_us: int = 0
+    updated_by: str = ""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated organisation."""
+
+    name: str
+    kind: OrgKind
+    mcc_mncs: tuple[str, ...] = ()
+
+    def owns_imsi(self, imsi: str) -> bool:
+        """True if the IMSI belongs to one of this operator's MCC-MNCs."""
+        return any(imsi.startswith(code.replace("-", "")) for code in self.mcc_mncs)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The register's answer to one check."""
+
+    status: EquipmentStatus
+    reasons: tuple[Reason, ...]
+    imei_key: int | None
+    sequence: int
+    block_date_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-feed entry. Unused fields stay at their defaults."""
+
+    kind: ChangeKind
+    imei_key: int | None = None
+    imsi: str = ""
+    msisdn: str = ""
+    source: RegistrationSource | None = None
+    valid_until_us: int | None = None
+    device_id: str = ""
+    blacklist_cause: BlacklistCause | None = None
+    block_date_us: int | None = None
+    operator_mcc_mnc: str = ""
+    policy: Policy | None = None
+    sequence: int = 0
+    committed_at_us: int = 0
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceRegistration:
+    """A validated request to whitelist one device."""
+
+    imei_keys: tuple[int, ...]
+    source: RegistrationSource
+    reference: str = ""
+    valid_until_us: int | None = None
+    brand: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A device on the whitelist as stored."""
+
+    device_id: str
+    imei_keys: tuple[int, ...]
+    source: RegistrationSource
+    reference: str
+    valid_until_us: int | None
+    brand: str
+    model: str
+    registered_by: str
+    registered_at_us: int
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    imei_key: int
+    cause: BlacklistCause
+    police_report: str
+    blocked_by: str
+    blocked_at_us: int
+
+
+@dataclass(frozen=True)
+class Notification:
+    imei_key: int
+    imsi: str
+    msisdn: str
+    operator_mcc_mnc: str
+    first_seen_us: int
+    block_date_us: int
+
+
+@dataclass(frozen=True)
+class ExceptionEntry:
+    imei_key: int
+    imsi: str
+    reason: str
+    added_by: str
+
+
+@dataclass(frozen=True)
+class ImeiRecord:
+    """Everything the register knows about one IMEI."""
+
+    imei_key: int
+    registration: Registration | None
+    blacklist: BlacklistEntry | None
+    notifications: list[Notification] = field(default_factory=list)
+    exceptions: list[ExceptionEntry] = field(default_factory=list)
+    history: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportRejection:
+    row: int
+    field: str
+    description: str
+
+
+@dataclass
+class ImportResult:
+    rows_received: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    rejections: list[ImportRejection] = field(default_factory=list)
+    sequence: int = 0

@@ -1,0 +1,87 @@
+"""Who may do what: the brief's table of organisations, in one place.
+
+The API documentation reproduces ``ACTION_KINDS``; a test walks it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import PermissionDenied
+from .model import Caller, OrgKind, RegistrationSource
+
+_ALL = frozenset(OrgKind)
+_OP = OrgKind.OPERATOR
+
+
+class Action(enum.StrEnum):
+    CHECK = "check equipment"
+    REGISTER = "register devices"
+    REVOKE = "revoke registrations"
+    REPORT_STOLEN = "report stolen devices"
+    REPORT_RECOVERED = "report recovered devices"
+    MANAGE_EXCEPTIONS = "pair IMEIs with IMSIs"
+    LIST_NOTIFICATIONS = "list notifications"
+    READ_RECORD = "read IMEI records"
+    SYNC_LISTS = "receive lists"
+    READ_POLICY = "read the policy"
+    UPDATE_POLICY = "change the policy"
+
+
+ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
+    # Network checks come from operators; Kemenperin (public lookup, complaint
+    # desk later) and the regulator may check too. Customs and Kemlu register,
+    # they do not query the network's register.
+    Action.CHECK: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    # Narrowed per registration source by SOURCE_KINDS.
+    Action.REGISTER: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.CUSTOMS, OrgKind.KEMLU}),
+    Action.REVOKE: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.CUSTOMS, OrgKind.KEMLU}),
+    Action.REPORT_STOLEN: frozenset({_OP}),
+    Action.REPORT_RECOVERED: frozenset({_OP}),
+    Action.MANAGE_EXCEPTIONS: frozenset({_OP, OrgKind.KEMENPERIN}),
+    Action.LIST_NOTIFICATIONS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.READ_RECORD: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.SYNC_LISTS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.READ_POLICY: _ALL,
+    Action.UPDATE_POLICY: frozenset({OrgKind.KOMINFO}),
+}
+
+# Which kind of organisation may register (and revoke) devices of each source.
+SOURCE_KINDS: dict[RegistrationSource, OrgKind] = {
+    RegistrationSource.TPP_IMPORT: OrgKind.KEMENPERIN,
+    RegistrationSource.TPP_PRODUCTION: OrgKind.KEMENPERIN,
+    RegistrationSource.CUSTOMS: OrgKind.CUSTOMS,
+    RegistrationSource.TOURIST: OrgKind.OPERATOR,
+    RegistrationSource.DIPLOMAT: OrgKind.KEMLU,
+    RegistrationSource.GRANDFATHERED: OrgKind.OPERATOR,
+}
+
+
+def require(caller: Caller, action: Action) -> None:
+    """Raise PermissionDenied unless the caller's kind may do the action."""
+    if caller.kind not in ACTION_KINDS[action]:
+        raise PermissionDenied(
+            f"{caller.name} ({caller.kind.value}) may not {action.value}",
+            reason="ACTION_NOT_ALLOWED",
+        )
+
+
+def require_source(caller: Caller, source: RegistrationSource) -> None:
+    """Raise PermissionDenied unless the caller may register this source."""
+    allowed = SOURCE_KINDS[source]
+    if caller.kind is not allowed:
+        raise PermissionDenied(
+            f"{caller.name} ({caller.kind.value}) may not register {source.name} devices; "
+            f"only {allowed.value} may",
+            reason="SOURCE_NOT_ALLOWED",
+        )
+
+
+def require_own_imsi(caller: Caller, imsi: str, field: str) -> None:
+    """An operator acts only for its own subscribers."""
+    if caller.kind is OrgKind.OPERATOR and not caller.owns_imsi(imsi):
+        raise PermissionDenied(
+            f"{field}: IMSI {imsi} does not belong to {caller.name} "
+            f"({', '.join(caller.mcc_mncs) or 'no MCC-MNC'})",
+            reason="FOREIGN_SUBSCRIBER",
+        )

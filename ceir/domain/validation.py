@@ -1,0 +1,156 @@
+"""Turning request fields into domain values, with every violation named.
+
+Each function gathers all of a request's violations before raising, so a
+caller fixes its request in one go.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import FieldViolation, InvalidArgument
+from .identifiers import describe_malformed_imei, imei_key
+from .model import DAY_MICROS, DeviceRegistration, RegistrationSource
+
+MAX_SLOTS = 8
+MAX_TOURIST_DAYS = 90
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def check_request_id(request_id: str) -> None:
+    """AIP-155 request ids are optional; when given they must be sane."""
+    if request_id and not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgument.field(
+            "request_id", "1 to 128 characters of A-Z a-z 0-9 . _ : -", reason="BAD_REQUEST_ID"
+        )
+
+
+def check_text(
+    value: str, field: str, limit: int, violations: list[FieldViolation], *, required: bool = False
+) -> str:
+    """Free text: printable, at most ``limit`` characters."""
+    if required and not value.strip():
+        violations.append(FieldViolation(field, "is required"))
+    elif len(value) > limit:
+        violations.append(FieldViolation(field, f"at most {limit} characters, got {len(value)}"))
+    elif not value.isprintable():
+        violations.append(FieldViolation(field, "must not contain control characters"))
+    return value.strip()
+
+
+def imei_keys(
+    values: list[str], field: str, violations: list[FieldViolation], *, limit: int
+) -> list[int]:
+    """Keys of a list of IMEIs; every malformed one is a violation."""
+    if not values:
+        violations.append(FieldViolation(field, "at least one IMEI is required"))
+    elif len(values) > limit:
+        violations.append(FieldViolation(field, f"at most {limit} IMEIs, got {len(values)}"))
+        return []
+    keys: list[int] = []
+    for index, value in enumerate(values):
+        key = imei_key(value)
+        if key is None:
+            shown = value[:40] if value else ""
+            violations.append(
+                FieldViolation(
+                    f"{field}[{index}]", f"{describe_malformed_imei(value)} (got {shown!r})"
+                )
+            )
+        elif key in keys:
+            violations.append(FieldViolation(f"{field}[{index}]", f"IMEI {value} is listed twice"))
+        else:
+            keys.append(key)
+    return keys
+
+
+def device_registration(
+    *,
+    imeis: list[str],
+    source: int,
+    reference: str,
+    valid_until_us: int | None,
+    brand: str,
+    model: str,
+    now_us: int,
+    prefix: str = "device",
+) -> DeviceRegistration:
+    """Validate one device; raise InvalidArgument naming every wrong field."""
+    violations = device_violations(
+        imeis=imeis,
+        source=source,
+        reference=reference,
+        valid_until_us=valid_until_us,
+        brand=brand,
+        model=model,
+        now_us=now_us,
+        prefix=prefix,
+    )
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            reason="INVALID_REGISTRATION",
+            violations=violations,
+        )
+    return DeviceRegistration(
+        imei_keys=tuple(imei_key(value) or 0 for value in imeis),
+        source=RegistrationSource(source),
+        reference=reference.strip(),
+        valid_until_us=_whole_seconds(valid_until_us),
+        brand=brand.strip(),
+        model=model.strip(),
+    )
+
+
+def device_violations(
+    *,
+    imeis: list[str],
+    source: int,
+    reference: str,
+    valid_until_us: int | None,
+    brand: str,
+    model: str,
+    now_us: int,
+    prefix: str = "device",
+) -> list[FieldViolation]:
+    """Everything wrong with one device registration (empty if nothing)."""
+    violations: list[FieldViolation] = []
+    imei_keys(imeis, f"{prefix}.imeis", violations, limit=MAX_SLOTS)
+    if source not in RegistrationSource.__members__.values():
+        violations.append(
+            FieldViolation(f"{prefix}.source", f"unknown registration source {source}")
+        )
+    check_text(reference, f"{prefix}.reference", 128, violations)
+    check_text(brand, f"{prefix}.brand", 64, violations)
+    check_text(model, f"{prefix}.model", 64, violations)
+    if source == RegistrationSource.TOURIST:
+        if valid_until_us is None:
+            violations.append(FieldViolation(f"{prefix}.valid_until", "required for tourists"))
+        elif valid_until_us <= now_us:
+            violations.append(FieldViolation(f"{prefix}.valid_until", "must be in the future"))
+        elif valid_until_us > now_us + MAX_TOURIST_DAYS * DAY_MICROS:
+            violations.append(
+                FieldViolation(
+                    f"{prefix}.valid_until",
+                    f"a tourist registration lasts at most {MAX_TOURIST_DAYS} days",
+                )
+            )
+    elif valid_until_us is not None:
+        violations.append(
+            FieldViolation(f"{prefix}.valid_until", "only tourist registrations expire")
+        )
+    return violations
+
+
+def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT") -> None:
+    """Raise InvalidArgument carrying all violations, if there are any."""
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            reason=reason,
+            violations=violations,
+        )
+
+
+def _whole_seconds(micros: int | None) -> int | None:
+    return None if micros is None else micros // 1_000_000 * 1_000_000

@@ -1,0 +1,121 @@
+"""Bulk registration imports, one transaction per streamed chunk.
+
+A row is either registered whole or rejected with its row number and reason;
+a bad row never stops the others. Each chunk is idempotent on
+``request_id#chunk``, so a client that lost its connection can send the same
+import again and only the chunks that did not commit are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ceir.domain.errors import InvalidArgument
+from ceir.domain.model import (
+    Caller,
+    DeviceRegistration,
+    ImportRejection,
+    ImportResult,
+)
+from ceir.domain.permissions import SOURCE_KINDS, Action, require
+from ceir.domain.validation import device_registration
+
+from .register import Committed, Register, Replayed, WriteUnit
+from .registry import add_devices, registered_validly
+
+MAX_CHUNK_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    row: int
+    imeis: list[str]
+    source: int
+    reference: str
+    valid_until_us: int | None
+    brand: str
+    model: str
+
+
+class ImportService:
+    def __init__(self, register: Register) -> None:
+        self.register = register
+
+    def import_chunk(
+        self,
+        caller: Caller,
+        request_id: str,
+        chunk_number: int,
+        fingerprint: str,
+        rows: Sequence[ImportRow],
+        render: Callable[[Committed[ImportResult]], bytes],
+    ) -> Committed[ImportResult] | Replayed:
+        """Register the valid rows of one chunk; report the others."""
+        require(caller, Action.REGISTER)
+        now_us = self.register.clock.now_us()
+        result = ImportResult(rows_received=len(rows))
+        candidates: list[tuple[int, DeviceRegistration]] = []
+        for row in rows:
+            rejection = _validate(caller, row, now_us)
+            if isinstance(rejection, ImportRejection):
+                result.rejections.append(rejection)
+            else:
+                candidates.append((row.row, rejection))
+
+        def work(unit: WriteUnit) -> ImportResult:
+            accepted: list[DeviceRegistration] = []
+            claimed: set[int] = set()
+            for row_number, device in candidates:
+                conflict = next(
+                    (k for k in device.imei_keys if k in claimed or registered_validly(unit, k)),
+                    None,
+                )
+                if conflict is not None:
+                    index = device.imei_keys.index(conflict)
+                    result.rejections.append(
+                        ImportRejection(
+                            row_number,
+                            f"device.imeis[{index}]",
+                            f"IMEI {conflict:014d} is already registered",
+                        )
+                    )
+                    continue
+                claimed.update(device.imei_keys)
+                accepted.append(device)
+            add_devices(unit, accepted)
+            result.rows_accepted = len(accepted)
+            result.rows_rejected = len(result.rejections)
+            result.rejections.sort(key=lambda r: r.row)
+            result.sequence = unit.sequence
+            return result
+
+        chunk_id = f"{request_id}#{chunk_number}" if request_id else ""
+        return self.register.mutate(
+            caller, "ImportRegistrations", chunk_id, fingerprint, work, render
+        )
+
+
+def _validate(caller: Caller, row: ImportRow, now_us: int) -> DeviceRegistration | ImportRejection:
+    try:
+        device = device_registration(
+            imeis=row.imeis,
+            source=row.source,
+            reference=row.reference,
+            valid_until_us=row.valid_until_us,
+            brand=row.brand,
+            model=row.model,
+            now_us=now_us,
+        )
+    except InvalidArgument as error:
+        first = error.violations[0]
+        return ImportRejection(row.row, first.field, first.description)
+    allowed = SOURCE_KINDS[device.source]
+    if allowed is not caller.kind:
+        return ImportRejection(
+            row.row,
+            "device.source",
+            f"{caller.name} ({caller.kind.value}) may not register "
+            f"{device.source.name} devices; only {allowed.value} may",
+        )
+    return device

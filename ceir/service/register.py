@@ -1,0 +1,237 @@
+"""The register core: the database, the in-memory lists, and write units.
+
+Every change goes through ``Register.mutate``: one transaction that takes the
+register's write lock (the state row), numbers its changes gap-free, stores
+them with the list rows and the AIP-155 answer, and commits; only then are
+the changes applied to the in-memory ``ListState`` that answers checks, and
+feed watchers woken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from ceir.domain.errors import InvalidArgument
+from ceir.domain.lists import ListState
+from ceir.domain.model import BlacklistCause, Caller, Change
+from ceir.domain.validation import check_request_id
+from ceir.storage import repository as repo
+from ceir.storage.database import Database
+
+from .clock import Clock, SystemClock
+
+log = logging.getLogger("ceir.register")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The stored answer to a request id seen before (serialised response)."""
+
+    response: bytes
+
+
+@dataclass(frozen=True)
+class Committed(Generic[T]):
+    """The result of a committed mutation and the register version it made."""
+
+    value: T
+    sequence: int
+
+
+@dataclass
+class WriteUnit:
+    """What one mutation sees: its session, the time, and the changes it adds."""
+
+    session: Session
+    now_us: int
+    actor: str
+    state: ListState
+    next_sequence: int
+    changes: list[Change] = field(default_factory=list)
+
+    def add(self, change: Change) -> Change:
+        """Number a change and queue it for this transaction."""
+        numbered = replace(
+            change, sequence=self.next_sequence, committed_at_us=self.now_us, actor=self.actor
+        )
+        self.next_sequence += 1
+        self.changes.append(numbered)
+        return numbered
+
+    @property
+    def sequence(self) -> int:
+        """The register version once this unit commits."""
+        return self.next_sequence - 1
+
+
+def fingerprint(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+class Register:
+    """The register of one server process."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.state = ListState()
+        self._write_lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.reload()
+
+    # --- loading and following ------------------------------------------------------
+
+    def reload(self) -> None:
+        """Rebuild the in-memory lists from the tables, in one consistent read."""
+        with self._write_lock, self.db.read_snapshot() as connection:
+            self.state = load_state(connection)
+        log.info("lists loaded", extra={"sequence": self.state.sequence, **self.state.sizes()})
+
+    def start_following(self, interval: float = 0.5) -> None:
+        """Poll for changes written by other processes sharing the database."""
+        if self._follower is None:
+            self._follower = threading.Thread(
+                target=self._follow, args=(interval,), name="ceir-follower", daemon=True
+            )
+            self._follower.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._follower is not None:
+            self._follower.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    def _follow(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                with self.db.read() as connection:
+                    head = repo.last_sequence(connection)
+                if head > self.state.sequence:
+                    with self._write_lock, self.db.read() as connection:
+                        self._catch_up(connection)
+            except Exception:  # the database may be restarting; try again next tick
+                log.exception("following the change feed failed")
+
+    def _catch_up(self, connection: Connection | Session) -> None:
+        """Apply changes the database has and the lists have not (write lock held)."""
+        while True:
+            batch = repo.changes_after(connection, self.state.sequence, 10_000)
+            if not batch:
+                return
+            self._apply(batch)
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            self.state.apply(change)
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_change(self, after: int, timeout: float) -> bool:
+        """Block until the register is past ``after`` (or timeout/close)."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self.state.sequence > after or self._stop.is_set(), timeout
+            )
+
+    # --- writing ----------------------------------------------------------------------
+
+    def mutate(
+        self,
+        caller: Caller,
+        method: str,
+        request_id: str,
+        request_fingerprint: str,
+        work: Callable[[WriteUnit], T],
+        render: Callable[[Committed[T]], bytes] | None = None,
+    ) -> Committed[T] | Replayed:
+        """Run ``work`` in one write transaction, idempotently per request id.
+
+        ``render`` serialises the answer for AIP-155 replays; it is stored in
+        the same transaction as the change it answers.
+        """
+        check_request_id(request_id)
+        with self._write_lock:
+            with self.db.write() as session:
+                if request_id:
+                    stored = repo.stored_answer(session, caller.name, method, request_id)
+                    if stored is not None:
+                        if stored[0] != request_fingerprint:
+                            raise InvalidArgument.field(
+                                "request_id",
+                                f"{request_id!r} was already used for a different request",
+                                reason="REQUEST_ID_REUSED",
+                            )
+                        return Replayed(stored[1])
+                unit = self._begin(session, caller.name)
+                result = Committed(work(unit), unit.sequence)
+                repo.write_changes(session, unit.changes)
+                if request_id and render is not None:
+                    repo.store_answer(
+                        session,
+                        caller.name,
+                        method,
+                        request_id,
+                        request_fingerprint,
+                        render(result),
+                        unit.now_us,
+                    )
+            self._apply(unit.changes)
+            return result
+
+    def write(self, actor: str, work: Callable[[WriteUnit], T]) -> T:
+        """A write transaction without idempotency (checks' notifications)."""
+        with self._write_lock:
+            with self.db.write() as session:
+                unit = self._begin(session, actor)
+                result = work(unit)
+                repo.write_changes(session, unit.changes)
+            self._apply(unit.changes)
+            return result
+
+    def _begin(self, session: Session, actor: str) -> WriteUnit:
+        head = repo.lock_state(session)
+        if head != self.state.sequence:
+            self._catch_up(session)  # another process wrote; the lists must be exact
+        return WriteUnit(
+            session=session,
+            now_us=self.clock.now_us(),
+            actor=actor,
+            state=self.state,
+            next_sequence=head + 1,
+        )
+
+
+def load_state(connection: Connection) -> ListState:
+    """The lists as the tables hold them (call inside one snapshot read)."""
+    state = ListState(repo.load_policy(connection), repo.last_sequence(connection))
+    for rows in repo.iter_rows(connection, "whitelist", ("imei_key", "valid_until_us"), 50_000):
+        state.whitelist.update((row.imei_key, row.valid_until_us) for row in rows)
+    for rows in repo.iter_rows(
+        connection, "blacklist", ("imei_key", "cause", "block_date_us"), 50_000
+    ):
+        for row in rows:
+            state.blacklist[row.imei_key] = (BlacklistCause(row.cause), row.block_date_us)
+    for rows in repo.iter_rows(connection, "exceptions", ("imei_key", "imsi"), 50_000):
+        state.exceptions.update((row.imei_key, row.imsi) for row in rows)
+    for rows in repo.iter_rows(
+        connection, "notifications", ("imei_key", "imsi", "block_date_us"), 50_000
+    ):
+        for row in rows:
+            state.notified.setdefault(row.imei_key, {})[row.imsi] = row.block_date_us
+    return state

@@ -1,0 +1,118 @@
+"""The synchronize mode: consistent snapshots and the ordered change feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ceir.domain.errors import InvalidArgument
+from ceir.domain.model import Caller, Change
+from ceir.domain.permissions import Action, require
+from ceir.storage import repository as repo
+
+from .register import Register
+
+DEFAULT_CHUNK = 65_536
+MAX_CHUNK = 262_144
+FEED_BATCH = 1_000
+
+
+@dataclass
+class SnapshotChunk:
+    """Columns of one list; only the columns of that list are filled."""
+
+    sequence: int
+    list_name: str  # whitelist, blacklist, notification, exception
+    imei_keys: list[int] = field(default_factory=list)
+    valid_until_s: list[int] = field(default_factory=list)
+    causes: list[int] = field(default_factory=list)
+    imsis: list[str] = field(default_factory=list)
+    msisdns: list[str] = field(default_factory=list)
+    block_dates_s: list[int] = field(default_factory=list)
+    last: bool = False
+    total_entries: int = 0
+
+
+# list name -> (SQL over the list table, ordered by its key)
+_QUERIES = {
+    "whitelist": "SELECT imei_key, valid_until_us FROM whitelist ORDER BY imei_key",
+    "blacklist": "SELECT imei_key, cause FROM blacklist ORDER BY imei_key",
+    "notification": "SELECT imei_key, imsi, msisdn, block_date_us FROM notifications "
+    "ORDER BY imei_key, imsi",
+    "exception": "SELECT imei_key, imsi FROM exceptions ORDER BY imei_key, imsi",
+}
+_COUNT = (
+    "SELECT (SELECT count(*) FROM whitelist) + (SELECT count(*) FROM blacklist)"
+    " + (SELECT count(*) FROM notifications) + (SELECT count(*) FROM exceptions)"
+)
+
+
+class SyncService:
+    def __init__(self, register: Register) -> None:
+        self.register = register
+
+    def snapshot(self, caller: Caller, chunk_size: int) -> Iterator[SnapshotChunk]:
+        """Every list at one sequence, in chunks (the last one has last=True)."""
+        require(caller, Action.SYNC_LISTS)
+        if chunk_size < 0 or chunk_size > MAX_CHUNK:
+            raise InvalidArgument.field("chunk_size", f"0 (default) to {MAX_CHUNK}")
+        size = chunk_size or DEFAULT_CHUNK
+        return self._snapshot(size)
+
+    def _snapshot(self, size: int) -> Iterator[SnapshotChunk]:
+        with self.register.db.read_snapshot() as connection:
+            sequence = repo.last_sequence(connection)
+            total = int(connection.exec_driver_sql(_COUNT).scalar_one())
+            first = True
+            pending: SnapshotChunk | None = None
+            for name, query in _QUERIES.items():
+                cursor = connection.exec_driver_sql(query)
+                while rows := cursor.fetchmany(size):
+                    if pending is not None:
+                        yield pending
+                    pending = _chunk(sequence, name, rows)
+                    if first:
+                        pending.total_entries, first = total, False
+            if pending is None:  # an empty register still answers with its sequence
+                pending = SnapshotChunk(sequence, "whitelist", total_entries=0)
+            pending.last = True
+            yield pending
+
+    def watch(
+        self, caller: Caller, after_sequence: int, is_active: Callable[[], bool]
+    ) -> Iterator[tuple[list[Change], int]]:
+        """Changes after ``after_sequence`` in order, then live, until the
+        caller goes away or the server stops."""
+        require(caller, Action.SYNC_LISTS)
+        if after_sequence < 0:
+            raise InvalidArgument.field("after_sequence", "must not be negative")
+        return self._watch(after_sequence, is_active)
+
+    def _watch(
+        self, cursor: int, is_active: Callable[[], bool]
+    ) -> Iterator[tuple[list[Change], int]]:
+        register = self.register
+        while is_active() and not register.closed:
+            with register.db.read() as connection:
+                changes = repo.changes_after(connection, cursor, FEED_BATCH)
+            if changes:
+                cursor = changes[-1].sequence
+                yield changes, max(cursor, register.state.sequence)
+            else:
+                register.wait_for_change(cursor, timeout=1.0)
+
+
+def _chunk(sequence: int, name: str, rows: list[tuple[object, ...]]) -> SnapshotChunk:
+    chunk = SnapshotChunk(sequence, name)
+    columns = list(zip(*rows, strict=True))
+    chunk.imei_keys = list(columns[0])  # type: ignore[arg-type]
+    if name == "whitelist":
+        chunk.valid_until_s = [0 if v is None else v // 1_000_000 for v in columns[1]]  # type: ignore[operator]
+    elif name == "blacklist":
+        chunk.causes = list(columns[1])  # type: ignore[arg-type]
+    else:
+        chunk.imsis = list(columns[1])  # type: ignore[arg-type]
+        if name == "notification":
+            chunk.msisdns = list(columns[2])  # type: ignore[arg-type]
+            chunk.block_dates_s = [v // 1_000_000 for v in columns[3]]  # type: ignore[operator]
+    return chunk

@@ -1,0 +1,1 @@
+"""Storage: the SQLAlchemy schema, engines, migrations and repositories."""

@@ -1,0 +1,439 @@
+"""Reading and writing the register's tables.
+
+Functions here take the caller's session or connection and never open or
+commit a transaction themselves: the service layer owns transactions. Bulk
+paths use Core statements (one ``executemany`` per table), not ORM objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from ceir.domain.model import (
+    BlacklistCause,
+    BlacklistEntry,
+    Change,
+    ChangeKind,
+    ExceptionEntry,
+    Notification,
+    Phase,
+    Policy,
+    Registration,
+    RegistrationSource,
+)
+
+from . import schema
+
+Executor = Session | Connection
+_changes = schema.ChangeRecord.__table__
+_state = schema.RegisterState.__table__
+_whitelist = schema.WhitelistEntry.__table__
+_blacklist = schema.BlacklistEntry.__table__
+_notifications = schema.NotificationEntry.__table__
+_exceptions = schema.ExceptionPair.__table__
+_devices = schema.Device.__table__
+_idempotency = schema.IdempotencyRecord.__table__
+
+# Keeps IN (...) lists under SQLite's and PostgreSQL's parameter limits.
+IN_CHUNK = 5_000
+
+
+def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+# --- register state and change feed ---------------------------------------------------
+
+
+def lock_state(session: Session) -> int:
+    """Take the register's write lock (the state row) and return the last sequence."""
+    statement = (
+        update(_state)
+        .where(_state.c.id == 1)
+        .values(last_sequence=_state.c.last_sequence)
+        .returning(_state.c.last_sequence)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def last_sequence(connection: Executor) -> int:
+    return int(connection.execute(select(_state.c.last_sequence)).scalar_one())
+
+
+def write_changes(session: Session, changes: Sequence[Change]) -> None:
+    """Insert numbered changes and move the state's last sequence to the last one."""
+    if not changes:
+        return
+    session.execute(insert(_changes), [_change_row(change) for change in changes])
+    session.execute(
+        update(_state).where(_state.c.id == 1).values(last_sequence=changes[-1].sequence)
+    )
+
+
+def changes_after(connection: Executor, after: int, limit: int) -> list[Change]:
+    """Up to ``limit`` changes with a sequence greater than ``after``, in order."""
+    rows = connection.execute(
+        select(_changes)
+        .where(_changes.c.sequence > after)
+        .order_by(_changes.c.sequence)
+        .limit(limit)
+    )
+    return [change_from_row(row) for row in rows]
+
+
+def changes_of_imei(connection: Executor, key: int, limit: int = 1_000) -> list[Change]:
+    rows = connection.execute(
+        select(_changes)
+        .where(_changes.c.imei_key == key)
+        .order_by(_changes.c.sequence)
+        .limit(limit)
+    )
+    return [change_from_row(row) for row in rows]
+
+
+def _change_row(change: Change) -> dict[str, Any]:
+    return {
+        "sequence": change.sequence,
+        "kind": int(change.kind),
+        "imei_key": change.imei_key,
+        "imsi": change.imsi,
+        "msisdn": change.msisdn,
+        "source": None if change.source is None else int(change.source),
+        "valid_until_us": change.valid_until_us,
+        "device_id": change.device_id,
+        "blacklist_cause": None if change.blacklist_cause is None else int(change.blacklist_cause),
+        "block_date_us": change.block_date_us,
+        "operator_mcc_mnc": change.operator_mcc_mnc,
+        "policy_json": "" if change.policy is None else _policy_json(change.policy),
+        "committed_at_us": change.committed_at_us,
+        "actor": change.actor,
+    }
+
+
+def change_from_row(row: Row[Any]) -> Change:
+    return Change(
+        kind=ChangeKind(row.kind),
+        imei_key=row.imei_key,
+        imsi=row.imsi,
+        msisdn=row.msisdn,
+        source=None if row.source is None else RegistrationSource(row.source),
+        valid_until_us=row.valid_until_us,
+        device_id=row.device_id,
+        blacklist_cause=None
+        if row.blacklist_cause is None
+        else BlacklistCause(row.blacklist_cause),
+        block_date_us=row.block_date_us,
+        operator_mcc_mnc=row.operator_mcc_mnc,
+        policy=_policy_from_json(row.policy_json) if row.policy_json else None,
+        sequence=row.sequence,
+        committed_at_us=row.committed_at_us,
+        actor=row.actor,
+    )
+
+
+def _policy_json(policy: Policy) -> str:
+    return json.dumps(
+        {
+            "phase": int(policy.phase),
+            "grace_days": policy.grace_days,
+            "clone_threshold": policy.clone_threshold,
+            "clone_window_seconds": policy.clone_window_seconds,
+            "updated_at_us": policy.updated_at_us,
+            "updated_by": policy.updated_by,
+        },
+        sort_keys=True,
+    )
+
+
+def _policy_from_json(text: str) -> Policy:
+    data = json.loads(text)
+    data["phase"] = Phase(data["phase"])
+    return Policy(**data)
+
+
+# --- policy ------------------------------------------------------------------------------
+
+
+def load_policy(connection: Executor) -> Policy:
+    row = connection.execute(select(_state)).one()
+    return Policy(
+        phase=Phase(row.phase),
+        grace_days=row.grace_days,
+        clone_threshold=row.clone_threshold,
+        clone_window_seconds=row.clone_window_seconds,
+        updated_at_us=row.policy_updated_at_us,
+        updated_by=row.policy_updated_by,
+    )
+
+
+def save_policy(session: Session, policy: Policy) -> None:
+    session.execute(
+        update(_state)
+        .where(_state.c.id == 1)
+        .values(
+            phase=int(policy.phase),
+            grace_days=policy.grace_days,
+            clone_threshold=policy.clone_threshold,
+            clone_window_seconds=policy.clone_window_seconds,
+            policy_updated_at_us=policy.updated_at_us,
+            policy_updated_by=policy.updated_by,
+        )
+    )
+
+
+# --- whitelist and devices ------------------------------------------------------------
+
+
+def insert_devices(session: Session, devices: Sequence[Registration]) -> None:
+    """Insert devices and their whitelist rows, replacing any old whitelist rows."""
+    if not devices:
+        return
+    keys = [key for device in devices for key in device.imei_keys]
+    for part in chunks(keys):
+        session.execute(delete(_whitelist).where(_whitelist.c.imei_key.in_(part)))
+    session.execute(
+        insert(_devices),
+        [
+            {
+                "id": d.device_id,
+                "source": int(d.source),
+                "reference": d.reference,
+                "valid_until_us": d.valid_until_us,
+                "brand": d.brand,
+                "model": d.model,
+                "registered_by": d.registered_by,
+                "registered_at_us": d.registered_at_us,
+                "imei_keys": ",".join(str(key) for key in d.imei_keys),
+            }
+            for d in devices
+        ],
+    )
+    session.execute(
+        insert(_whitelist),
+        [
+            {"imei_key": key, "device_id": d.device_id, "valid_until_us": d.valid_until_us}
+            for d in devices
+            for key in d.imei_keys
+        ],
+    )
+
+
+def delete_whitelist(session: Session, keys: Sequence[int]) -> None:
+    for part in chunks(keys):
+        session.execute(delete(_whitelist).where(_whitelist.c.imei_key.in_(part)))
+
+
+def registration_of(connection: Executor, key: int) -> Registration | None:
+    device_id = connection.execute(
+        select(_whitelist.c.device_id).where(_whitelist.c.imei_key == key)
+    ).scalar()
+    if device_id is None:
+        return None
+    row = connection.execute(select(_devices).where(_devices.c.id == device_id)).one()
+    return Registration(
+        device_id=row.id,
+        imei_keys=tuple(int(k) for k in row.imei_keys.split(",")),
+        source=RegistrationSource(row.source),
+        reference=row.reference,
+        valid_until_us=row.valid_until_us,
+        brand=row.brand,
+        model=row.model,
+        registered_by=row.registered_by,
+        registered_at_us=row.registered_at_us,
+    )
+
+
+# --- blacklist ------------------------------------------------------------------------
+
+
+def insert_blacklist(
+    session: Session,
+    entries: Sequence[BlacklistEntry],
+    block_dates: Sequence[int | None] | None = None,
+) -> None:
+    if not entries:
+        return
+    dates = block_dates or [None] * len(entries)
+    session.execute(
+        insert(_blacklist),
+        [
+            {
+                "imei_key": e.imei_key,
+                "cause": int(e.cause),
+                "police_report": e.police_report,
+                "blocked_by": e.blocked_by,
+                "blocked_at_us": e.blocked_at_us,
+                "block_date_us": date,
+            }
+            for e, date in zip(entries, dates, strict=True)
+        ],
+    )
+
+
+def delete_blacklist(session: Session, keys: Sequence[int]) -> None:
+    for part in chunks(keys):
+        session.execute(delete(_blacklist).where(_blacklist.c.imei_key.in_(part)))
+
+
+def blacklist_entry(connection: Executor, key: int) -> BlacklistEntry | None:
+    row = connection.execute(select(_blacklist).where(_blacklist.c.imei_key == key)).first()
+    if row is None:
+        return None
+    return BlacklistEntry(
+        row.imei_key,
+        BlacklistCause(row.cause),
+        row.police_report,
+        row.blocked_by,
+        row.blocked_at_us,
+    )
+
+
+# --- notifications --------------------------------------------------------------------
+
+
+def insert_notifications(session: Session, entries: Sequence[Notification]) -> None:
+    if entries:
+        session.execute(
+            insert(_notifications),
+            [
+                {
+                    "imei_key": n.imei_key,
+                    "imsi": n.imsi,
+                    "msisdn": n.msisdn,
+                    "operator_mcc_mnc": n.operator_mcc_mnc,
+                    "first_seen_us": n.first_seen_us,
+                    "block_date_us": n.block_date_us,
+                }
+                for n in entries
+            ],
+        )
+
+
+def delete_notifications(session: Session, pairs: Sequence[tuple[int, str]]) -> None:
+    for part in chunks(pairs, 1_000):
+        session.execute(
+            delete(_notifications).where(
+                tuple_(_notifications.c.imei_key, _notifications.c.imsi).in_(part)
+            )
+        )
+
+
+def notifications_of_imei(connection: Executor, key: int) -> list[Notification]:
+    rows = connection.execute(
+        select(_notifications)
+        .where(_notifications.c.imei_key == key)
+        .order_by(_notifications.c.imsi)
+    )
+    return [_notification(row) for row in rows]
+
+
+def notifications_page(
+    connection: Executor, operators: Sequence[str] | None, after: tuple[int, str] | None, limit: int
+) -> list[Notification]:
+    """Notifications ordered by (IMEI key, IMSI), after a position, for some
+    operators (None: all)."""
+    query = select(_notifications)
+    if operators is not None:
+        query = query.where(_notifications.c.operator_mcc_mnc.in_(list(operators)))
+    if after is not None:
+        query = query.where(tuple_(_notifications.c.imei_key, _notifications.c.imsi) > after)
+    query = query.order_by(_notifications.c.imei_key, _notifications.c.imsi).limit(limit)
+    return [_notification(row) for row in connection.execute(query)]
+
+
+def _notification(row: Row[Any]) -> Notification:
+    return Notification(
+        row.imei_key,
+        row.imsi,
+        row.msisdn,
+        row.operator_mcc_mnc,
+        row.first_seen_us,
+        row.block_date_us,
+    )
+
+
+# --- exceptions -----------------------------------------------------------------------
+
+
+def insert_exception(session: Session, entry: ExceptionEntry, added_at_us: int) -> None:
+    session.execute(
+        insert(_exceptions).values(
+            imei_key=entry.imei_key,
+            imsi=entry.imsi,
+            reason=entry.reason,
+            added_by=entry.added_by,
+            added_at_us=added_at_us,
+        )
+    )
+
+
+def delete_exception(session: Session, key: int, imsi: str) -> None:
+    session.execute(
+        delete(_exceptions).where(_exceptions.c.imei_key == key, _exceptions.c.imsi == imsi)
+    )
+
+
+def exceptions_of_imei(connection: Executor, key: int) -> list[ExceptionEntry]:
+    rows = connection.execute(
+        select(_exceptions).where(_exceptions.c.imei_key == key).order_by(_exceptions.c.imsi)
+    )
+    return [ExceptionEntry(r.imei_key, r.imsi, r.reason, r.added_by) for r in rows]
+
+
+# --- idempotency (AIP-155) -------------------------------------------------------------
+
+
+def stored_answer(
+    session: Session, organisation: str, method: str, request_id: str
+) -> tuple[str, bytes] | None:
+    row = session.execute(
+        select(_idempotency.c.fingerprint, _idempotency.c.response).where(
+            _idempotency.c.organisation == organisation,
+            _idempotency.c.method == method,
+            _idempotency.c.request_id == request_id,
+        )
+    ).first()
+    return None if row is None else (row.fingerprint, bytes(row.response))
+
+
+def store_answer(
+    session: Session,
+    organisation: str,
+    method: str,
+    request_id: str,
+    fingerprint: str,
+    response: bytes,
+    now_us: int,
+) -> None:
+    session.execute(
+        insert(_idempotency).values(
+            organisation=organisation,
+            method=method,
+            request_id=request_id,
+            fingerprint=fingerprint,
+            response=response,
+            created_at_us=now_us,
+        )
+    )
+
+
+# --- snapshots --------------------------------------------------------------------------
+
+
+def iter_rows(
+    connection: Connection, table_name: str, columns: Iterable[str], batch: int
+) -> Iterator[list[Row[Any]]]:
+    """Stream a list table ordered by its key, ``batch`` rows at a time."""
+    table = schema.Base.metadata.tables[table_name]
+    order = [column for column in table.primary_key.columns]
+    result = connection.execution_options(stream_results=True, yield_per=batch).execute(
+        select(*[table.c[name] for name in columns]).order_by(*order)
+    )
+    for part in result.partitions(batch):
+        yield list(part)

@@ -1,0 +1,154 @@
+"""The register's tables (SQLAlchemy 2 typed models).
+
+Times are integers: Unix microseconds, in columns ending ``_us``. IMEI keys
+are the 14-digit key as a 64-bit integer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ImeiKey = Annotated[int, mapped_column(BigInteger)]
+Micros = Annotated[int, mapped_column(BigInteger)]
+OptionalMicros = Annotated[int | None, mapped_column(BigInteger, nullable=True)]
+Imsi = Annotated[str, mapped_column(String(15))]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Organisation(Base):
+    """A caller: its kind, its MCC-MNCs (operators) and its hashed token."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    mcc_mncs: Mapped[str] = mapped_column(String(256), default="")  # comma separated
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at_us: Mapped[Micros]
+    revoked_at_us: Mapped[OptionalMicros]
+
+
+class RegisterState(Base):
+    """One row: the last change sequence and the policy in force.
+
+    Writers bump ``last_sequence`` inside their transaction; the row lock
+    serialises them, so sequences have no gaps even on PostgreSQL.
+    """
+
+    __tablename__ = "register_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    phase: Mapped[int] = mapped_column(Integer)
+    grace_days: Mapped[int] = mapped_column(Integer)
+    clone_threshold: Mapped[int] = mapped_column(Integer)
+    clone_window_seconds: Mapped[int] = mapped_column(Integer)
+    policy_updated_at_us: Mapped[Micros]
+    policy_updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class Device(Base):
+    """A registered device; its slot IMEIs are whitelist rows."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(128))
+    valid_until_us: Mapped[OptionalMicros]
+    brand: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at_us: Mapped[Micros]
+    imei_keys: Mapped[str] = mapped_column(String(160))  # comma separated, slot order
+
+
+class WhitelistEntry(Base):
+    __tablename__ = "whitelist"
+
+    imei_key: Mapped[ImeiKey] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32))
+    valid_until_us: Mapped[OptionalMicros]
+
+
+class BlacklistEntry(Base):
+    __tablename__ = "blacklist"
+
+    imei_key: Mapped[ImeiKey] = mapped_column(primary_key=True)
+    cause: Mapped[int] = mapped_column(Integer)
+    police_report: Mapped[str] = mapped_column(String(128))
+    blocked_by: Mapped[str] = mapped_column(String(64))
+    blocked_at_us: Mapped[Micros]
+    block_date_us: Mapped[OptionalMicros]
+
+
+class NotificationEntry(Base):
+    __tablename__ = "notifications"
+
+    imei_key: Mapped[ImeiKey] = mapped_column(primary_key=True)
+    imsi: Mapped[Imsi] = mapped_column(primary_key=True)
+    msisdn: Mapped[str] = mapped_column(String(16))
+    operator_mcc_mnc: Mapped[str] = mapped_column(String(8))
+    first_seen_us: Mapped[Micros]
+    block_date_us: Mapped[Micros]
+
+    __table_args__ = (Index("ix_notifications_operator", "operator_mcc_mnc", "imei_key", "imsi"),)
+
+
+class ExceptionPair(Base):
+    __tablename__ = "exceptions"
+
+    imei_key: Mapped[ImeiKey] = mapped_column(primary_key=True)
+    imsi: Mapped[Imsi] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(String(256))
+    added_by: Mapped[str] = mapped_column(String(64))
+    added_at_us: Mapped[Micros]
+
+
+class ChangeRecord(Base):
+    """The change feed: one row per list change, gap-free sequences."""
+
+    __tablename__ = "changes"
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[int] = mapped_column(Integer)
+    imei_key: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    imsi: Mapped[str] = mapped_column(String(15), default="")
+    msisdn: Mapped[str] = mapped_column(String(16), default="")
+    source: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    valid_until_us: Mapped[OptionalMicros]
+    device_id: Mapped[str] = mapped_column(String(32), default="")
+    blacklist_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    block_date_us: Mapped[OptionalMicros]
+    operator_mcc_mnc: Mapped[str] = mapped_column(String(8), default="")
+    policy_json: Mapped[str] = mapped_column(Text, default="")
+    committed_at_us: Mapped[Micros]
+    actor: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyRecord(Base):
+    """The first answer to each (caller, method, request_id) (AIP-155)."""
+
+    __tablename__ = "idempotency"
+
+    organisation: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at_us: Mapped[Micros]
