@@ -90,9 +90,14 @@ class ImportService:
             result.sequence = unit.sequence
             return result
 
-        chunk_id = f"{request_id}#{chunk_number}" if request_id else ""
         return self.register.mutate(
-            caller, "ImportRegistrations", chunk_id, fingerprint, work, render
+            caller,
+            "ImportRegistrations",
+            request_id,
+            fingerprint,
+            work,
+            render,
+            part=chunk_number,
         )
 
 

@@ -159,13 +159,17 @@ class Register:
         request_fingerprint: str,
         work: Callable[[WriteUnit], T],
         render: Callable[[Committed[T]], bytes] | None = None,
+        part: int | None = None,
     ) -> Committed[T] | Replayed:
         """Run ``work`` in one write transaction, idempotently per request id.
 
         ``render`` serialises the answer for AIP-155 replays; it is stored in
-        the same transaction as the change it answers.
+        the same transaction as the change it answers. ``part`` numbers the
+        pieces of a streamed request, each idempotent on its own.
         """
         check_request_id(request_id)
+        if request_id and part is not None:
+            request_id = f"{request_id}#{part}"
         with self._write_lock:
             with self.db.write() as session:
                 if request_id:

@@ -1,0 +1,87 @@
+"""The in-memory lists: applying the change feed, and the rules' order."""
+
+from __future__ import annotations
+
+import pytest
+
+from ceir.domain.lists import GraceExpired, ListState, NewNotification
+from ceir.domain.model import (
+    BlacklistCause,
+    Change,
+    ChangeKind,
+    EquipmentStatus,
+    Phase,
+    Policy,
+    Reason,
+)
+
+KEY = 35209900176148
+IMEI = "352099001761481"
+IMSI = "510101234567890"
+NOW = 1_600_000_000_000_000
+
+
+def feed(state: ListState, *changes: Change) -> None:
+    for change in changes:
+        state.apply(Change(**{**change.__dict__, "sequence": state.sequence + 1}))
+
+
+def test_apply_refuses_a_gap_and_a_replay() -> None:
+    state = ListState()
+    state.apply(Change(ChangeKind.WHITELIST_ADDED, KEY, sequence=1))
+    with pytest.raises(ValueError, match="does not follow"):
+        state.apply(Change(ChangeKind.WHITELIST_REMOVED, KEY, sequence=3))
+    with pytest.raises(ValueError, match="does not follow"):
+        state.apply(Change(ChangeKind.WHITELIST_REMOVED, KEY, sequence=1))
+    assert state.sequence == 1 and KEY in state.whitelist
+
+
+def test_first_matching_rule_wins() -> None:
+    state = ListState()
+    feed(
+        state,
+        Change(ChangeKind.WHITELIST_ADDED, KEY),
+        Change(ChangeKind.BLACKLIST_BLOCKED, KEY, blacklist_cause=BlacklistCause.STOLEN),
+        Change(ChangeKind.EXCEPTION_ADDED, KEY, imsi=IMSI),
+    )
+    decision, effect = state.decide(IMEI, IMSI, "", NOW)
+    assert (decision.status, decision.reasons) == (
+        EquipmentStatus.WHITELISTED,
+        (Reason.EXCEPTION_PAIR,),
+    )
+    assert effect is None
+    decision, _ = state.decide(IMEI, "510109999999999", "", NOW)
+    assert decision.reasons == (Reason.STOLEN,)
+
+
+def test_unregistered_in_notify_asks_for_a_notification_then_expires() -> None:
+    state = ListState(Policy(phase=Phase.NOTIFY, grace_days=10))
+    decision, effect = state.decide(IMEI, IMSI, "6281100000001", NOW)
+    assert decision.status is EquipmentStatus.GREYLISTED
+    assert isinstance(effect, NewNotification)
+    assert effect.block_date_us == NOW + 10 * 86_400 * 1_000_000
+    feed(
+        state,
+        Change(ChangeKind.NOTIFICATION_NEW, KEY, imsi=IMSI, block_date_us=effect.block_date_us),
+    )
+    assert state.decide(IMEI, IMSI, "", NOW)[1] is None  # already notified
+    decision, effect = state.decide(IMEI, IMSI, "", effect.block_date_us)
+    assert decision.reasons == (Reason.NOT_REGISTERED, Reason.NOTIFICATION_EXPIRED)
+    assert isinstance(effect, GraceExpired)
+
+
+def test_policy_changes_arrive_through_the_feed() -> None:
+    state = ListState()
+    feed(state, Change(ChangeKind.POLICY_CHANGED, policy=Policy(phase=Phase.ENFORCE)))
+    decision, effect = state.decide(IMEI, IMSI, "", NOW)
+    assert decision.reasons == (Reason.NOT_REGISTERED, Reason.ENFORCEMENT_PHASE)
+    assert effect is None
+
+
+def test_clone_window_forgets_old_sightings() -> None:
+    state = ListState(Policy(clone_threshold=1, clone_window_seconds=60))
+    feed(state, Change(ChangeKind.WHITELIST_ADDED, KEY))
+    assert state.decide(IMEI, "510100000000001", "", NOW)[0].status is EquipmentStatus.WHITELISTED
+    assert state.decide(IMEI, "510100000000002", "", NOW)[0].status is EquipmentStatus.GREYLISTED
+    later = NOW + 120 * 1_000_000
+    assert state.decide(IMEI, "510100000000003", "", later)[0].status is EquipmentStatus.WHITELISTED
