@@ -1,0 +1,90 @@
+"""``ceir serve``: run the register's gRPC server until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ceir.api.observability import configure_logging
+from ceir.api.server import ServerConfig, serve
+
+from ._output import fail, reporting_errors
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="CEIR_DB",
+        metavar="PATH_OR_URL",
+        show_default=False,
+        help="The register's database: a file path (SQLite) or a SQLAlchemy URL "
+        "such as postgresql+psycopg://user@host/db.",
+    ),
+]
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def database(db: str | None) -> str:
+    """The --db value, or a clear error when neither it nor CEIR_DB is given."""
+    if not db:
+        fail("no database: pass --db PATH_OR_URL or set CEIR_DB")
+    return db
+
+
+def serve_command(
+    db: DbOption = None,
+    listen: Annotated[
+        str, typer.Option("--listen", metavar="HOST:PORT", help="Address to listen on.")
+    ] = "127.0.0.1:50051",
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="PEM private key: serve TLS."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="PEM certificate chain: serve TLS."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Expose Prometheus metrics on http://127.0.0.1:PORT/metrics.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="Least severe level logged.")
+    ] = LogLevel.INFO,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log one JSON line per call.")
+    ] = True,
+) -> None:
+    """Run the CEIR gRPC server until SIGINT or SIGTERM.
+
+    Migrates the database to the newest schema first. Logs are JSON lines on
+    stderr. On a signal, health turns NOT_SERVING, in-flight calls finish and
+    the command exits with code 0.
+    """
+    url = database(db)
+    if (tls_key is None) != (tls_cert is None):
+        fail("TLS needs both --tls-key and --tls-cert")
+    configure_logging(log_level.value)
+    config = ServerConfig(
+        db=url,
+        address=listen,
+        tls_key=tls_key,
+        tls_cert=tls_cert,
+        metrics_port=metrics_port,
+        access_log=access_log,
+    )
+    with reporting_errors():
+        serve(config)
