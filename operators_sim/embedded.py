@@ -1,0 +1,142 @@
+"""A CEIR of the simulation's own, for runs without ``--ceir``.
+
+This is the one module of ``operators_sim`` that touches the server's code,
+and only to stand a server up as its operator would: it runs
+``ceir.api.server.create_server`` in a child process (its own interpreter,
+so the register and the simulation do not share a GIL) and creates the
+organisations with ``ceir.service.orgs.add_organisation``. Everything else
+talks to it over gRPC with the tokens this returns.
+
+``python -m operators_sim.embedded --db FILE --address HOST:PORT`` is the
+child: it prints ``PORT <n>`` once listening and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ORGANISATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "kemenperin": ("kemenperin", ()),
+    "bea-cukai": ("customs", ()),
+    "kemlu": ("kemlu", ()),
+    "kominfo": ("kominfo", ()),
+    "telkomsel": ("operator", ("510-10",)),
+    "indosat": ("operator", ("510-01", "510-21")),
+    "xl": ("operator", ("510-11",)),
+    "tri": ("operator", ("510-89",)),
+    "smartfren": ("operator", ("510-09", "510-28")),
+}
+"""The organisations a simulation needs: name -> (kind, MCC-MNCs)."""
+
+
+class EmbeddedCeir:
+    """A CEIR server in a child process over a SQLite file."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.db_path = data_dir / "ceir.db"
+        self.port = port
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server (the same port as before, after a restart)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "operators_sim.embedded",
+            "--db",
+            str(self.db_path),
+            "--address",
+            f"127.0.0.1:{self.port}",
+        ]
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=(self.data_dir / "ceir.log").open("a"),
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self._process.stdout is not None
+        ready: list[str] = []
+        reader = threading.Thread(
+            target=lambda: ready.append(self._process.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout)
+        line = ready[0] if ready else ""
+        if not line.startswith("PORT "):
+            self.kill()
+            log = (self.data_dir / "ceir.log").read_text()[-2000:]
+            raise RuntimeError(f"the embedded CEIR did not start: {line!r}\n{log}")
+        self.port = int(line.split()[1])
+
+    def create_organisations(self) -> dict[str, str]:
+        """Create every organisation of ``ORGANISATIONS``; name -> token.
+        Call once the server has started (it creates the schema)."""
+        from ceir.service.orgs import add_organisation
+        from ceir.storage.database import Database
+
+        db = Database(str(self.db_path))
+        try:
+            return {
+                name: add_organisation(db, name, kind, list(codes))
+                for name, (kind, codes) in ORGANISATIONS.items()
+            }
+        finally:
+            db.engine.dispose()
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to shut down cleanly."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM and wait (graceful shutdown)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="run a CEIR for a simulation")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--address", default="127.0.0.1:0")
+    args = parser.parse_args()
+    from ceir.api.server import ServerConfig, create_server
+
+    running = create_server(ServerConfig(db=args.db, address=args.address, access_log=False))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(f"PORT {running.port}", flush=True)
+    while not done.wait(1.0):
+        if os.getppid() == 1:  # the simulation died: do not outlive it
+            break
+    running.stop(grace=2.0)
+
+
+if __name__ == "__main__":
+    main()

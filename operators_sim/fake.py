@@ -1,0 +1,128 @@
+"""A scripted ``CeirLink`` for unit tests: crafted snapshots, crafted change
+streams (gaps, duplicates, disorder), and a record of what the node asked.
+
+Like httpx's ``MockTransport``: the node under test cannot tell it from the
+real link, and the test decides every answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ceir.v1 import equipment_check_pb2 as check_pb
+from ceir.v1 import list_sync_pb2 as sync_pb
+from ceir.v1 import types_pb2 as pb
+
+from .transport import LinkDown
+
+CheckHandler = Callable[[check_pb.CheckEquipmentRequest], check_pb.CheckEquipmentResponse]
+
+
+def change(sequence: int, kind: int, imei_key: int | str = "", **fields: object) -> pb.ListChange:
+    """A ListChange with the key written as the API writes it."""
+    key = f"{imei_key:014d}" if isinstance(imei_key, int) else imei_key
+    return pb.ListChange(sequence=sequence, kind=kind, imei_key=key, **fields)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Feed:
+    messages: list[sync_pb.WatchChangesResponse]
+    hold_open: bool
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def __iter__(self) -> Iterator[sync_pb.WatchChangesResponse]:
+        for message in self.messages:
+            if self.cancelled.is_set():
+                return
+            yield message
+        if self.hold_open:  # like a live feed with nothing new: wait until cancelled
+            self.cancelled.wait()
+            return
+        raise LinkDown("UNAVAILABLE: scripted end of stream")
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class FakeLink:
+    """A link whose snapshot, feed and check answers are scripted.
+
+    ``feeds`` holds one list of messages per ``watch`` call, in call order;
+    once they run out, ``watch`` serves ``log`` (every change after the
+    requested sequence) and holds the stream open.
+    """
+
+    def __init__(
+        self,
+        *,
+        snapshot: Sequence[sync_pb.GetSnapshotResponse] = (),
+        policy: pb.Policy | None = None,
+        feeds: Sequence[Sequence[sync_pb.WatchChangesResponse]] = (),
+        log: Sequence[pb.ListChange] = (),
+        check: CheckHandler | None = None,
+    ) -> None:
+        self.snapshot_chunks = list(snapshot) or [
+            sync_pb.GetSnapshotResponse(sequence=0, last=True)
+        ]
+        self.policy = policy or pb.Policy(
+            phase=pb.PHASE_NOTIFY, grace_days=30, clone_threshold=3, clone_window_seconds=86_400
+        )
+        self.feeds = [list(f) for f in feeds]
+        self.log = list(log)
+        self.check = check
+        self.up = True
+        self.watch_calls: list[int] = []
+        self.snapshot_calls = 0
+        self.checks_received: list[check_pb.CheckEquipmentRequest] = []
+        self._open: list[_Feed] = []
+
+    def _require_up(self) -> None:
+        if not self.up:
+            raise LinkDown("UNAVAILABLE: the fake CEIR is down")
+
+    def get_policy(self) -> pb.Policy:
+        self._require_up()
+        return self.policy
+
+    def snapshot(self, chunk_size: int = 0) -> Iterator[sync_pb.GetSnapshotResponse]:
+        self._require_up()
+        self.snapshot_calls += 1
+        yield from self.snapshot_chunks
+
+    def watch(self, after_sequence: int) -> _Feed:
+        self.watch_calls.append(after_sequence)
+        if not self.up:
+            feed = _Feed([], hold_open=False)
+        elif self.feeds:
+            feed = _Feed(self.feeds.pop(0), hold_open=False)
+        else:
+            tail = [c for c in self.log if c.sequence > after_sequence]
+            head = max((c.sequence for c in self.log), default=after_sequence)
+            messages = [sync_pb.WatchChangesResponse(changes=tail, head_sequence=head)]
+            feed = _Feed(messages if tail else [], hold_open=True)
+        self._open.append(feed)
+        return feed
+
+    def check_batch(
+        self, checks: Sequence[check_pb.CheckEquipmentRequest]
+    ) -> list[check_pb.CheckEquipmentResponse]:
+        self._require_up()
+        self.checks_received.extend(checks)
+        if self.check is None:
+            raise LinkDown("UNAVAILABLE: no check handler scripted")
+        return [self.check(c) for c in checks]
+
+    def reachable(self) -> bool:
+        return self.up
+
+    def go_down(self) -> None:
+        """Make the CEIR unreachable and break open streams."""
+        self.up = False
+        for feed in self._open:
+            feed.cancel()
+
+    def close(self) -> None:
+        for feed in self._open:
+            feed.cancel()

@@ -1,0 +1,272 @@
+"""Keeping a replica current: bootstrap from a snapshot, follow the feed,
+resume after a break, resynchronize when resuming is impossible.
+
+The policy is not part of a snapshot (``GetSnapshotResponse`` has no policy
+field, ``GetPolicyResponse`` no sequence). The follower reads the policy
+before and after the snapshot and accepts the pair only when both reads are
+the same policy with the same ``update_time``: then no policy change was
+committed while the snapshot was taken, so that policy was in force at the
+snapshot's sequence. Later changes arrive as POLICY_CHANGED in the feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ceir.v1 import list_sync_pb2 as sync_pb
+from ceir.v1 import types_pb2 as pb
+
+from .codec import imsi_code
+from .replica import Policy, Replica, SequenceError, Snapshot
+from .transport import CeirLink, LinkDown, LinkError
+
+log = logging.getLogger("operators_sim.follower")
+ChangeListener = Callable[[Sequence[pb.ListChange], float], None]
+POLICY_READS = 5
+
+
+class BootstrapError(Exception):
+    """No consistent (snapshot, policy) pair could be read."""
+
+
+def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
+    """Assemble streamed chunks into one ``Snapshot``; every chunk must carry
+    the same sequence and the stream must end with ``last``."""
+    parts: dict[int, dict[str, list[np.ndarray]]] = {}
+    sequence: int | None = None
+    complete = False
+    for chunk in chunks:
+        if sequence is None:
+            sequence = chunk.sequence
+        elif chunk.sequence != sequence:
+            raise LinkError(f"snapshot chunk at sequence {chunk.sequence}, expected {sequence}")
+        columns = parts.setdefault(chunk.list, {})
+        columns.setdefault("keys", []).append(np.array(chunk.imei_keys, dtype=np.uint64))
+        if chunk.list == sync_pb.SNAPSHOT_LIST_WHITELIST:
+            columns.setdefault("a", []).append(np.array(chunk.valid_until_unix, dtype=np.int64))
+        elif chunk.list == sync_pb.SNAPSHOT_LIST_BLACKLIST:
+            columns.setdefault("a", []).append(np.array(chunk.blacklist_causes, dtype=np.int64))
+        else:
+            codes = np.array([imsi_code(i) for i in chunk.imsis], dtype=np.uint64)
+            columns.setdefault("a", []).append(codes)
+            if chunk.list == sync_pb.SNAPSHOT_LIST_NOTIFICATION:
+                columns.setdefault("b", []).append(np.array(chunk.block_dates_unix, dtype=np.int64))
+        complete = chunk.last
+    if sequence is None or not complete:
+        raise LinkDown("the snapshot stream ended before its last chunk")
+
+    def column(list_id: int, name: str, dtype: type[np.generic]) -> np.ndarray:
+        pieces = parts.get(list_id, {}).get(name)
+        return np.concatenate(pieces).astype(dtype) if pieces else np.empty(0, dtype)
+
+    w, b = sync_pb.SNAPSHOT_LIST_WHITELIST, sync_pb.SNAPSHOT_LIST_BLACKLIST
+    n, e = sync_pb.SNAPSHOT_LIST_NOTIFICATION, sync_pb.SNAPSHOT_LIST_EXCEPTION
+    return Snapshot(
+        sequence=sequence,
+        whitelist_keys=column(w, "keys", np.uint64),
+        whitelist_valid_until=column(w, "a", np.int64),
+        blacklist_keys=column(b, "keys", np.uint64),
+        blacklist_causes=column(b, "a", np.int64),
+        notification_keys=column(n, "keys", np.uint64),
+        notification_imsis=column(n, "a", np.uint64),
+        notification_block_dates=column(n, "b", np.int64),
+        exception_keys=column(e, "keys", np.uint64),
+        exception_imsis=column(e, "a", np.uint64),
+    )
+
+
+def bootstrap(link: CeirLink, replica: Replica, chunk_size: int = 0) -> Snapshot:
+    """Load a snapshot and the policy in force at its sequence."""
+    for _ in range(POLICY_READS):
+        before = link.get_policy()
+        snapshot = read_snapshot(link.snapshot(chunk_size))
+        after = link.get_policy()
+        if before == after:  # same fields and same update_time: no change in between
+            replica.load(snapshot, Policy.from_message(after))
+            return snapshot
+    raise BootstrapError(
+        f"the policy changed during each of {POLICY_READS} snapshots; cannot tell which "
+        "policy was in force at the snapshot's sequence"
+    )
+
+
+@dataclass
+class Backoff:
+    """Exponential reconnect delays: first, doubling, capped."""
+
+    first: float = 0.05
+    cap: float = 1.0
+    _next: float = field(default=0.0, init=False)
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    def next(self) -> float:
+        self._next = self.first if self._next == 0.0 else min(self._next * 2, self.cap)
+        return self._next
+
+
+@dataclass
+class FollowerStats:
+    snapshots: int = 0
+    reconnects: int = 0
+    refused: int = 0  # messages refused for a gap, a duplicate or disorder
+    applied: int = 0
+    head_sequence: int = 0
+    last_error: str = ""
+
+
+class Follower:
+    """Runs in its own thread: snapshot, then the feed, forever."""
+
+    def __init__(
+        self,
+        link: CeirLink,
+        replica: Replica,
+        *,
+        listener: ChangeListener | None = None,
+        backoff: Backoff | None = None,
+        chunk_size: int = 0,
+        name: str = "follower",
+    ) -> None:
+        self.link = link
+        self.replica = replica
+        self.listener = listener
+        self.backoff = backoff or Backoff()
+        self.chunk_size = chunk_size
+        self.name = name
+        self.stats = FollowerStats()
+        self._streaming = False
+        self.disconnected_since = time.monotonic()
+        self._last_refused: int | None = None
+        self._resync = not replica.loaded
+        self._stop = threading.Event()
+        self._stream_lock = threading.Lock()
+        self._stream: object | None = None
+        self._thread: threading.Thread | None = None
+        self._caught_up = threading.Condition()
+
+    # --- public state -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the feed is open and the CEIR reachable."""
+        return self._streaming and self.link.reachable()
+
+    @property
+    def applied_sequence(self) -> int:
+        return self.replica.sequence
+
+    @property
+    def lag(self) -> int:
+        """Changes the CEIR had that this replica has not applied (as of the
+        last message received)."""
+        return max(self.stats.head_sequence - self.replica.sequence, 0)
+
+    def wait_for(self, sequence: int, timeout: float) -> bool:
+        """Block until the replica has applied ``sequence`` (tests, drills)."""
+        with self._caught_up:
+            return self._caught_up.wait_for(lambda: self.replica.sequence >= sequence, timeout)
+
+    # --- running ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._cancel_stream()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._resync:
+                    bootstrap(self.link, self.replica, self.chunk_size)
+                    self.stats.snapshots += 1
+                    self._resync = False
+                    self._notify()
+                self._follow()
+            except SequenceError as error:
+                self.stats.refused += 1
+                self.stats.last_error = str(error)
+                log.warning("%s: refused the feed: %s", self.name, error)
+                self._mark_down()
+                # A refused change is never applied: resume from the last
+                # applied sequence; if the same sequence is refused twice in a
+                # row, the feed cannot be resumed: take a fresh snapshot.
+                if error.expected == self._last_refused:
+                    self._resync = True
+                self._last_refused = error.expected
+            except (LinkError, BootstrapError) as error:
+                self.stats.last_error = str(error)
+                self._mark_down()
+            if not self._stop.is_set():
+                self.stats.reconnects += 1
+                self._stop.wait(self.backoff.next())
+
+    def _follow(self) -> None:
+        replica = self.replica
+        stream = self.link.watch(replica.sequence)
+        with self._stream_lock:
+            self._stream = stream
+        self._mark_up()
+        try:
+            for message in stream:
+                if self._stop.is_set():
+                    return
+                self.stats.head_sequence = message.head_sequence
+                if message.head_sequence < replica.sequence:
+                    # The register is behind this replica (restored from an
+                    # older copy): nothing it sends can be trusted to follow.
+                    self._resync = True
+                    raise LinkError(
+                        f"the CEIR's head {message.head_sequence} is behind the replica's "
+                        f"sequence {replica.sequence}"
+                    )
+                changes = message.changes
+                if not changes:
+                    continue
+                before = replica.sequence
+                try:
+                    replica.apply(changes)
+                finally:
+                    applied = replica.sequence - before
+                    self.stats.applied += applied
+                    self._notify()
+                    if applied and self.listener is not None:
+                        self.listener(changes[:applied], time.time())
+                self._last_refused = None
+            if not self._stop.is_set():
+                raise LinkDown("the change feed ended")
+        finally:
+            stream.cancel()
+            with self._stream_lock:
+                self._stream = None
+
+    def _notify(self) -> None:
+        with self._caught_up:
+            self._caught_up.notify_all()
+
+    def _mark_up(self) -> None:
+        self._streaming = True
+        self.backoff.reset()
+
+    def _mark_down(self) -> None:
+        if self._streaming:
+            self._streaming = False
+            self.disconnected_since = time.monotonic()
+
+    def _cancel_stream(self) -> None:
+        with self._stream_lock:
+            stream = self._stream
+        if stream is not None:
+            stream.cancel()  # type: ignore[attr-defined]

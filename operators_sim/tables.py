@@ -1,0 +1,305 @@
+"""Compact tables for a country-sized replica: sorted numpy arrays plus a
+small overlay of recent changes, merged into new arrays off the hot path.
+
+A ``KeyTable`` maps a uint64 key to one value (the whitelist: valid-until;
+the blacklist: cause and block date). A ``PairTable`` holds (key, IMSI code)
+pairs with an int64 value (the notification list: block date; the exception
+list: unused). Neither keeps one Python object per entry: the base arrays
+hold everything but the overlay, and the overlay is merged away once it
+grows past a threshold.
+
+Reads see three layers, newest first: the *active* overlay (where changes
+go), the *frozen* overlay (being merged by a background thread, read-only)
+and the *base* arrays. ``freeze`` / ``build_merged`` / ``install`` are the
+merge protocol: the owner freezes under its lock, builds outside it, and
+installs under it again. The tables themselves do no locking.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+_EMPTY_U64: U64 = np.empty(0, dtype=np.uint64)
+
+
+def _find(sorted_keys: U64, queries: U64) -> tuple[npt.NDArray[np.intp], Bools]:
+    """Positions of ``queries`` in ``sorted_keys`` and whether each is there."""
+    count = sorted_keys.shape[0]
+    if count == 0:
+        return np.zeros(queries.shape[0], dtype=np.intp), np.zeros(queries.shape[0], bool)
+    positions = np.searchsorted(sorted_keys, queries)
+    np.minimum(positions, count - 1, out=positions)
+    return positions, sorted_keys[positions] == queries
+
+
+class _Keyed(NamedTuple):
+    keys: U64
+    values: npt.NDArray[Any]
+
+
+class KeyTable:
+    """Sorted unique uint64 keys with one value column of ``dtype``."""
+
+    def __init__(self, dtype: type[np.generic]) -> None:
+        self.dtype = np.dtype(dtype)
+        self._base = _Keyed(_EMPTY_U64, np.empty(0, dtype=self.dtype))
+        self._frozen: dict[int, int | None] | None = None
+        self._active: dict[int, int | None] = {}
+        self._size = 0
+        self.generation = 0
+
+    # --- whole-table operations --------------------------------------------------
+
+    def load(self, keys: U64, values: npt.NDArray[Any]) -> None:
+        """Replace everything with these entries (keys need not be sorted)."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        values = np.asarray(values, dtype=self.dtype)
+        if keys.shape[0] > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            order = np.argsort(keys, kind="stable")
+            keys, values = keys[order], values[order]
+            if bool(np.any(keys[1:] == keys[:-1])):
+                raise ValueError("a key table cannot hold a key twice")
+        self._base = _Keyed(keys, values)
+        self._frozen = None
+        self._active = {}
+        self._size = int(keys.shape[0])
+        self.generation += 1
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def overlay_size(self) -> int:
+        return len(self._active) + len(self._frozen or ())
+
+    def nbytes(self) -> int:
+        """Bytes of the base arrays (the overlay is small by construction)."""
+        return int(self._base.keys.nbytes + self._base.values.nbytes)
+
+    # --- one key -------------------------------------------------------------------
+
+    def get(self, key: int) -> int | None:
+        """The value of ``key``, or None if absent."""
+        for layer in (self._active, self._frozen):
+            if layer is not None and key in layer:
+                return layer[key]
+        keys = self._base.keys
+        position = int(np.searchsorted(keys, np.uint64(key)))
+        if position < keys.shape[0] and int(keys[position]) == key:
+            return int(self._base.values[position])
+        return None
+
+    def put(self, key: int, value: int) -> None:
+        if self.get(key) is None:
+            self._size += 1
+        self._active[key] = value
+
+    def delete(self, key: int) -> None:
+        if self.get(key) is not None:
+            self._size -= 1
+            self._active[key] = None
+
+    # --- batches -------------------------------------------------------------------
+
+    def lookup(self, queries: U64) -> tuple[Bools, npt.NDArray[Any]]:
+        """For each query key: present?, and its value (0 where absent)."""
+        positions, found = _find(self._base.keys, queries)
+        if self._base.keys.shape[0]:
+            values = self._base.values[positions]  # a copy: fancy indexing
+            values[~found] = 0
+        else:
+            values = np.zeros(queries.shape[0], dtype=self.dtype)
+        for layer in (self._frozen, self._active):  # newest last, so it wins
+            if layer:
+                _apply_layer(layer, queries, found, values)
+        return found, values
+
+    # --- merging -------------------------------------------------------------------
+
+    def freeze(self) -> bool:
+        """Start a merge: the active overlay becomes read-only. False if there
+        is nothing to merge or a merge is already under way."""
+        if self._frozen is not None or not self._active:
+            return False
+        self._frozen, self._active = self._active, {}
+        return True
+
+    def build_merged(self) -> _Keyed:
+        """New base arrays = base + frozen overlay (safe without the lock)."""
+        base, frozen = self._base, self._frozen
+        if not frozen:
+            return base
+        overlay_keys = np.fromiter(frozen.keys(), dtype=np.uint64, count=len(frozen))
+        order = np.argsort(overlay_keys)
+        overlay_keys = overlay_keys[order]
+        raw = list(frozen.values())
+        present = np.array([v is not None for v in raw], dtype=bool)[order]
+        overlay_values = np.array([0 if v is None else v for v in raw], dtype=self.dtype)[order]
+        positions, found = _find(base.keys, overlay_keys)
+        keep = np.ones(base.keys.shape[0], dtype=bool)
+        keep[positions[found]] = False
+        kept_keys, kept_values = base.keys[keep], base.values[keep]
+        add_keys, add_values = overlay_keys[present], overlay_values[present]
+        at = np.searchsorted(kept_keys, add_keys)
+        return _Keyed(np.insert(kept_keys, at, add_keys), np.insert(kept_values, at, add_values))
+
+    def install(self, merged: _Keyed, generation: int) -> None:
+        """Finish a merge begun at ``generation`` (dropped if the table was
+        reloaded meanwhile)."""
+        if generation == self.generation and self._frozen is not None:
+            self._base = merged
+            self._frozen = None
+
+
+def _apply_layer(
+    layer: dict[int, int | None], queries: U64, found: Bools, values: npt.NDArray[Any]
+) -> None:
+    """Override lookups with an overlay layer's entries."""
+    if queries.shape[0] <= 4 * len(layer):
+        hits = ((i, layer[k]) for i, k in enumerate(queries.tolist()) if k in layer)
+    else:
+        layer_keys = np.fromiter(layer.keys(), dtype=np.uint64, count=len(layer))
+        layer_keys.sort()
+        _, hit = _find(layer_keys, queries)
+        indices = np.flatnonzero(hit)
+        hits = ((int(i), layer[int(queries[i])]) for i in indices)
+    for index, value in hits:
+        found[index] = value is not None
+        values[index] = 0 if value is None else value
+
+
+class _Paired(NamedTuple):
+    keys: U64
+    imsis: U64
+    values: I64
+
+
+class PairTable:
+    """(key, IMSI code) pairs with an int64 value, sorted by key then code."""
+
+    def __init__(self) -> None:
+        self._base = _Paired(_EMPTY_U64, _EMPTY_U64, np.empty(0, dtype=np.int64))
+        self._frozen: dict[tuple[int, int], int | None] | None = None
+        self._active: dict[tuple[int, int], int | None] = {}
+        self._touched: dict[int, int] = {}  # key -> overlay entries naming it
+        self._size = 0
+        self.generation = 0
+
+    def load(self, keys: U64, imsis: U64, values: I64 | None = None) -> None:
+        keys = np.asarray(keys, dtype=np.uint64)
+        imsis = np.asarray(imsis, dtype=np.uint64)
+        if values is None:
+            values = np.zeros(keys.shape[0], dtype=np.int64)
+        order = np.lexsort((imsis, keys))
+        self._base = _Paired(keys[order], imsis[order], np.asarray(values, np.int64)[order])
+        self._frozen = None
+        self._active = {}
+        self._touched = {}
+        self._size = int(keys.shape[0])
+        self.generation += 1
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def overlay_size(self) -> int:
+        return len(self._active) + len(self._frozen or ())
+
+    def nbytes(self) -> int:
+        base = self._base
+        return int(base.keys.nbytes + base.imsis.nbytes + base.values.nbytes)
+
+    def entries(self, key: int) -> dict[int, int]:
+        """Every (IMSI code -> value) of one key."""
+        base = self._base
+        low = int(np.searchsorted(base.keys, np.uint64(key), side="left"))
+        high = int(np.searchsorted(base.keys, np.uint64(key), side="right"))
+        result = dict(
+            zip(base.imsis[low:high].tolist(), base.values[low:high].tolist(), strict=True)
+        )
+        if key in self._touched:
+            for layer in (self._frozen, self._active):
+                for (k, imsi), value in (layer or {}).items():
+                    if k != key:
+                        continue
+                    if value is None:
+                        result.pop(imsi, None)
+                    else:
+                        result[imsi] = value
+        return result
+
+    def get(self, key: int, imsi: int) -> int | None:
+        return self.entries(key).get(imsi)
+
+    def put(self, key: int, imsi: int, value: int = 0) -> None:
+        if self.get(key, imsi) is None:
+            self._size += 1
+        self._touch(key, imsi)
+        self._active[(key, imsi)] = value
+
+    def delete(self, key: int, imsi: int) -> None:
+        if self.get(key, imsi) is not None:
+            self._size -= 1
+            self._touch(key, imsi)
+            self._active[(key, imsi)] = None
+
+    def _touch(self, key: int, imsi: int) -> None:
+        if (key, imsi) not in self._active:
+            self._touched[key] = self._touched.get(key, 0) + 1
+
+    def key_candidates(self, queries: U64) -> Bools:
+        """True where a query key may have pairs (exact for the base arrays;
+        keys touched by the overlay are always candidates)."""
+        _, found = _find(self._base.keys, queries)
+        if self._touched:
+            touched = np.fromiter(self._touched.keys(), dtype=np.uint64, count=len(self._touched))
+            found |= np.isin(queries, touched)
+        return found
+
+    def freeze(self) -> bool:
+        if self._frozen is not None or not self._active:
+            return False
+        self._frozen, self._active = self._active, {}
+        # keys named only by the frozen layer stay touched until it is installed
+        return True
+
+    def build_merged(self) -> _Paired:
+        base, frozen = self._base, self._frozen
+        if not frozen:
+            return base
+        drop: list[int] = []
+        add: list[tuple[int, int, int]] = []
+        for (key, imsi), value in frozen.items():
+            low = int(np.searchsorted(base.keys, np.uint64(key), side="left"))
+            high = int(np.searchsorted(base.keys, np.uint64(key), side="right"))
+            for index in range(low, high):
+                if int(base.imsis[index]) == imsi:
+                    drop.append(index)
+            if value is not None:
+                add.append((key, imsi, value))
+        keep = np.ones(base.keys.shape[0], dtype=bool)
+        keep[drop] = False
+        added = np.array(add, dtype=np.uint64).reshape(-1, 3)
+        keys = np.concatenate([base.keys[keep], added[:, 0]])
+        imsis = np.concatenate([base.imsis[keep], added[:, 1]])
+        values = np.concatenate([base.values[keep], added[:, 2].astype(np.int64)])
+        order = np.lexsort((imsis, keys))
+        return _Paired(keys[order], imsis[order], values[order])
+
+    def install(self, merged: _Paired, generation: int) -> None:
+        if generation != self.generation or self._frozen is None:
+            return
+        for key, _imsi in self._frozen:
+            left = self._touched.get(key, 0) - 1
+            if left > 0:
+                self._touched[key] = left
+            else:
+                self._touched.pop(key, None)
+        self._base = merged
+        self._frozen = None

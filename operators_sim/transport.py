@@ -1,0 +1,181 @@
+"""The link from an operator EIR node to the CEIR: a small interface, a real
+gRPC implementation, and the errors a node acts on.
+
+Exceptions::
+
+    LinkError              a call failed for a reason retrying will not fix
+    └── LinkDown           the CEIR is unreachable (or timed out): degrade, retry
+
+A node only ever talks to the register through a ``CeirLink``; tests use
+``operators_sim.fake.FakeLink`` to feed it crafted streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import grpc
+
+from ceir.v1 import equipment_check_pb2 as check_pb
+from ceir.v1 import equipment_check_pb2_grpc as check_grpc
+from ceir.v1 import list_sync_pb2 as sync_pb
+from ceir.v1 import list_sync_pb2_grpc as sync_grpc
+from ceir.v1 import policy_pb2 as policy_pb
+from ceir.v1 import policy_pb2_grpc as policy_grpc
+from ceir.v1 import types_pb2 as pb
+
+MAX_BATCH = 1_000  # CheckEquipmentBatch's limit
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # reconnect quickly once the CEIR is back (gRPC's default waits up to 2 minutes)
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.enable_retries", 0),
+]
+_DOWN = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,  # a server killed mid-stream can end it this way
+)
+
+
+class LinkError(Exception):
+    """A call to the CEIR failed; ``code`` is the gRPC status name."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LinkDown(LinkError):
+    """The CEIR cannot be reached now."""
+
+
+class FeedStream(Protocol):
+    """A running WatchChanges call."""
+
+    def __iter__(self) -> Iterator[sync_pb.WatchChangesResponse]: ...
+
+    def cancel(self) -> None: ...
+
+
+class CeirLink(Protocol):
+    """What a node needs from the CEIR."""
+
+    def get_policy(self) -> pb.Policy:
+        """The policy in force (PolicyService.GetPolicy)."""
+        ...
+
+    def snapshot(self, chunk_size: int = 0) -> Iterator[sync_pb.GetSnapshotResponse]:
+        """The chunks of one snapshot (ListSyncService.GetSnapshot)."""
+        ...
+
+    def watch(self, after_sequence: int) -> FeedStream:
+        """The change feed after a sequence (ListSyncService.WatchChanges)."""
+        ...
+
+    def check_batch(
+        self, checks: Sequence[check_pb.CheckEquipmentRequest]
+    ) -> list[check_pb.CheckEquipmentResponse]:
+        """Up to ``MAX_BATCH`` checks, answered in order."""
+        ...
+
+    def reachable(self) -> bool:
+        """True while the connection to the CEIR is up (as far as known)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def translate(error: grpc.RpcError) -> LinkError:
+    """A gRPC failure as the link error a node acts on."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    name = code.name if code is not None else "UNKNOWN"
+    kind = LinkDown if code in _DOWN or code is None else LinkError
+    return kind(f"{name}: {details}", name)
+
+
+class _GrpcFeed:
+    def __init__(self, call: grpc.Call) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[sync_pb.WatchChangesResponse]:
+        try:
+            yield from self._call  # type: ignore[misc]
+        except grpc.RpcError as error:
+            raise translate(error) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()  # type: ignore[no-untyped-call]
+
+
+class GrpcLink:
+    """A ``CeirLink`` over one gRPC channel, with one organisation's token."""
+
+    def __init__(self, target: str, token: str, timeout: float = 10.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._state = grpc.ChannelConnectivity.IDLE
+        self._channel.subscribe(self._on_state, try_to_connect=True)
+        self._checks = check_grpc.EquipmentCheckServiceStub(self._channel)
+        self._sync = sync_grpc.ListSyncServiceStub(self._channel)
+        self._policy = policy_grpc.PolicyServiceStub(self._channel)
+
+    def get_policy(self) -> pb.Policy:
+        try:
+            response = self._policy.GetPolicy(
+                policy_pb.GetPolicyRequest(), metadata=self._metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return response.policy
+
+    def snapshot(self, chunk_size: int = 0) -> Iterator[sync_pb.GetSnapshotResponse]:
+        call = self._sync.GetSnapshot(
+            sync_pb.GetSnapshotRequest(chunk_size=chunk_size),
+            metadata=self._metadata,
+            timeout=max(self.timeout, 600.0),
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise translate(error) from None
+
+    def watch(self, after_sequence: int) -> FeedStream:
+        call = self._sync.WatchChanges(
+            sync_pb.WatchChangesRequest(after_sequence=after_sequence), metadata=self._metadata
+        )
+        return _GrpcFeed(call)
+
+    def check_batch(
+        self, checks: Sequence[check_pb.CheckEquipmentRequest]
+    ) -> list[check_pb.CheckEquipmentResponse]:
+        if len(checks) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} checks per batch, got {len(checks)}")
+        try:
+            response = self._checks.CheckEquipmentBatch(
+                check_pb.CheckEquipmentBatchRequest(checks=checks),
+                metadata=self._metadata,
+                timeout=self.timeout,
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return list(response.results)
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        self._state = state
+
+    def reachable(self) -> bool:
+        return self._state is grpc.ChannelConnectivity.READY
+
+    def close(self) -> None:
+        self._channel.unsubscribe(self._on_state)
+        self._channel.close()
