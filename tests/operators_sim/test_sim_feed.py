@@ -133,13 +133,20 @@ def test_node_behind_a_register_restored_to_an_older_sequence_resyncs() -> None:
 
 def test_snapshot_chunks_at_different_sequences_are_refused() -> None:
     chunks = snapshot_at(4, A)
-    chunks.insert(0, sync_pb.GetSnapshotResponse(sequence=3, list=1, imei_keys=[B]))
+    chunks.insert(
+        0,
+        sync_pb.GetSnapshotResponse(
+            sequence=3, list=sync_pb.SNAPSHOT_LIST_WHITELIST, imei_keys=[B]
+        ),
+    )
     with pytest.raises(Exception, match="sequence 4, expected 3"):
         read_snapshot(iter(chunks))
 
 
 def test_a_truncated_snapshot_is_refused() -> None:
-    chunk = sync_pb.GetSnapshotResponse(sequence=3, list=1, imei_keys=[A], valid_until_unix=[0])
+    chunk = sync_pb.GetSnapshotResponse(
+        sequence=3, list=sync_pb.SNAPSHOT_LIST_WHITELIST, imei_keys=[A], valid_until_unix=[0]
+    )
     with pytest.raises(Exception, match="before its last chunk"):
         read_snapshot(iter([chunk]))
 

@@ -1,0 +1,158 @@
+"""``ceir-sim``: attach simulations from the command line.
+
+``ceir-sim attach`` runs a population through the five operators' EIR nodes
+and reports; it exits with status 1 when any decision contradicts the ground
+truth (or a replica did not catch up), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .node import Failover, Mode
+from .simulation import PHASES, Progress, SimConfig, Simulation
+
+app = typer.Typer(
+    help="Operator EIR nodes and attach simulations against a CEIR.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """Operator EIR nodes and attach simulations against a CEIR."""
+
+
+def _outage(value: str | None) -> tuple[float, float] | None:
+    if not value:
+        return None
+    try:
+        start, length = (float(part) for part in value.split(":"))
+    except ValueError:
+        raise typer.BadParameter("expected START:SECONDS, e.g. 20:5") from None
+    if start < 0 or length <= 0:
+        raise typer.BadParameter("START must be >= 0 and SECONDS > 0")
+    return start, length
+
+
+def _tokens(path: Path | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise typer.BadParameter(f"{path}: expected a JSON object of organisation name -> token")
+    return {str(k): v for k, v in data.items()}
+
+
+def _render(progress: Progress) -> Table:
+    table = Table(title=f"ceir-sim: {progress.phase}", show_header=True)
+    table.add_column("node")
+    table.add_column("sequence", justify="right")
+    table.add_column("lag", justify="right")
+    table.add_column("link")
+    for name, sequence, lag, up in progress.nodes:
+        table.add_row(name, f"{sequence:,}", f"{lag:,}", "[green]up[/]" if up else "[red]down[/]")
+    rate = progress.attaches / progress.elapsed if progress.elapsed else 0.0
+    table.caption = (
+        f"{progress.elapsed:5.1f}/{progress.duration:.0f} s  attaches {progress.attaches:,} "
+        f"({rate:,.0f}/s)  denied {progress.denied:,}  degraded {progress.degraded:,}  "
+        f"CEIR {'up' if progress.ceir_up else 'DOWN'}"
+    )
+    return table
+
+
+@app.command()
+def attach(
+    devices: int = typer.Option(10_000, min=10, help="Devices in the population."),
+    rate: float = typer.Option(1_000.0, min=0.0, help="Attaches per second (Poisson)."),
+    duration: float = typer.Option(10.0, min=0.1, help="Seconds of traffic."),
+    mode: Mode = typer.Option(Mode.SYNCHRONIZE, help="How the nodes get their lists."),
+    phase: str = typer.Option("notify", help="notify or enforce: the policy set before the run."),
+    failover: Failover = typer.Option(
+        Failover.LAST_KNOWN, help="What nodes answer while the CEIR is unreachable."
+    ),
+    ceir: str | None = typer.Option(
+        None, help="HOST:PORT of a running CEIR (default: start one on SQLite)."
+    ),
+    tokens: Path | None = typer.Option(
+        None, help="With --ceir: JSON file of organisation name -> token."
+    ),
+    seed: int = typer.Option(1, help="Seed of the population and the traffic."),
+    report: Path = typer.Option(
+        Path("reports/sim"), help="Directory for report.json and report.html."
+    ),
+    inject_rate: float = typer.Option(2.0, min=0.0, help="List changes per second during the run."),
+    cache_ttl: float = typer.Option(
+        5.0, min=0.0, help="Authorize mode: answer cache time-to-live (s)."
+    ),
+    grace_days: int = typer.Option(
+        30, min=0, max=365, help="Notification grace period set before the run."
+    ),
+    outage: str | None = typer.Option(
+        None, help="START:SECONDS: kill the embedded CEIR for a while."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, help="Where the embedded CEIR keeps its SQLite file."
+    ),
+    quiet: bool = typer.Option(False, help="No live display."),
+) -> None:
+    """Run an attach simulation and write its report."""
+    if phase not in PHASES:
+        raise typer.BadParameter("notify or enforce", param_hint="--phase")
+    if ceir and tokens is None:
+        raise typer.BadParameter("--ceir needs --tokens FILE", param_hint="--tokens")
+    if outage and ceir:
+        raise typer.BadParameter(
+            "--outage needs the embedded CEIR (no --ceir)", param_hint="--outage"
+        )
+    logging.basicConfig(level=logging.WARNING)
+    config = SimConfig(
+        devices=devices,
+        rate=rate,
+        duration=duration,
+        mode=mode,
+        phase=phase,
+        failover=failover,
+        seed=seed,
+        ceir=ceir,
+        tokens=_tokens(tokens),
+        data_dir=data_dir,
+        inject_rate=inject_rate,
+        cache_ttl=cache_ttl,
+        grace_days=grace_days,
+        outage=_outage(outage),
+    )
+    from .report import print_summary, summarize, write_reports
+
+    if quiet or not console.is_terminal:
+
+        def show(progress: Progress) -> None:
+            if progress.phase != "running":
+                console.print(f"ceir-sim: {progress.phase}")
+
+        result = Simulation(config, show).run()
+    else:
+        with Live(_render(Progress("starting")), console=console, refresh_per_second=4) as live:
+            result = Simulation(config, lambda p: live.update(_render(p))).run()
+    summary = summarize(result)
+    print_summary(summary, console)
+    json_path, html_path = write_reports(summary, report)
+    console.print(f"report: {html_path} and {json_path}")
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,417 @@
+"""An attach simulation: a CEIR, five operator EIR nodes, a population, and
+Poisson traffic for a while; the result is what the report shows.
+
+Steps: start (or reach) the CEIR; Kominfo sets the phase; generate the
+population and load it through the API; start the nodes (synchronize: wait
+for their snapshots); run traffic tick by tick, each operator's attaches
+decided by its node in the node's own thread; inject list changes; optionally
+kill the (embedded) CEIR for an outage and start it again; at the end let
+every node catch up with the register and judge every decision against the
+ground truth.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from ceir.v1 import equipment_check_pb2 as check_pb
+from ceir.v1 import equipment_check_pb2_grpc as check_grpc
+from ceir.v1 import types_pb2 as pb
+
+from .decision import Decisions
+from .embedded import EmbeddedCeir
+from .loader import KOMINFO, Admin, LoadResult, check_tokens, load
+from .node import OPERATORS, AuthorizeNode, Failover, Mode, Node, SyncNode, now_us
+from .population import Population, generate
+from .traffic import Attaches, Injector, Traffic
+from .transport import GrpcLink
+from .truth import Truth
+
+PHASES = {"notify": pb.PHASE_NOTIFY, "enforce": pb.PHASE_ENFORCE}
+
+
+@dataclass
+class SimConfig:
+    """Everything a run needs; the CLI's options map onto it one to one."""
+
+    devices: int = 10_000
+    rate: float = 1_000.0
+    duration: float = 10.0
+    mode: Mode = Mode.SYNCHRONIZE
+    phase: str = "notify"
+    failover: Failover = Failover.LAST_KNOWN
+    seed: int = 1
+    ceir: str | None = None
+    tokens: dict[str, str] | None = None
+    data_dir: Path | None = None
+    inject_rate: float = 2.0
+    cache_ttl: float = 5.0
+    grace_days: int = 30
+    outage: tuple[float, float] | None = None  # (start, length) s into the run
+    tick: float = 0.01
+    catch_up_timeout: float = 60.0
+
+
+@dataclass
+class Progress:
+    """What the live display shows."""
+
+    phase: str
+    elapsed: float = 0.0
+    duration: float = 0.0
+    attaches: int = 0
+    denied: int = 0
+    degraded: int = 0
+    ceir_up: bool = True
+    nodes: list[tuple[str, int, int, bool]] = field(default_factory=list)  # name, seq, lag, up
+
+
+@dataclass
+class Records:
+    """Every decision of the run, as columns."""
+
+    operator: npt.NDArray[np.int64]
+    device: npt.NDArray[np.int64]
+    slot: npt.NDArray[np.int64]
+    sim: npt.NDArray[np.int64]
+    outcome: npt.NDArray[np.uint8]
+    source: npt.NDArray[np.uint8]
+    sequence: npt.NDArray[np.uint64]
+    block_date: npt.NDArray[np.int64]
+    at: npt.NDArray[np.float64]  # seconds since the run started
+    latency: npt.NDArray[np.float64]  # seconds from the node receiving it to the answer
+    decided_at: npt.NDArray[np.float64]  # Unix seconds
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    population: Population
+    load: LoadResult
+    records: Records
+    truth: Truth
+    nodes: list[Node]
+    run_seconds: float
+    setup_seconds: float
+    head_sequence: int
+    caught_up: bool
+    injected: dict[str, int]
+    outages: list[tuple[float, float]]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._lock = threading.Lock()
+        self.attaches = 0
+        self.denied = 0
+
+    def add(
+        self,
+        operator: int,
+        attaches: Attaches,
+        rows: npt.NDArray[np.intp],
+        decisions: Decisions,
+        at: float,
+        latency: float,
+        decided_at: float,
+    ) -> None:
+        from .decision import ALLOWED
+
+        count = len(decisions)
+        part = (
+            np.full(count, operator, np.int64),
+            attaches.device[rows],
+            attaches.slot[rows],
+            attaches.sim[rows],
+            decisions.outcome,
+            decisions.source,
+            decisions.sequence,
+            decisions.block_date,
+            np.full(count, at),
+            np.full(count, latency),
+            np.full(count, decided_at),
+        )
+        with self._lock:
+            self._parts.append(part)
+            self.attaches += count
+            self.denied += int((~ALLOWED[decisions.outcome]).sum())
+
+    def records(self) -> Records:
+        with self._lock:
+            parts = list(self._parts)
+        dtypes = (
+            np.int64,
+            np.int64,
+            np.int64,
+            np.int64,
+            np.uint8,
+            np.uint8,
+            np.uint64,
+            np.int64,
+            np.float64,
+            np.float64,
+            np.float64,
+        )
+        columns = [
+            np.concatenate([p[i] for p in parts]) if parts else np.empty(0, dtype)
+            for i, dtype in enumerate(dtypes)
+        ]
+        return Records(*columns)
+
+
+class _Worker:
+    """One node's thread: takes its operator's attaches and decides them."""
+
+    def __init__(
+        self, index: int, node: Node, population: Population, recorder: _Recorder, started: float
+    ) -> None:
+        self.index = index
+        self.node = node
+        self.population = population
+        self.recorder = recorder
+        self.started = started
+        self.queue: queue.Queue[tuple[Attaches, npt.NDArray[np.intp], float] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=f"{node.name}-attach", daemon=True)
+        self.thread.start()
+
+    def submit(self, attaches: Attaches, rows: npt.NDArray[np.intp]) -> None:
+        self.queue.put((attaches, rows, time.perf_counter()))
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            attaches, rows, received = item
+            decisions = self.node.decide_batch(attaches.batch(self.population, rows), now_us())
+            done = time.perf_counter()
+            self.recorder.add(
+                self.index,
+                attaches,
+                rows,
+                decisions,
+                received - self.started,
+                done - received,
+                time.time(),
+            )
+
+
+def head_sequence(target: str, token: str) -> int:
+    """The register's current sequence, from the answer to a check of a
+    malformed IMEI (which records nothing)."""
+    with grpc.insecure_channel(target) as channel:
+        answer = check_grpc.EquipmentCheckServiceStub(channel).CheckEquipment(
+            check_pb.CheckEquipmentRequest(imei="0"),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+    return int(answer.sequence)
+
+
+class Simulation:
+    def __init__(
+        self, config: SimConfig, progress: Callable[[Progress], None] | None = None
+    ) -> None:
+        self.config = config
+        self.progress = progress or (lambda _p: None)
+        self.embedded: EmbeddedCeir | None = None
+        self._own_dir: Path | None = None
+        self._restart: threading.Thread | None = None
+
+    def _start_ceir(self) -> tuple[str, dict[str, str]]:
+        config = self.config
+        if config.ceir:
+            if config.tokens is None:
+                raise ValueError("--ceir needs --tokens: a JSON file of organisation -> token")
+            check_tokens(config.tokens)
+            return config.ceir, config.tokens
+        directory = config.data_dir
+        if directory is None:
+            directory = self._own_dir = Path(tempfile.mkdtemp(prefix="ceir-sim-"))
+        elif (directory / "ceir.db").exists():
+            (directory / "ceir.db").unlink()  # a simulation starts from an empty register
+            for suffix in ("-wal", "-shm"):
+                Path(f"{directory / 'ceir.db'}{suffix}").unlink(missing_ok=True)
+        self.embedded = EmbeddedCeir(directory)
+        self.embedded.start()
+        return self.embedded.address, self.embedded.create_organisations()
+
+    def run(self) -> SimResult:
+        config = self.config
+        setup_started = time.monotonic()
+        self.progress(Progress("starting the CEIR"))
+        target, tokens = self._start_ceir()
+        admin = Admin(target, tokens)
+        nodes: list[Node] = []
+        try:
+            admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
+            self.progress(Progress(f"generating {config.devices:,} devices"))
+            population = generate(config.devices, config.seed)
+            self.progress(Progress("loading the population through the API"))
+            loaded = load(admin, population)
+            truth = Truth(population, PHASES[config.phase])
+            self.progress(Progress("starting the operator nodes"))
+            nodes = [self._node(op_index, target, tokens) for op_index in range(len(OPERATORS))]
+            for node in nodes:
+                node.start()
+            for node in nodes:
+                if isinstance(node, SyncNode) and not node.wait_ready(120):
+                    raise RuntimeError(f"{node.name} did not get its snapshot")
+            setup_seconds = time.monotonic() - setup_started
+            return self._run_traffic(
+                admin, target, tokens, population, loaded, truth, nodes, setup_seconds
+            )
+        finally:
+            for node in nodes:
+                node.stop()
+            admin.close()
+            if self.embedded is not None:
+                self.embedded.stop()
+            if self._own_dir is not None:
+                shutil.rmtree(self._own_dir, ignore_errors=True)
+
+    def _node(self, index: int, target: str, tokens: dict[str, str]) -> Node:
+        operator = OPERATORS[index]
+        link = GrpcLink(target, tokens[operator.name])
+        if self.config.mode is Mode.SYNCHRONIZE:
+            return SyncNode(operator, link, self.config.failover)
+        return AuthorizeNode(operator, link, self.config.failover, cache_ttl=self.config.cache_ttl)
+
+    def _run_traffic(
+        self,
+        admin: Admin,
+        target: str,
+        tokens: dict[str, str],
+        population: Population,
+        loaded: LoadResult,
+        truth: Truth,
+        nodes: list[Node],
+        setup_seconds: float,
+    ) -> SimResult:
+        config = self.config
+        traffic = Traffic(population, config.seed)
+        recorder = _Recorder()
+        started = time.perf_counter()
+        workers = [_Worker(i, node, population, recorder, started) for i, node in enumerate(nodes)]
+        injector = Injector(admin, population, truth, config.inject_rate, config.seed)
+        injector.start()
+        outages: list[tuple[float, float]] = []
+        down_at: float | None = None
+        last = started
+        next_progress = 0.0
+        while True:
+            now = time.perf_counter()
+            elapsed = now - started
+            if elapsed >= config.duration:
+                break
+            down_at = self._outage(elapsed, down_at, outages)
+            count = traffic.arrivals(config.rate, now - last)
+            last = now
+            if count:
+                attaches = traffic.draw(count)
+                for index, worker in enumerate(workers):
+                    rows = np.flatnonzero(attaches.operator == index)
+                    if rows.size:
+                        worker.submit(attaches, rows)
+            if elapsed >= next_progress:
+                self.progress(self._progress("running", elapsed, recorder, nodes))
+                next_progress = elapsed + 0.25
+            time.sleep(max(0.0, config.tick - (time.perf_counter() - now)))
+        if down_at is not None:  # an outage still running at the end: end it
+            self._outage(float("inf"), down_at, outages)
+        if self._restart is not None:
+            self._restart.join()
+        injector.stop()
+        for worker in workers:
+            worker.finish()
+        run_seconds = time.perf_counter() - started
+        self.progress(self._progress("catching up", run_seconds, recorder, nodes))
+        head, caught_up = self._catch_up(target, tokens, nodes)
+        return SimResult(
+            config=config,
+            population=population,
+            load=loaded,
+            records=recorder.records(),
+            truth=truth,
+            nodes=nodes,
+            run_seconds=run_seconds,
+            setup_seconds=setup_seconds,
+            head_sequence=head,
+            caught_up=caught_up,
+            injected={
+                "registered": injector.stats.registered,
+                "stolen": injector.stats.stolen,
+                "recovered": injector.stats.recovered,
+                "failed_attempts": injector.stats.failed,
+            },
+            outages=outages,
+        )
+
+    def _outage(
+        self, elapsed: float, down_at: float | None, outages: list[tuple[float, float]]
+    ) -> float | None:
+        """Kill the embedded CEIR when the outage starts; start it when it ends."""
+        window = self.config.outage
+        if window is None or self.embedded is None:
+            return None
+        start, length = window
+        if down_at is None and start <= elapsed < start + length and not outages:
+            self.embedded.kill()
+            return elapsed
+        if down_at is not None and elapsed >= start + length:
+            # starting takes a second or two: do not hold the traffic up meanwhile
+            self._restart = threading.Thread(target=self.embedded.start, name="ceir-restart")
+            self._restart.start()
+            outages.append((down_at, min(elapsed, start + length) - down_at))
+            return None
+        return down_at
+
+    def _catch_up(self, target: str, tokens: dict[str, str], nodes: list[Node]) -> tuple[int, bool]:
+        """Let reports reach the register and every replica reach its head."""
+        deadline = time.monotonic() + self.config.catch_up_timeout
+        for node in nodes:
+            if isinstance(node, SyncNode):
+                node.reporter.flush(max(deadline - time.monotonic(), 0.1))
+        head = head_sequence(target, tokens[KOMINFO])
+        caught_up = True
+        for node in nodes:
+            if isinstance(node, SyncNode):
+                left = max(deadline - time.monotonic(), 0.1)
+                caught_up &= node.follower.wait_for(head, left)
+        return head, caught_up
+
+    def _progress(
+        self, phase: str, elapsed: float, recorder: _Recorder, nodes: list[Node]
+    ) -> Progress:
+        rows = []
+        degraded = 0
+        for node in nodes:
+            degraded += node.stats.degraded
+            if isinstance(node, SyncNode):
+                rows.append((node.name, node.applied_sequence, node.lag, node.follower.connected))
+            else:
+                rows.append((node.name, node.last_sequence, 0, node.link.reachable()))
+        up = self.embedded.running if self.embedded is not None else True
+        return Progress(
+            phase,
+            elapsed,
+            self.config.duration,
+            recorder.attaches,
+            recorder.denied,
+            degraded,
+            up,
+            rows,
+        )
