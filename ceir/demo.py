@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
@@ -51,8 +50,7 @@ ORGANISATIONS = {
     "kemlu": ("kemlu", []),
     "kominfo": ("kominfo", []),
 }
-SUBSCRIBER = {"telkomsel": "510101000000001", "indosat": "510011000000002",
-              "xl": "510111000000003"}
+SUBSCRIBER = {"telkomsel": "510101000000001", "indosat": "510011000000002", "xl": "510111000000003"}
 ROAMER = "525011000000009"  # a Singapore SIM
 
 
@@ -75,68 +73,141 @@ class Demo:
     def __init__(self, channel: grpc.Channel, tokens: dict[str, str], clock: ManualClock) -> None:
         self.console = _console()
         self.clock = clock
-        self.orgs = {name: Org(name, [("authorization", f"Bearer {token}")],
-                               equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel),
-                               registry_pb2_grpc.RegistryServiceStub(channel),
-                               policy_pb2_grpc.PolicyServiceStub(channel))
-                     for name, token in tokens.items()}
+        self.orgs = {
+            name: Org(
+                name,
+                [("authorization", f"Bearer {token}")],
+                equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel),
+                registry_pb2_grpc.RegistryServiceStub(channel),
+                policy_pb2_grpc.PolicyServiceStub(channel),
+            )
+            for name, token in tokens.items()
+        }
         self.sync = list_sync_pb2_grpc.ListSyncServiceStub(channel)
         self.table = Table(title="Checks through EquipmentCheckService", show_lines=False)
         for column in ("rule", "case", "IMEI", "IMSI", "status", "reasons", "block date"):
             self.table.add_column(column, overflow="fold")
 
-    def register(self, org: str, imeis: list[str], source: int, reference: str,
-                 brand: str, model: str, valid_days: float | None = None) -> None:
+    def register(
+        self,
+        org: str,
+        imeis: list[str],
+        source: int,
+        reference: str,
+        brand: str,
+        model: str,
+        valid_days: float | None = None,
+    ) -> None:
         device = registry_pb2.DeviceRegistration(
-            imeis=imeis, source=source, reference=reference,  # type: ignore[arg-type]
-            brand=brand, model=model)
+            imeis=imeis,
+            source=source,
+            reference=reference,  # type: ignore[arg-type]
+            brand=brand,
+            model=model,
+        )
         if valid_days is not None:
             device.valid_until.FromMicroseconds(self.clock.now_us() + int(valid_days * DAY * 1e6))
         stub = self.orgs[org]
-        answer = stub.registry.RegisterDevice(registry_pb2.RegisterDeviceRequest(
-            request_id=f"demo-{reference}", device=device), metadata=stub.metadata)
+        answer = stub.registry.RegisterDevice(
+            registry_pb2.RegisterDeviceRequest(request_id=f"demo-{reference}", device=device),
+            metadata=stub.metadata,
+        )
         name = types_pb2.RegistrationSource.Name(source).removeprefix("REGISTRATION_SOURCE_")
-        self.console.print(f"  {org:<11} registered {name:<14} {', '.join(imeis)}  "
-                           f"device {answer.registration.device_id}, sequence {answer.sequence}")
+        self.console.print(
+            f"  {org:<11} registered {name:<14} {', '.join(imeis)}  "
+            f"device {answer.registration.device_id}, sequence {answer.sequence}"
+        )
 
-    def check(self, rule: str, case: str, value: str, imsi: str, org: str = "telkomsel",
-              msisdn: str = "") -> None:
+    def check(
+        self, rule: str, case: str, value: str, imsi: str, org: str = "telkomsel", msisdn: str = ""
+    ) -> None:
         stub = self.orgs[org]
-        answer = stub.check.CheckEquipment(equipment_check_pb2.CheckEquipmentRequest(
-            imei=value, imsi=imsi, msisdn=msisdn), metadata=stub.metadata)
+        answer = stub.check.CheckEquipment(
+            equipment_check_pb2.CheckEquipmentRequest(imei=value, imsi=imsi, msisdn=msisdn),
+            metadata=stub.metadata,
+        )
         status = types_pb2.EquipmentStatus.Name(answer.status).removeprefix("EQUIPMENT_STATUS_")
         colour = {"WHITELISTED": "green", "BLACKLISTED": "red", "GREYLISTED": "yellow"}[status]
-        reasons = ", ".join(types_pb2.Reason.Name(r).removeprefix("REASON_")
-                            for r in answer.reasons)
-        block = (answer.block_date.ToDatetime().date().isoformat()
-                 if answer.HasField("block_date") else "")
+        reasons = ", ".join(
+            types_pb2.Reason.Name(r).removeprefix("REASON_") for r in answer.reasons
+        )
+        block = (
+            answer.block_date.ToDatetime().date().isoformat()
+            if answer.HasField("block_date")
+            else ""
+        )
         self.table.add_row(rule, case, value, imsi, f"[{colour}]{status}[/]", reasons, block)
 
     def load(self) -> None:
         self.console.rule("Loading a sample register through the public API")
-        tpp, prod = types_pb2.REGISTRATION_SOURCE_TPP_IMPORT, types_pb2.REGISTRATION_SOURCE_TPP_PRODUCTION
+        tpp, prod = (
+            types_pb2.REGISTRATION_SOURCE_TPP_IMPORT,
+            types_pb2.REGISTRATION_SOURCE_TPP_PRODUCTION,
+        )
         self.register("kemenperin", [imei(1)], tpp, "TPP-IMP-2020-0001", "Samsung", "Galaxy A51")
-        self.register("kemenperin", [imei(2), imei(3)], prod, "TPP-PRD-2020-0002", "Oppo",
-                      "A5 2020 (dual SIM)")
-        self.register("bea-cukai", [imei(4)], types_pb2.REGISTRATION_SOURCE_CUSTOMS,
-                      "BC-CD-2020-8812", "Apple", "iPhone 11")
-        self.register("telkomsel", [imei(5)], types_pb2.REGISTRATION_SOURCE_TOURIST,
-                      "PASSPORT-X1234567", "Google", "Pixel 4", valid_days=2)
-        self.register("kemlu", [imei(6)], types_pb2.REGISTRATION_SOURCE_DIPLOMAT,
-                      "KEMLU-CD-77", "Huawei", "P40")
+        self.register(
+            "kemenperin",
+            [imei(2), imei(3)],
+            prod,
+            "TPP-PRD-2020-0002",
+            "Oppo",
+            "A5 2020 (dual SIM)",
+        )
+        self.register(
+            "bea-cukai",
+            [imei(4)],
+            types_pb2.REGISTRATION_SOURCE_CUSTOMS,
+            "BC-CD-2020-8812",
+            "Apple",
+            "iPhone 11",
+        )
+        self.register(
+            "telkomsel",
+            [imei(5)],
+            types_pb2.REGISTRATION_SOURCE_TOURIST,
+            "PASSPORT-X1234567",
+            "Google",
+            "Pixel 4",
+            valid_days=2,
+        )
+        self.register(
+            "kemlu",
+            [imei(6)],
+            types_pb2.REGISTRATION_SOURCE_DIPLOMAT,
+            "KEMLU-CD-77",
+            "Huawei",
+            "P40",
+        )
         # Grandfathering saw only the slot that was on the network: the second
         # slot of this dual-SIM phone is not registered (a classic complaint).
-        self.register("xl", [imei(7)], types_pb2.REGISTRATION_SOURCE_GRANDFATHERED,
-                      "XL-DUMP-2020-09", "Xiaomi", "Redmi Note 8 (slot 1)")
+        self.register(
+            "xl",
+            [imei(7)],
+            types_pb2.REGISTRATION_SOURCE_GRANDFATHERED,
+            "XL-DUMP-2020-09",
+            "Xiaomi",
+            "Redmi Note 8 (slot 1)",
+        )
         self.register("kemenperin", [imei(9)], tpp, "TPP-IMP-2020-0009", "Vivo", "Y12")
         telkomsel = self.orgs["telkomsel"]
-        telkomsel.registry.ReportStolen(registry_pb2.ReportStolenRequest(
-            request_id="demo-stolen-1", imeis=[imei(9)], police_report="LP/123/IX/2020/Polda"),
-            metadata=telkomsel.metadata)
-        self.console.print(f"  telkomsel   reported stolen {imei(9)} (police report LP/123/IX/2020)")
-        telkomsel.registry.AddException(registry_pb2.AddExceptionRequest(
-            request_id="demo-pair-1", imei=imei(10), imsi=SUBSCRIBER["telkomsel"],
-            reason="complaint ADU-2020-55: engineering sample"), metadata=telkomsel.metadata)
+        telkomsel.registry.ReportStolen(
+            registry_pb2.ReportStolenRequest(
+                request_id="demo-stolen-1", imeis=[imei(9)], police_report="LP/123/IX/2020/Polda"
+            ),
+            metadata=telkomsel.metadata,
+        )
+        self.console.print(
+            f"  telkomsel   reported stolen {imei(9)} (police report LP/123/IX/2020)"
+        )
+        telkomsel.registry.AddException(
+            registry_pb2.AddExceptionRequest(
+                request_id="demo-pair-1",
+                imei=imei(10),
+                imsi=SUBSCRIBER["telkomsel"],
+                reason="complaint ADU-2020-55: engineering sample",
+            ),
+            metadata=telkomsel.metadata,
+        )
         self.console.print(f"  telkomsel   paired {imei(10)} with IMSI {SUBSCRIBER['telkomsel']}")
 
     def run_checks(self) -> None:
@@ -156,8 +227,14 @@ class Demo:
         self.check("5", "grandfathered slot 1", imei(7), SUBSCRIBER["xl"], "xl")
         for n in range(4):
             self.check("5", f"clone: same IMEI, SIM {n + 1}", imei(1), f"51010200000000{n}")
-        self.check("6", "grandfathered slot 2 (not seen)", imei(8), SUBSCRIBER["xl"], "xl",
-                   msisdn="+6281700000003")
+        self.check(
+            "6",
+            "grandfathered slot 2 (not seen)",
+            imei(8),
+            SUBSCRIBER["xl"],
+            "xl",
+            msisdn="+6281700000003",
+        )
         self.check("6", "black-market phone", imei(11), tsel, msisdn="+6281100000001")
         self.clock.advance(3 * DAY)
         self.table.add_row("", "[dim]... 3 days later[/]", "", "", "", "", "")
@@ -166,9 +243,14 @@ class Demo:
         self.table.add_row("", "[dim]... 30 more days: grace over[/]", "", "", "", "", "")
         self.check("6", "black-market phone", imei(11), tsel)
         kominfo = self.orgs["kominfo"]
-        kominfo.policy.UpdatePolicy(policy_pb2.UpdatePolicyRequest(
-            request_id="demo-enforce", policy=types_pb2.Policy(phase=types_pb2.PHASE_ENFORCE),
-            update_mask=FieldMask(paths=["phase"])), metadata=kominfo.metadata)
+        kominfo.policy.UpdatePolicy(
+            policy_pb2.UpdatePolicyRequest(
+                request_id="demo-enforce",
+                policy=types_pb2.Policy(phase=types_pb2.PHASE_ENFORCE),
+                update_mask=FieldMask(paths=["phase"]),
+            ),
+            metadata=kominfo.metadata,
+        )
         self.table.add_row("", "[dim]Kominfo sets the ENFORCE phase[/]", "", "", "", "", "")
         self.check("6", "new black-market phone", imei(12), tsel)
         self.check("5", "TPP import still fine", imei(1), SUBSCRIBER["telkomsel"])
@@ -176,16 +258,22 @@ class Demo:
 
     def show_feed(self) -> None:
         kominfo = self.orgs["kominfo"]
-        snapshot = list(self.sync.GetSnapshot(list_sync_pb2.GetSnapshotRequest(),
-                                              metadata=kominfo.metadata))
+        snapshot = list(
+            self.sync.GetSnapshot(list_sync_pb2.GetSnapshotRequest(), metadata=kominfo.metadata)
+        )
         notifications = kominfo.registry.ListNotifications(
-            registry_pb2.ListNotificationsRequest(), metadata=self.orgs["xl"].metadata)
+            registry_pb2.ListNotificationsRequest(), metadata=self.orgs["xl"].metadata
+        )
         self.console.print(
             f"Register at sequence {snapshot[0].sequence}: snapshot of "
             f"{snapshot[0].total_entries} list entries in {len(snapshot)} chunk(s); "
             f"XL's notification list: "
-            + ", ".join(f"{n.imei_key} on {n.imsi} (SMS to {n.msisdn or '-'}, block "
-                        f"{n.block_date.ToDatetime().date()})" for n in notifications.notifications))
+            + ", ".join(
+                f"{n.imei_key} on {n.imsi} (SMS to {n.msisdn or '-'}, block "
+                f"{n.block_date.ToDatetime().date()})"
+                for n in notifications.notifications
+            )
+        )
 
 
 def _console() -> Console:
@@ -204,14 +292,17 @@ def main() -> int:
     db_path = DATA / "ceir.db"
     db = Database(str(db_path))
     db.migrate()
-    tokens = {name: add_organisation(db, name, kind, codes)
-              for name, (kind, codes) in ORGANISATIONS.items()}
+    tokens = {
+        name: add_organisation(db, name, kind, codes)
+        for name, (kind, codes) in ORGANISATIONS.items()
+    }
     db.dispose()
     clock = ManualClock()
     running = create_server(ServerConfig(db=str(db_path), address="127.0.0.1:0", clock=clock))
     console = _console()
-    console.print(f"CEIR serving on 127.0.0.1:{running.port}, database {db_path}, "
-                  f"log {DATA / 'ceir.log'}")
+    console.print(
+        f"CEIR serving on 127.0.0.1:{running.port}, database {db_path}, log {DATA / 'ceir.log'}"
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             demo = Demo(channel, tokens, clock)

@@ -3,6 +3,7 @@ a real CEIR server on a free port, and clients per organisation."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ def server(db_url: str, tokens: dict[str, str], clock: ManualClock) -> Iterator[
     )
     yield running
     running.stop(grace=1)
+    gc.collect()  # surface a leaked connection here, in the test that leaked it
 
 
 @pytest.fixture
