@@ -60,13 +60,15 @@ class EmbeddedCeir:
             "--address",
             f"127.0.0.1:{self.port}",
         ]
-        self._process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=(self.data_dir / "ceir.log").open("a"),
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        self._close_pipe()
+        with (self.data_dir / "ceir.log").open("a") as log:  # the child keeps its own copy
+            self._process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         assert self._process.stdout is not None
         ready: list[str] = []
         reader = threading.Thread(
@@ -102,18 +104,25 @@ class EmbeddedCeir:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._process is not None and self._process.stdout is not None:
+            self._process.stdout.close()
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM and wait (graceful shutdown)."""
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._close_pipe()
 
     @property
     def running(self) -> bool:
