@@ -63,7 +63,7 @@ class Org:
     """The stubs of one organisation."""
 
     name: str
-    metadata: list[tuple[str, str]]
+    metadata: tuple[tuple[str, str], ...]
     check: equipment_check_pb2_grpc.EquipmentCheckServiceStub
     registry: registry_pb2_grpc.RegistryServiceStub
     policy: policy_pb2_grpc.PolicyServiceStub
@@ -76,7 +76,7 @@ class Demo:
         self.orgs = {
             name: Org(
                 name,
-                [("authorization", f"Bearer {token}")],
+                (("authorization", f"Bearer {token}"),),
                 equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel),
                 registry_pb2_grpc.RegistryServiceStub(channel),
                 policy_pb2_grpc.PolicyServiceStub(channel),
@@ -92,7 +92,7 @@ class Demo:
         self,
         org: str,
         imeis: list[str],
-        source: int,
+        source: types_pb2.RegistrationSource.ValueType,
         reference: str,
         brand: str,
         model: str,
@@ -101,7 +101,7 @@ class Demo:
         device = registry_pb2.DeviceRegistration(
             imeis=imeis,
             source=source,
-            reference=reference,  # type: ignore[arg-type]
+            reference=reference,
             brand=brand,
             model=model,
         )

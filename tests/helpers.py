@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -19,6 +20,8 @@ from ceir.v1 import (
     registry_pb2_grpc,
     types_pb2,
 )
+
+R = TypeVar("R")
 
 ORGS: dict[str, tuple[str, list[str]]] = {
     "telkomsel": ("operator", ["510-10"]),
@@ -48,13 +51,13 @@ class Client:
     token: str
 
     def __post_init__(self) -> None:
-        self.metadata = [("authorization", f"Bearer {self.token}")]
+        self.metadata = (("authorization", f"Bearer {self.token}"),)
         self.check = equipment_check_pb2_grpc.EquipmentCheckServiceStub(self.channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
         self.sync = list_sync_pb2_grpc.ListSyncServiceStub(self.channel)
         self.policy = policy_pb2_grpc.PolicyServiceStub(self.channel)
 
-    def call(self, stub_method: Any, request: Any, **kwargs: Any) -> Any:
+    def call(self, stub_method: Callable[..., R], request: Any, **kwargs: Any) -> R:
         return stub_method(request, metadata=self.metadata, timeout=30, **kwargs)
 
     def check_imei(
@@ -68,13 +71,13 @@ class Client:
     def register(
         self,
         *imeis: str,
-        source: int = types_pb2.REGISTRATION_SOURCE_TPP_IMPORT,
+        source: types_pb2.RegistrationSource.ValueType = types_pb2.REGISTRATION_SOURCE_TPP_IMPORT,
         request_id: str = "",
         **fields: Any,
     ) -> registry_pb2.RegisterDeviceResponse:
         device = registry_pb2.DeviceRegistration(
             imeis=list(imeis),
-            source=source,  # type: ignore[arg-type]
+            source=source,
             **fields,
         )
         return self.call(
@@ -114,5 +117,5 @@ def error_reason(error: grpc.RpcError) -> str:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return ""

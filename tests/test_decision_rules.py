@@ -25,11 +25,12 @@ def in_days(clock: ManualClock, days: float) -> Timestamp:
 
 
 def set_policy(kominfo: Client, **values: int) -> None:
+    policy = types_pb2.Policy()
+    for name, value in values.items():
+        setattr(policy, name, value)
     kominfo.call(
         kominfo.policy.UpdatePolicy,
-        policy_pb2.UpdatePolicyRequest(
-            policy=types_pb2.Policy(**values), update_mask=FieldMask(paths=list(values))
-        ),
+        policy_pb2.UpdatePolicyRequest(policy=policy, update_mask=FieldMask(paths=list(values))),
     )
 
 

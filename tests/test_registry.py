@@ -80,7 +80,10 @@ def test_malformed_imeis_are_named_field_by_field(clients: dict[str, Client]) ->
     ],
 )
 def test_who_may_register_which_source(
-    clients: dict[str, Client], org: str, source: int, allowed: bool
+    clients: dict[str, Client],
+    org: str,
+    source: types_pb2.RegistrationSource.ValueType,
+    allowed: bool,
 ) -> None:
     device = imei(104)
     if allowed:
@@ -97,13 +100,13 @@ def test_calls_without_a_valid_token_are_unauthenticated(clients: dict[str, Clie
         grpc.StatusCode.UNAUTHENTICATED,
         op.registry.GetImeiRecord,
         request,
-        metadata=[("authorization", "Bearer ceir_not-a-token")],
+        metadata=(("authorization", "Bearer ceir_not-a-token"),),
     )
     fails(
         grpc.StatusCode.UNAUTHENTICATED,
         op.registry.GetImeiRecord,
         request,
-        metadata=[("authorization", "Basic dXNlcjpwYXNz")],
+        metadata=(("authorization", "Basic dXNlcjpwYXNz"),),
     )
 
 
@@ -246,14 +249,16 @@ def test_notification_lists_are_per_operator_and_paged(clients: dict[str, Client
     )
 
 
-def _rows(*devices: tuple[int, list[str], int]) -> list[registry_pb2.ImportRow]:
+def _rows(
+    *devices: tuple[int, list[str], types_pb2.RegistrationSource.ValueType],
+) -> list[registry_pb2.ImportRow]:
     return [
         registry_pb2.ImportRow(
             row=row,
             device=registry_pb2.DeviceRegistration(
                 imeis=imeis, source=source, reference=f"TPP-{row}"
             ),
-        )  # type: ignore[arg-type]
+        )
         for row, imeis, source in devices
     ]
 

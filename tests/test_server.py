@@ -7,6 +7,7 @@ import logging
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -35,14 +36,14 @@ class ReflectionClient:
 
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self.channel = channel
-        self.metadata = [("authorization", f"Bearer {token}")]
+        self.metadata = (("authorization", f"Bearer {token}"),)
         self.pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
 
     def services(self) -> list[str]:
         database = ProtoReflectionDescriptorDatabase(self.channel)
         return sorted(database.get_services())
 
-    def call(self, method: str, body: dict[str, object]) -> dict[str, object]:
+    def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         service_name, method_name = method.rsplit("/", 1)
         described = self.pool.FindServiceByName(service_name).FindMethodByName(method_name)
         request_type = message_factory.GetMessageClass(described.input_type)
@@ -56,7 +57,7 @@ class ReflectionClient:
                 response_deserializer=response_type.FromString,
             )(request, metadata=self.metadata, timeout=30)
             first = next(iter(stream))
-            stream.cancel()
+            stream.cancel()  # type: ignore[no-untyped-call]
             return json_format.MessageToDict(first)
         answer = self.channel.unary_unary(
             path,
@@ -129,7 +130,7 @@ def test_metrics_count_calls_by_method_and_code(
         stub = equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel)
         stub.CheckEquipment(
             equipment_check_pb2.CheckEquipmentRequest(imei=imei(1)),
-            metadata=[("authorization", f"Bearer {token}")],
+            metadata=(("authorization", f"Bearer {token}"),),
             timeout=10,
         )
         with pytest.raises(grpc.RpcError):
