@@ -80,8 +80,8 @@ class EmbeddedCeir:
         line = ready[0] if ready else ""
         if not line.startswith("PORT "):
             self.kill()
-            log = (self.data_dir / "ceir.log").read_text()[-2000:]
-            raise RuntimeError(f"the embedded CEIR did not start: {line!r}\n{log}")
+            tail = (self.data_dir / "ceir.log").read_text()[-2000:]
+            raise RuntimeError(f"the embedded CEIR did not start: {line!r}\n{tail}")
         self.port = int(line.split()[1])
 
     def create_organisations(self) -> dict[str, str]:

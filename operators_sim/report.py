@@ -389,7 +389,7 @@ def render_html(summary: dict[str, Any]) -> str:
     reasons = sorted(summary["total"]["by_reason"].items(), key=lambda kv: -kv[1])
     reason_chart = _bar_chart([k for k, _ in reasons], [v for _, v in reasons], colour="#16a085")
     operator_rows = []
-    for row in [*summary["operators"], {**summary["total"], "name": "total"}]:
+    for row in [*summary["operators"], {**summary["total"], "operator": "total"}]:
         latency = row["latency_ms"]
         replica = row.get("replica") or {}
         propagation = (replica.get("propagation_ms") or {}).get("p99")

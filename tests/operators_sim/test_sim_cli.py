@@ -1,0 +1,53 @@
+"""``ceir-sim attach`` end to end: a small run with its own CEIR, the
+reports on disk, exit status 0 with no mismatch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from operators_sim.cli import app
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["synchronize", "authorize"])
+def test_sim_attach_writes_reports_and_exits_zero(tmp_path: Path, mode: str) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "attach",
+            "--devices",
+            "2000",
+            "--rate",
+            "300",
+            "--duration",
+            "3",
+            "--mode",
+            mode,
+            "--phase",
+            "enforce",
+            "--seed",
+            "4",
+            "--report",
+            str(tmp_path / "report"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert summary["total"]["mismatches"] == 0
+    assert summary["total"]["attaches"] > 0
+    assert summary["config"]["mode"] == mode
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_sim_attach_with_ceir_needs_tokens() -> None:
+    result = CliRunner().invoke(app, ["attach", "--ceir", "127.0.0.1:1", "--quiet"])
+    assert result.exit_code == 2
+    assert "--tokens" in result.output
