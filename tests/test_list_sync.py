@@ -63,6 +63,29 @@ def test_snapshot_holds_every_list_at_one_sequence(clients: dict[str, Client]) -
     assert list(exception.imei_keys) == [int(imei(4)[:14])]
 
 
+def test_snapshot_carries_the_policy_at_its_sequence(clients: dict[str, Client]) -> None:
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    from ceir.v1 import policy_pb2
+
+    kominfo, op = clients["kominfo"], clients["telkomsel"]
+    kominfo.call(
+        kominfo.policy.UpdatePolicy,
+        policy_pb2.UpdatePolicyRequest(
+            policy=types_pb2.Policy(phase=types_pb2.PHASE_ENFORCE, grace_days=7),
+            update_mask=FieldMask(paths=["phase", "grace_days"]),
+        ),
+    )
+    chunks = list(
+        op.sync.GetSnapshot(list_sync_pb2.GetSnapshotRequest(), metadata=op.metadata, timeout=30)
+    )
+    assert chunks[0].sequence == 1
+    assert (chunks[0].policy.phase, chunks[0].policy.grace_days) == (types_pb2.PHASE_ENFORCE, 7)
+    (change,) = watch(op, 0, 1)
+    assert change.kind == types_pb2.CHANGE_KIND_POLICY_CHANGED
+    assert change.policy.grace_days == 7
+
+
 def test_an_empty_register_still_answers_its_sequence(clients: dict[str, Client]) -> None:
     op = clients["telkomsel"]
     chunks = list(

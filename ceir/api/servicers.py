@@ -307,6 +307,8 @@ class ListSyncServicer(sync_grpc.ListSyncServiceServicer):
                 last=chunk.last,
                 total_entries=chunk.total_entries,
             )
+            if chunk.policy is not None:
+                message.policy.CopyFrom(convert.policy(chunk.policy))
             message.imei_keys.extend(chunk.imei_keys)
             message.valid_until_unix.extend(chunk.valid_until_s)
             message.blacklist_causes.extend(chunk.causes)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ceir.domain.errors import InvalidArgument
-from ceir.domain.model import Caller, Change
+from ceir.domain.model import Caller, Change, Policy
 from ceir.domain.permissions import Action, require
 from ceir.storage import repository as repo
 
@@ -15,6 +15,7 @@ from .register import Register
 DEFAULT_CHUNK = 65_536
 MAX_CHUNK = 262_144
 FEED_BATCH = 1_000
+MAX_SEQUENCE = 2**63 - 1  # sequences are 64-bit signed in both databases
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SnapshotChunk:
     block_dates_s: list[int] = field(default_factory=list)
     last: bool = False
     total_entries: int = 0
+    policy: Policy | None = None  # on the first chunk: the policy at this sequence
 
 
 # list name -> (SQL over the list table, ordered by its key)
@@ -62,6 +64,7 @@ class SyncService:
     def _snapshot(self, size: int) -> Iterator[SnapshotChunk]:
         with self.register.db.read_snapshot() as connection:
             sequence = repo.last_sequence(connection)
+            policy = repo.load_policy(connection)
             total = int(connection.exec_driver_sql(_COUNT).scalar_one())
             first = True
             pending: SnapshotChunk | None = None
@@ -72,9 +75,10 @@ class SyncService:
                         yield pending
                     pending = _chunk(sequence, name, rows)
                     if first:
-                        pending.total_entries, first = total, False
+                        pending.total_entries, pending.policy = total, policy
+                        first = False
             if pending is None:  # an empty register still answers with its sequence
-                pending = SnapshotChunk(sequence, "whitelist", total_entries=0)
+                pending = SnapshotChunk(sequence, "whitelist", total_entries=0, policy=policy)
             pending.last = True
             yield pending
 
@@ -84,8 +88,8 @@ class SyncService:
         """Changes after ``after_sequence`` in order, then live, until the
         caller goes away or the server stops."""
         require(caller, Action.SYNC_LISTS)
-        if after_sequence < 0:
-            raise InvalidArgument.field("after_sequence", "must not be negative")
+        if not 0 <= after_sequence <= MAX_SEQUENCE:
+            raise InvalidArgument.field("after_sequence", f"0 to {MAX_SEQUENCE}")
         return self._watch(after_sequence, is_active)
 
     def _watch(

@@ -93,6 +93,7 @@ class GetSnapshotResponse(_message.Message):
     BLOCK_DATES_UNIX_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     TOTAL_ENTRIES_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The register version the whole snapshot reflects (same in every chunk)."""
     list: Global___SnapshotList.ValueType
@@ -125,6 +126,12 @@ class GetSnapshotResponse(_message.Message):
     def block_dates_unix(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Notification list: block date as Unix seconds."""
 
+    @_builtins.property
+    def policy(self) -> _types_pb2.Policy:
+        """The policy in force at this sequence (set on the first chunk): a
+        replica decides with it until a POLICY_CHANGED change arrives.
+        """
+
     def __init__(
         self,
         *,
@@ -138,10 +145,11 @@ class GetSnapshotResponse(_message.Message):
         block_dates_unix: _abc.Iterable[_builtins.int] | None = ...,
         last: _builtins.bool = ...,
         total_entries: _builtins.int = ...,
+        policy: _types_pb2.Policy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "msisdns", b"msisdns", "sequence", b"sequence", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
