@@ -1,12 +1,12 @@
 """Keeping a replica current: bootstrap from a snapshot, follow the feed,
 resume after a break, resynchronize when resuming is impossible.
 
-The policy is not part of a snapshot (``GetSnapshotResponse`` has no policy
-field, ``GetPolicyResponse`` no sequence). The follower reads the policy
+A snapshot's first chunk carries the policy in force at its sequence; later
+changes arrive as POLICY_CHANGED in the feed. With a server that does not
+send it (``GetSnapshotResponse.policy`` unset), the follower reads the policy
 before and after the snapshot and accepts the pair only when both reads are
 the same policy with the same ``update_time``: then no policy change was
-committed while the snapshot was taken, so that policy was in force at the
-snapshot's sequence. Later changes arrive as POLICY_CHANGED in the feed.
+committed while the snapshot was taken.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
     the same sequence and the stream must end with ``last``."""
     parts: dict[int, dict[str, list[np.ndarray]]] = {}
     sequence: int | None = None
+    policy: Policy | None = None
     complete = False
     for chunk in chunks:
         if sequence is None:
             sequence = chunk.sequence
+            if chunk.HasField("policy"):
+                policy = Policy.from_message(chunk.policy)
         elif chunk.sequence != sequence:
             raise LinkError(f"snapshot chunk at sequence {chunk.sequence}, expected {sequence}")
         columns = parts.setdefault(chunk.list, {})
@@ -78,6 +81,7 @@ def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
         notification_block_dates=column(n, "b", np.int64),
         exception_keys=column(e, "keys", np.uint64),
         exception_imsis=column(e, "a", np.uint64),
+        policy=policy,
     )
 
 
@@ -86,6 +90,9 @@ def bootstrap(link: CeirLink, replica: Replica, chunk_size: int = 0) -> Snapshot
     for _ in range(POLICY_READS):
         before = link.get_policy()
         snapshot = read_snapshot(link.snapshot(chunk_size))
+        if snapshot.policy is not None:  # the server says which policy held at the sequence
+            replica.load(snapshot, snapshot.policy)
+            return snapshot
         after = link.get_policy()
         if before == after:  # same fields and same update_time: no change in between
             replica.load(snapshot, Policy.from_message(after))

@@ -78,6 +78,7 @@ class Snapshot:
     notification_block_dates: I64 = field(default_factory=lambda: np.empty(0, np.int64))
     exception_keys: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
     exception_imsis: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
+    policy: Policy | None = None  # in force at ``sequence``, when the server sends it
 
     @property
     def entries(self) -> int:

@@ -10,7 +10,7 @@ import pytest
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 from operators_sim.fake import FakeLink, change
-from operators_sim.follower import Follower, read_snapshot
+from operators_sim.follower import Follower, bootstrap, read_snapshot
 from operators_sim.replica import Replica, SequenceError
 
 A, B, C = 35209900000011, 35209900000029, 35209900000037
@@ -159,3 +159,25 @@ def test_policy_changes_follow_the_feed() -> None:
     replica.apply([change(1, pb.CHANGE_KIND_POLICY_CHANGED, policy=enforce)])
     assert replica.policy.phase == pb.PHASE_ENFORCE
     assert replica.policy.clone_window_seconds == 600
+
+
+def test_bootstrap_takes_the_policy_the_snapshot_carries() -> None:
+    at_snapshot = pb.Policy(
+        phase=pb.PHASE_ENFORCE, grace_days=5, clone_threshold=2, clone_window_seconds=60
+    )
+    chunks = snapshot_at(3, A)
+    chunks[0].policy.CopyFrom(at_snapshot)
+    later = pb.Policy(
+        phase=pb.PHASE_NOTIFY, grace_days=30, clone_threshold=3, clone_window_seconds=86_400
+    )
+    link = FakeLink(snapshot=chunks, policy=later)
+    replica = Replica()
+    bootstrap(link, replica)
+    assert replica.policy.phase == pb.PHASE_ENFORCE and replica.policy.grace_days == 5
+
+
+def test_bootstrap_without_a_snapshot_policy_reads_the_policy_around_it() -> None:
+    link = FakeLink(snapshot=snapshot_at(3, A))
+    replica = Replica()
+    bootstrap(link, replica)
+    assert replica.sequence == 3 and replica.policy.grace_days == 30
