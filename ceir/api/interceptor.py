@@ -42,6 +42,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self.authenticator = authenticator
         self.metrics = metrics
         self.access_log = access_log
+        # Each method's handler is wrapped once, not on every call: the
+        # wrapper reads the token from the call's own metadata.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
@@ -50,10 +53,15 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or method.startswith(OPEN_SERVICES):
             return handler
-        metadata = dict(details.invocation_metadata or ())
-        authorization = metadata.get("authorization")
-        short = method.rsplit("/", 1)[-1]
-        call = _Call(self, short, authorization)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method.rsplit("/", 1)[-1])
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        call = _Call(self, method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 call.unary(handler.unary_unary),
@@ -79,14 +87,21 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-class _Call:
-    """One RPC's wrapping: who calls, how it ended, how long it took."""
+def _authorization(context: grpc.ServicerContext) -> str | None:
+    """The call's ``authorization`` metadata (the last, if sent twice)."""
+    found: str | None = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            found = value
+    return found
 
-    def __init__(self, owner: CallInterceptor, method: str, authorization: str | None) -> None:
+
+class _Call:
+    """One method's wrapping: who calls, how it ended, how long it took."""
+
+    def __init__(self, owner: CallInterceptor, method: str) -> None:
         self.owner = owner
         self.method = method
-        self.authorization = authorization
-        self.caller_name = "-"
 
     def unary(
         self, behaviour: Callable[[Any, grpc.ServicerContext], Any]
@@ -94,14 +109,17 @@ class _Call:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
+            caller_name = "-"
             try:
-                _caller.set(self._authenticate())
+                caller = self.owner.authenticator.caller_for(_authorization(context))
+                caller_name = caller.name
+                _caller.set(caller)
                 return behaviour(request, context)
             except BaseException as error:
-                code = self._fail(error, context)
+                code = self._fail(error, context, caller_name)
                 raise
             finally:
-                self._record(code, started, context)
+                self._record(code, started, context, caller_name)
 
         return handle
 
@@ -111,26 +129,24 @@ class _Call:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
             code = "OK"
+            caller_name = "-"
             try:
-                _caller.set(self._authenticate())
+                caller = self.owner.authenticator.caller_for(_authorization(context))
+                caller_name = caller.name
+                _caller.set(caller)
                 yield from behaviour(request, context)
             except GeneratorExit:
                 code = "CANCELLED"
                 raise
             except BaseException as error:
-                code = self._fail(error, context)
+                code = self._fail(error, context, caller_name)
                 raise
             finally:
-                self._record(code, started, context)
+                self._record(code, started, context, caller_name)
 
         return handle
 
-    def _authenticate(self) -> Caller:
-        caller = self.owner.authenticator.caller_for(self.authorization)
-        self.caller_name = caller.name
-        return caller
-
-    def _fail(self, error: BaseException, context: grpc.ServicerContext) -> str:
+    def _fail(self, error: BaseException, context: grpc.ServicerContext, caller_name: str) -> str:
         """Abort the call with the right status (raises), returning its code name."""
         if isinstance(error, CeirError):
             code = status_code(error).name
@@ -143,13 +159,15 @@ class _Call:
         log.exception(
             "unexpected failure in %s",
             self.method,
-            extra={"method": self.method, "org": self.caller_name},
+            extra={"method": self.method, "org": caller_name},
         )
         with contextlib.suppress(Exception):  # abort always raises; the status is set
             context.abort_with_status(internal_status())
         return "INTERNAL"
 
-    def _record(self, code: str, started: float, context: grpc.ServicerContext) -> None:
+    def _record(
+        self, code: str, started: float, context: grpc.ServicerContext, caller_name: str
+    ) -> None:
         elapsed = time.perf_counter() - started
         self.owner.metrics.observe(self.method, code, elapsed)
         if self.owner.access_log:
@@ -158,7 +176,7 @@ class _Call:
                 extra={
                     "method": self.method,
                     "code": code,
-                    "org": self.caller_name,
+                    "org": caller_name,
                     "ms": round(elapsed * 1000, 3),
                     "peer": context.peer(),
                 },

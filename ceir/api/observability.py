@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -15,13 +15,21 @@ from ceir.domain.lists import ListState
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+# json.dumps(..., default=str) would build an encoder for every line.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and extras."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The access log writes a line per call: format each second once.
+        self._second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._timestamp(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -31,11 +39,21 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
+
+    def _timestamp(self, created: float) -> str:
+        """``created`` to the second, as YYYY-MM-DDTHH:MM:SS in UTC."""
+        second = int(created)
+        cached = self._second  # one read: another thread may replace it
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return cached[1]
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (standard error by default) from every logger."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -85,6 +103,7 @@ class Metrics:
             "ceir_register_sequence", "Latest change sequence", registry=self.registry
         )
         self._state_source = state_source
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         for name in ("whitelist", "blacklist", "notification", "exception"):
             self.list_size.labels(name).set_function(self._size_of(name))
         self.sequence.set_function(lambda: self._state().sequence)
@@ -97,8 +116,12 @@ class Metrics:
         return lambda: self._state().sizes()[name]
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.calls.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:  # labels() validates and locks: once per method and code
+            children = (self.calls.labels(method, code), self.latency.labels(method))
+            self._children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Expose /metrics over HTTP; returns the bound port."""

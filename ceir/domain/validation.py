@@ -15,6 +15,7 @@ from .model import DAY_MICROS, DeviceRegistration, RegistrationSource
 MAX_SLOTS = 8
 MAX_TOURIST_DAYS = 90
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SOURCES = frozenset(RegistrationSource)
 
 
 def check_request_id(request_id: str) -> None:
@@ -76,7 +77,8 @@ def device_registration(
     prefix: str = "device",
 ) -> DeviceRegistration:
     """Validate one device; raise InvalidArgument naming every wrong field."""
-    violations = device_violations(
+    violations: list[FieldViolation] = []
+    keys = _check_device(
         imeis=imeis,
         source=source,
         reference=reference,
@@ -85,6 +87,7 @@ def device_registration(
         model=model,
         now_us=now_us,
         prefix=prefix,
+        violations=violations,
     )
     if violations:
         raise InvalidArgument(
@@ -93,7 +96,7 @@ def device_registration(
             violations=violations,
         )
     return DeviceRegistration(
-        imei_keys=tuple(imei_key(value) or 0 for value in imeis),
+        imei_keys=tuple(keys),  # without violations, one key per IMEI, in order
         source=RegistrationSource(source),
         reference=reference.strip(),
         valid_until_us=_whole_seconds(valid_until_us),
@@ -115,8 +118,35 @@ def device_violations(
 ) -> list[FieldViolation]:
     """Everything wrong with one device registration (empty if nothing)."""
     violations: list[FieldViolation] = []
-    imei_keys(imeis, f"{prefix}.imeis", violations, limit=MAX_SLOTS)
-    if source not in RegistrationSource.__members__.values():
+    _check_device(
+        imeis=imeis,
+        source=source,
+        reference=reference,
+        valid_until_us=valid_until_us,
+        brand=brand,
+        model=model,
+        now_us=now_us,
+        prefix=prefix,
+        violations=violations,
+    )
+    return violations
+
+
+def _check_device(
+    *,
+    imeis: list[str],
+    source: int,
+    reference: str,
+    valid_until_us: int | None,
+    brand: str,
+    model: str,
+    now_us: int,
+    prefix: str,
+    violations: list[FieldViolation],
+) -> list[int]:
+    """Add the device's violations; return the keys of its well-formed IMEIs."""
+    keys = imei_keys(imeis, f"{prefix}.imeis", violations, limit=MAX_SLOTS)
+    if source not in _SOURCES:
         violations.append(
             FieldViolation(f"{prefix}.source", f"unknown registration source {source}")
         )
@@ -139,7 +169,7 @@ def device_violations(
         violations.append(
             FieldViolation(f"{prefix}.valid_until", "only tourist registrations expire")
         )
-    return violations
+    return keys
 
 
 def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT") -> None:

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ceir.domain.errors import FieldViolation, InvalidArgument
-from ceir.domain.identifiers import home_mcc_mnc, validate_imsi, validate_msisdn
+from ceir.domain.identifiers import (
+    home_mcc_mnc,
+    is_imsi,
+    msisdn_digits,
+    validate_imsi,
+    validate_msisdn,
+)
 from ceir.domain.lists import Effect, GraceExpired, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
@@ -51,6 +57,19 @@ def validate_query(query: CheckQuery, prefix: str, violations: list[FieldViolati
     return CheckQuery(query.imei, query.imsi, msisdn)
 
 
+def _checked_fields(query: CheckQuery) -> tuple[str, str, str] | None:
+    """(IMEI, IMSI, MSISDN digits) of a query whose fields are all right, or
+    None: then ``validate_query`` names what is wrong. The common case of a
+    batch, without building field names or a new query."""
+    imei, imsi, msisdn = query.imei, query.imsi, query.msisdn
+    if not imei or len(imei) > 64 or (imsi and not is_imsi(imsi)):
+        return None
+    if msisdn:
+        digits = msisdn_digits(msisdn)
+        return None if digits is None else (imei, imsi, digits)
+    return imei, imsi, msisdn
+
+
 class CheckService:
     def __init__(self, register: Register) -> None:
         self.register = register
@@ -66,10 +85,13 @@ class CheckService:
         if batch and not 1 <= len(queries) <= MAX_BATCH:
             raise InvalidArgument.field("checks", f"1 to {MAX_BATCH} checks, got {len(queries)}")
         violations: list[FieldViolation] = []
-        valid = [
-            validate_query(q, f"checks[{i}]." if batch else "", violations)
-            for i, q in enumerate(queries)
-        ]
+        valid: list[tuple[str, str, str]] = []
+        for index, query in enumerate(queries):
+            fields = _checked_fields(query)
+            if fields is None:
+                checked = validate_query(query, f"checks[{index}]." if batch else "", violations)
+                fields = (checked.imei, checked.imsi, checked.msisdn)
+            valid.append(fields)
         if violations:
             raise InvalidArgument(
                 "; ".join(f"{v.field}: {v.description}" for v in violations),
@@ -81,8 +103,9 @@ class CheckService:
         decisions: list[Decision] = []
         pending: list[int] = []
         effects: list[Effect] = []
-        for index, query in enumerate(valid):
-            decision, effect = state.decide(query.imei, query.imsi, query.msisdn, now_us)
+        decide = state.decide
+        for index, (imei, imsi, msisdn) in enumerate(valid):
+            decision, effect = decide(imei, imsi, msisdn, now_us)
             decisions.append(decision)
             if effect is not None:
                 pending.append(index)
@@ -93,8 +116,7 @@ class CheckService:
             # answers then carry the new sequence and the block date stored.
             state = self.register.state
             for index in pending:
-                query = valid[index]
-                decisions[index] = state.decide(query.imei, query.imsi, query.msisdn, now_us)[0]
+                decisions[index] = state.decide(*valid[index], now_us)[0]
         return decisions
 
 

@@ -67,10 +67,11 @@ class ImportService:
             accepted: list[DeviceRegistration] = []
             claimed: set[int] = set()
             for row_number, device in candidates:
-                conflict = next(
-                    (k for k in device.imei_keys if k in claimed or registered_validly(unit, k)),
-                    None,
-                )
+                conflict = None
+                for key in device.imei_keys:
+                    if key in claimed or registered_validly(unit, key):
+                        conflict = key
+                        break
                 if conflict is not None:
                     index = device.imei_keys.index(conflict)
                     result.rejections.append(

@@ -74,7 +74,8 @@ def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[
             )
             # Registering an IMEI ends its notifications and a block that
             # only the missing registration caused.
-            for imsi in sorted(state.notified.get(key, {})):
+            notified = state.notified.get(key)
+            for imsi in sorted(notified) if notified else ():
                 unit.add(Change(ChangeKind.NOTIFICATION_RESOLVED, key, imsi=imsi))
                 resolved.append((key, imsi))
             blocked = state.blacklist.get(key)
@@ -94,6 +95,11 @@ def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[
                 registered_at_us=unit.now_us,
             )
         )
+    # Under the write lock the lists hold exactly the whitelist's rows: only
+    # IMEIs on them have an old row to replace.
+    whitelist = state.whitelist
+    replaced = [key for device in devices for key in device.imei_keys if key in whitelist]
+    repo.delete_whitelist(unit.session, replaced)
     repo.insert_devices(unit.session, stored)
     repo.delete_notifications(unit.session, resolved)
     repo.delete_blacklist(unit.session, unblocked)

@@ -48,6 +48,33 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
         yield values[start : start + size]
 
 
+def insert_rows(
+    session: Session,
+    model: type[schema.Base],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Insert rows given as tuples of ``columns`` values.
+
+    Where the driver takes positional parameters (SQLite), the tuples go
+    straight to its ``executemany``: Core would build and process a
+    parameter dict per row, which costs more than SQLite's own insert. The
+    columns must need no bind processing (integers, text). Other drivers
+    get Core's executemany (on PostgreSQL, batched multi-row INSERTs).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    if not connection.dialect.positional:
+        session.execute(insert(model), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    compiled = insert(model).compile(dialect=connection.dialect, column_keys=list(columns))
+    order = [columns.index(name) for name in compiled.positiontup or ()]
+    if order != list(range(len(columns))):  # Core numbers parameters in table order
+        rows = [tuple(row[i] for i in order) for row in rows]
+    connection.exec_driver_sql(compiled.string, rows)
+
+
 # --- register state and change feed ---------------------------------------------------
 
 
@@ -70,7 +97,7 @@ def write_changes(session: Session, changes: Sequence[Change]) -> None:
     """Insert numbered changes and move the state's last sequence to the last one."""
     if not changes:
         return
-    session.execute(insert(_changes), [_change_row(change) for change in changes])
+    insert_rows(session, schema.ChangeRecord, _CHANGE_COLUMNS, [_change_values(c) for c in changes])
     session.execute(
         update(_state).where(_state.c.id == 1).values(last_sequence=changes[-1].sequence)
     )
@@ -97,23 +124,43 @@ def changes_of_imei(connection: Executor, key: int, limit: int = 1_000) -> list[
     return [change_from_row(row) for row in rows]
 
 
-def _change_row(change: Change) -> dict[str, Any]:
-    return {
-        "sequence": change.sequence,
-        "kind": int(change.kind),
-        "imei_key": change.imei_key,
-        "imsi": change.imsi,
-        "msisdn": change.msisdn,
-        "source": None if change.source is None else int(change.source),
-        "valid_until_us": change.valid_until_us,
-        "device_id": change.device_id,
-        "blacklist_cause": None if change.blacklist_cause is None else int(change.blacklist_cause),
-        "block_date_us": change.block_date_us,
-        "operator_mcc_mnc": change.operator_mcc_mnc,
-        "policy_json": "" if change.policy is None else _policy_json(change.policy),
-        "committed_at_us": change.committed_at_us,
-        "actor": change.actor,
-    }
+_CHANGE_COLUMNS = (
+    "sequence",
+    "kind",
+    "imei_key",
+    "imsi",
+    "msisdn",
+    "source",
+    "valid_until_us",
+    "device_id",
+    "blacklist_cause",
+    "block_date_us",
+    "operator_mcc_mnc",
+    "policy_json",
+    "committed_at_us",
+    "actor",
+)
+
+
+def _change_values(change: Change) -> tuple[Any, ...]:
+    """A change's row, in ``_CHANGE_COLUMNS`` order."""
+    source, cause, policy = change.source, change.blacklist_cause, change.policy
+    return (
+        change.sequence,
+        int(change.kind),
+        change.imei_key,
+        change.imsi,
+        change.msisdn,
+        None if source is None else int(source),
+        change.valid_until_us,
+        change.device_id,
+        None if cause is None else int(cause),
+        change.block_date_us,
+        change.operator_mcc_mnc,
+        "" if policy is None else _policy_json(policy),
+        change.committed_at_us,
+        change.actor,
+    )
 
 
 def change_from_row(row: Row[Any]) -> Change:
@@ -191,37 +238,48 @@ def save_policy(session: Session, policy: Policy) -> None:
 
 
 def insert_devices(session: Session, devices: Sequence[Registration]) -> None:
-    """Insert devices and their whitelist rows, replacing any old whitelist rows."""
+    """Insert devices and their whitelist rows. An IMEI that has a whitelist
+    row already must have it deleted first (``delete_whitelist``)."""
     if not devices:
         return
-    keys = [key for device in devices for key in device.imei_keys]
-    for part in chunks(keys):
-        session.execute(delete(_whitelist).where(_whitelist.c.imei_key.in_(part)))
-    session.execute(
-        insert(_devices),
+    insert_rows(
+        session,
+        schema.Device,
+        _DEVICE_COLUMNS,
         [
-            {
-                "id": d.device_id,
-                "source": int(d.source),
-                "reference": d.reference,
-                "valid_until_us": d.valid_until_us,
-                "brand": d.brand,
-                "model": d.model,
-                "registered_by": d.registered_by,
-                "registered_at_us": d.registered_at_us,
-                "imei_keys": ",".join(str(key) for key in d.imei_keys),
-            }
+            (
+                d.device_id,
+                int(d.source),
+                d.reference,
+                d.valid_until_us,
+                d.brand,
+                d.model,
+                d.registered_by,
+                d.registered_at_us,
+                ",".join(map(str, d.imei_keys)),
+            )
             for d in devices
         ],
     )
-    session.execute(
-        insert(_whitelist),
-        [
-            {"imei_key": key, "device_id": d.device_id, "valid_until_us": d.valid_until_us}
-            for d in devices
-            for key in d.imei_keys
-        ],
+    insert_rows(
+        session,
+        schema.WhitelistEntry,
+        ("imei_key", "device_id", "valid_until_us"),
+        [(key, d.device_id, d.valid_until_us) for d in devices for key in d.imei_keys],
     )
+
+
+_DEVICE_COLUMNS = (
+    "id",
+    "source",
+    "reference",
+    "valid_until_us",
+    "brand",
+    "model",
+    "registered_by",
+    "registered_at_us",
+    "imei_keys",
+)
 
 
 def delete_whitelist(session: Session, keys: Sequence[int]) -> None:

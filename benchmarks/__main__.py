@@ -1,0 +1,59 @@
+"""``python -m benchmarks``: print the machine, then run every section.
+
+``--quick`` runs a small version of everything (a smoke test of the
+benchmarks, not figures to quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import machine, register, report
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a short run")
+    parser.add_argument("--devices", type=int, help="devices imported, then checked")
+    parser.add_argument("--chunk-rows", type=int, help="rows per import message")
+    parser.add_argument("--seconds", type=float, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of the unary figure")
+    parser.add_argument("--unary-threads", type=int, help="client threads of the unary load")
+    parser.add_argument("--batch-threads", type=int, help="client threads of the batch load")
+    parser.add_argument("--workdir", type=Path, help="parent of the temporary SQLite files")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return parser.parse_args(argv)
+
+
+def sizes(options: argparse.Namespace) -> register.Sizes:
+    chosen = register.QUICK if options.quick else register.FULL
+    overrides = {
+        name: getattr(options, name)
+        for name in ("devices", "chunk_rows", "seconds", "rounds", "unary_threads", "batch_threads")
+        if getattr(options, name) is not None
+    }
+    return dataclasses.replace(chosen, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse(argv)
+    began = time.perf_counter()
+    machine.run()
+    with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
+        results = register.run(sizes(options), Path(workdir))
+    report.heading("Figures")
+    report.figures(results)
+    report.summary(results)
+    print(f"  ({time.perf_counter() - began:.0f} s in all)")
+    missed = any(result.passed is False for result in results)
+    return 1 if missed and options.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
