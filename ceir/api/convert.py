@@ -27,8 +27,14 @@ def timestamp(micros: int | None) -> Timestamp | None:
 
 
 def micros(stamp: Timestamp, present: bool) -> int | None:
-    """Microseconds of a Timestamp field, or None when the field is unset."""
-    return stamp.ToMicroseconds() if present else None
+    """Microseconds of a Timestamp field, or None when the field is unset.
+
+    Plain arithmetic rather than ``ToMicroseconds``, which raises for a
+    Timestamp outside years 1 to 9999: such a value must reach validation
+    and be refused there with the field named ("must be in the future"),
+    not fail the call with an internal error.
+    """
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1_000 if present else None
 
 
 def decision(value: model.Decision) -> CheckEquipmentResponse:

@@ -11,6 +11,13 @@ from grpc_status import rpc_status
 from ceir.domain import errors
 
 ERROR_DOMAIN = "ceir.example.id"
+# A status travels in trailers, which gRPC refuses beyond 8 KiB (soft limit)
+# to 16 KiB (hard): the caller would get RESOURCE_EXHAUSTED instead of the
+# error. The message is sent twice (grpc-message, percent-encoded, and inside
+# grpc-status-details-bin), so message and violations stay within a budget.
+MAX_MESSAGE_BYTES = 600
+MAX_VIOLATIONS_BYTES = 2_500
+MAX_VIOLATION_TEXT_BYTES = 200
 
 CODES: dict[type[errors.CeirError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -35,21 +42,42 @@ def to_status(error: errors.CeirError) -> grpc.Status:
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     details.append(info)
+    text = error.message
     if error.violations:
+        violations = _bounded_violations(error.violations)
         bad_request = any_pb2.Any()
-        bad_request.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in error.violations
-                ]
-            )
-        )
+        bad_request.Pack(violations)
         details.append(bad_request)
-    message = status_pb2.Status(code=code.value[0], message=error.message[:2_000], details=details)
+        sent, total = len(violations.field_violations), len(error.violations)
+        if sent < total:
+            suffix = f" ({total} field violations in all; the first {sent} are in the details)"
+            text = _clip(text, MAX_MESSAGE_BYTES - len(suffix)) + suffix
+    message = status_pb2.Status(
+        code=code.value[0], message=_clip(text, MAX_MESSAGE_BYTES), details=details
+    )
     return rpc_status.to_status(message)
+
+
+def _bounded_violations(violations: list[errors.FieldViolation]) -> error_details_pb2.BadRequest:
+    """The first violations, each clipped, as many as fit the budget."""
+    bad_request = error_details_pb2.BadRequest()
+    for violation in violations:
+        bad_request.field_violations.add(
+            field=_clip(violation.field, MAX_VIOLATION_TEXT_BYTES),
+            description=_clip(violation.description, MAX_VIOLATION_TEXT_BYTES),
+        )
+        if bad_request.ByteSize() > MAX_VIOLATIONS_BYTES:
+            del bad_request.field_violations[-1]
+            break
+    return bad_request
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut at a character boundary."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "..."
 
 
 def internal_status() -> grpc.Status:

@@ -366,12 +366,18 @@ def _encode_token(key: int, imsi: str) -> str:
     return base64.urlsafe_b64encode(f"v1:{key}:{imsi}".encode()).decode()
 
 
+def _ascii_digits(value: str, shortest: int, longest: int) -> bool:
+    return shortest <= len(value) <= longest and all("0" <= char <= "9" for char in value)
+
+
 def _decode_token(token: str) -> tuple[int, str] | None:
     if not token:
         return None
     try:
         version, key, imsi = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if version != "v1" or not key.isdigit():
+        # Within what the server hands out: a 14-digit key (a longer one
+        # overflows the BIGINT column) and an IMSI of at most 15 digits.
+        if version != "v1" or not _ascii_digits(key, 1, 14) or not _ascii_digits(imsi, 0, 15):
             raise ValueError(token)
         return int(key), imsi
     except (ValueError, UnicodeError, binascii.Error):
