@@ -52,7 +52,7 @@ class _Level:
 class CloneTracker:
     """Sightings of registered IMEIs with their IMSIs, as one node sees them."""
 
-    def __init__(self, recent_limit: int = 262_144) -> None:
+    def __init__(self, recent_limit: int = 4_096) -> None:
         self._recent = _Level()
         self._main = _Level()
         self.recent_limit = recent_limit
@@ -72,6 +72,13 @@ class CloneTracker:
         count = keys.shape[0]
         suspected = np.zeros(count, dtype=bool)
         if count == 0:
+            return suspected
+        if count <= 16:  # a handful: one by one is cheaper than numpy's set-up
+            for index, (key, imsi) in enumerate(zip(keys.tolist(), imsis.tolist(), strict=True)):
+                suspected[index] = self._observe_single(
+                    key, imsi, now_us, threshold, window_seconds
+                )
+            self._maybe_compact(now_us)
             return suspected
         order = np.argsort(keys, kind="stable")
         sorted_keys, sorted_imsis = keys[order], imsis[order]
@@ -115,9 +122,32 @@ class CloneTracker:
                 suspected[index] = self._observe_one(
                     int(keys[index]), int(imsis[index]), now_us, threshold, window_seconds
                 )
-        if self._recent.keys.shape[0] > max(self.recent_limit, self._main.keys.shape[0] // 4):
-            self._compact(now_us)
+        self._maybe_compact(now_us)
         return suspected
+
+    def _maybe_compact(self, now_us: int) -> None:
+        # Inserting into the recent level copies it: keep it small next to
+        # the main one, which is rebuilt only once it has grown by an eighth.
+        if self._recent.keys.shape[0] > max(self.recent_limit, self._main.keys.shape[0] // 8):
+            self._compact(now_us)
+
+    def _observe_single(
+        self, key: int, imsi: int, now_us: int, threshold: int, window_seconds: int
+    ) -> bool:
+        if key not in self.several:
+            for level in (self._recent, self._main):
+                keys = level.keys
+                position = int(np.searchsorted(keys, key))
+                if position < keys.shape[0] and int(keys[position]) == key:
+                    if int(level.imsis[position]) == imsi:
+                        level.last[position] = now_us
+                        return False
+                    break  # a second IMSI: the exact rule, below
+            else:
+                one = np.array([key], dtype=np.uint64)
+                self._recent.add(one, np.array([imsi], np.uint64), np.array([now_us], np.int64))
+                return False
+        return self._observe_one(key, imsi, now_us, threshold, window_seconds)
 
     def _observe_one(
         self, key: int, imsi: int, now_us: int, threshold: int, window_seconds: int

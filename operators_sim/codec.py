@@ -79,6 +79,9 @@ def is_inbound_roamer(imsi: str) -> bool:
 def imei_keys(values: npt.NDArray[np.bytes_]) -> U64:
     """Keys of a batch of IMEIs given as ASCII bytes (dtype ``S16`` or
     narrower); ``MALFORMED`` where an IMEI is malformed."""
+    if values.shape[0] <= 8:  # a handful: the scalar rule is cheaper than numpy's set-up
+        keys = [imei_key(v.decode("ascii", "replace")) for v in values.tolist()]
+        return np.array([MALFORMED_KEY if k is None else k for k in keys], dtype=np.uint64)
     too_long = None
     if values.dtype.itemsize > 16:  # S16 would cut a 17-digit value to a valid IMEISV
         too_long = np.char.str_len(values) > 16

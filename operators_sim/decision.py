@@ -163,6 +163,14 @@ class Decisions:
     def __len__(self) -> int:
         return int(self.outcome.shape[0])
 
+    def slice(self, start: int, stop: int) -> Decisions:
+        return Decisions(
+            self.outcome[start:stop],
+            self.block_date[start:stop],
+            self.sequence[start:stop],
+            self.source[start:stop],
+        )
+
     def at(self, index: int, imei_key: int | None = None) -> Decision:
         block = int(self.block_date[index])
         return Decision(

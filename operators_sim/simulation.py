@@ -32,7 +32,16 @@ from ceir.v1 import types_pb2 as pb
 from .decision import Decisions
 from .embedded import EmbeddedCeir
 from .loader import KOMINFO, Admin, LoadResult, check_tokens, load
-from .node import OPERATORS, AuthorizeNode, Failover, Mode, Node, SyncNode, now_us
+from .node import (
+    OPERATORS,
+    AttachBatch,
+    AuthorizeNode,
+    Failover,
+    Mode,
+    Node,
+    SyncNode,
+    now_us,
+)
 from .population import Population, generate
 from .traffic import Attaches, Injector, Traffic
 from .transport import GrpcLink
@@ -194,19 +203,46 @@ class _Worker:
         self.thread.join()
 
     def _run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            attaches, rows, received = item
-            decisions = self.node.decide_batch(attaches.batch(self.population, rows), now_us())
+        finished = False
+        while not finished:
+            first = self.queue.get()
+            if first is None:
+                return
+            # Take whatever else is waiting: under load the node decides
+            # bigger batches instead of falling behind one small batch at a time.
+            items = [first]
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    finished = True
+                    break
+                items.append(item)
+            batches = [attaches.batch(self.population, rows) for attaches, rows, _ in items]
+            merged = batches[0]
+            if len(batches) > 1:
+                merged = AttachBatch(
+                    np.concatenate([b.imeis for b in batches]),
+                    np.concatenate([b.imsis for b in batches]),
+                    np.concatenate([b.msisdns for b in batches]),
+                )
+            decisions = self.node.decide_batch(merged, now_us())
             done = time.perf_counter()
-            self.recorder.add(
-                self.index,
-                attaches,
-                rows,
-                decisions,
-                received - self.started,
-                done - received,
-                time.time(),
-            )
+            offset = 0
+            for attaches, rows, received in items:
+                part = decisions.slice(offset, offset + rows.shape[0])
+                offset += rows.shape[0]
+                self.recorder.add(
+                    self.index,
+                    attaches,
+                    rows,
+                    part,
+                    received - self.started,
+                    done - received,
+                    time.time(),
+                )
 
 
 def head_sequence(target: str, token: str) -> int:

@@ -181,13 +181,19 @@ class _Paired(NamedTuple):
 
 
 class PairTable:
-    """(key, IMSI code) pairs with an int64 value, sorted by key then code."""
+    """(key, IMSI code) pairs with an int64 value, sorted by key then code.
+
+    The overlay is indexed by key (key -> {IMSI code: value or None}), so
+    reading one key's pairs costs its pairs, not the overlay's size.
+    """
 
     def __init__(self) -> None:
         self._base = _Paired(_EMPTY_U64, _EMPTY_U64, np.empty(0, dtype=np.int64))
-        self._frozen: dict[tuple[int, int], int | None] | None = None
-        self._active: dict[tuple[int, int], int | None] = {}
-        self._touched: dict[int, int] = {}  # key -> overlay entries naming it
+        self._frozen: dict[int, dict[int, int | None]] | None = None
+        self._active: dict[int, dict[int, int | None]] = {}
+        self._active_pairs = 0
+        self._frozen_pairs = 0
+        self._touched_array: U64 | None = None  # sorted keys of both layers, cached
         self._size = 0
         self.generation = 0
 
@@ -200,7 +206,8 @@ class PairTable:
         self._base = _Paired(keys[order], imsis[order], np.asarray(values, np.int64)[order])
         self._frozen = None
         self._active = {}
-        self._touched = {}
+        self._active_pairs = self._frozen_pairs = 0
+        self._touched_array = None
         self._size = int(keys.shape[0])
         self.generation += 1
 
@@ -209,7 +216,7 @@ class PairTable:
 
     @property
     def overlay_size(self) -> int:
-        return len(self._active) + len(self._frozen or ())
+        return self._active_pairs + self._frozen_pairs
 
     def nbytes(self) -> int:
         base = self._base
@@ -223,11 +230,10 @@ class PairTable:
         result = dict(
             zip(base.imsis[low:high].tolist(), base.values[low:high].tolist(), strict=True)
         )
-        if key in self._touched:
-            for layer in (self._frozen, self._active):
-                for (k, imsi), value in (layer or {}).items():
-                    if k != key:
-                        continue
+        for layer in (self._frozen, self._active):
+            pairs = layer.get(key) if layer else None
+            if pairs:
+                for imsi, value in pairs.items():
                     if value is None:
                         result.pop(imsi, None)
                     else:
@@ -240,33 +246,47 @@ class PairTable:
     def put(self, key: int, imsi: int, value: int = 0) -> None:
         if self.get(key, imsi) is None:
             self._size += 1
-        self._touch(key, imsi)
-        self._active[(key, imsi)] = value
+        self._set(key, imsi, value)
 
     def delete(self, key: int, imsi: int) -> None:
         if self.get(key, imsi) is not None:
             self._size -= 1
-            self._touch(key, imsi)
-            self._active[(key, imsi)] = None
+            self._set(key, imsi, None)
 
-    def _touch(self, key: int, imsi: int) -> None:
-        if (key, imsi) not in self._active:
-            self._touched[key] = self._touched.get(key, 0) + 1
+    def _set(self, key: int, imsi: int, value: int | None) -> None:
+        pairs = self._active.get(key)
+        if pairs is None:
+            pairs = self._active[key] = {}
+            self._touched_array = None
+        if imsi not in pairs:
+            self._active_pairs += 1
+        pairs[imsi] = value
 
     def key_candidates(self, queries: U64) -> Bools:
         """True where a query key may have pairs (exact for the base arrays;
-        keys touched by the overlay are always candidates)."""
+        keys named by the overlay are always candidates)."""
         _, found = _find(self._base.keys, queries)
-        if self._touched:
-            touched = np.fromiter(self._touched.keys(), dtype=np.uint64, count=len(self._touched))
-            found |= np.isin(queries, touched)
-        return found
+        layers = [layer for layer in (self._active, self._frozen) if layer]
+        if not layers:
+            return found
+        if queries.shape[0] <= 64:  # a few attaches: ask the dicts
+            for index, key in enumerate(queries.tolist()):
+                if any(key in layer for layer in layers):
+                    found[index] = True
+            return found
+        if self._touched_array is None:
+            touched = set().union(*layers)
+            array = np.fromiter(touched, dtype=np.uint64, count=len(touched))
+            array.sort()
+            self._touched_array = array
+        _, in_overlay = _find(self._touched_array, queries)
+        return found | in_overlay
 
     def freeze(self) -> bool:
         if self._frozen is not None or not self._active:
             return False
         self._frozen, self._active = self._active, {}
-        # keys named only by the frozen layer stay touched until it is installed
+        self._frozen_pairs, self._active_pairs = self._active_pairs, 0
         return True
 
     def build_merged(self) -> _Paired:
@@ -275,14 +295,13 @@ class PairTable:
             return base
         drop: list[int] = []
         add: list[tuple[int, int, int]] = []
-        for (key, imsi), value in frozen.items():
+        for key, pairs in frozen.items():
             low = int(np.searchsorted(base.keys, np.uint64(key), side="left"))
             high = int(np.searchsorted(base.keys, np.uint64(key), side="right"))
             for index in range(low, high):
-                if int(base.imsis[index]) == imsi:
+                if int(base.imsis[index]) in pairs:
                     drop.append(index)
-            if value is not None:
-                add.append((key, imsi, value))
+            add.extend((key, imsi, value) for imsi, value in pairs.items() if value is not None)
         keep = np.ones(base.keys.shape[0], dtype=bool)
         keep[drop] = False
         added = np.array(add, dtype=np.uint64).reshape(-1, 3)
@@ -295,11 +314,7 @@ class PairTable:
     def install(self, merged: _Paired, generation: int) -> None:
         if generation != self.generation or self._frozen is None:
             return
-        for key, _imsi in self._frozen:
-            left = self._touched.get(key, 0) - 1
-            if left > 0:
-                self._touched[key] = left
-            else:
-                self._touched.pop(key, None)
         self._base = merged
         self._frozen = None
+        self._frozen_pairs = 0
+        self._touched_array = None
