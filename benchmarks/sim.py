@@ -1,0 +1,275 @@
+"""Speed figures of the operator side (issue "Operator EIR nodes and attach
+simulation", Speed section):
+
+1. replica memory per IMEI at 10 million whitelist entries (target <= 16 B);
+2. local decisions per second, in batches of 100,000 (target >= 1,000,000/s);
+3. snapshot transfer from the CEIR to a node, IMEIs/s (target >= 2,000,000/s);
+4. propagation delay of one list change from the CEIR's commit to all five
+   nodes' replicas, p99 (target < 100 ms);
+5. end-to-end attaches/s of the simulation, in each mode (no target).
+
+``run(quick)`` returns the figures; ``python -m benchmarks.sim [--quick]``
+prints them with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from ceir.v1 import registry_pb2 as registry_pb
+from ceir.v1 import types_pb2 as pb
+from operators_sim import rules
+from operators_sim.clones import CloneTracker
+from operators_sim.codec import full_imei, imei_keys, imsi_code
+from operators_sim.embedded import EmbeddedCeir
+from operators_sim.follower import bootstrap
+from operators_sim.loader import KEMENPERIN, Admin, add_pair
+from operators_sim.node import OPERATORS, Failover, Mode, SyncNode
+from operators_sim.population import generate
+from operators_sim.replica import Policy, Replica, Snapshot
+from operators_sim.simulation import SimConfig, Simulation, head_sequence
+from operators_sim.transport import GrpcLink
+
+from . import machine, report
+from .report import Figure
+
+MEMORY_TARGET = 16.0
+DECISIONS_TARGET = 1_000_000.0
+SNAPSHOT_TARGET = 2_000_000.0
+PROPAGATION_TARGET_MS = 100.0
+
+
+def _synthetic_snapshot(entries: int, rng: np.random.Generator) -> Snapshot:
+    """A whitelist of ``entries`` distinct keys (a few tourists expire), a
+    small blacklist and exception list, as a CEIR would send them."""
+    keys = np.unique(rng.integers(10**13, 10**14, size=int(entries * 1.01), dtype=np.uint64))
+    keys = keys[:entries]
+    valid_until = np.zeros(entries, dtype=np.int64)
+    valid_until[::50] = int(time.time()) + 30 * 86_400
+    stolen = keys[::97].copy()
+    return Snapshot(
+        sequence=entries,
+        whitelist_keys=keys,
+        whitelist_valid_until=valid_until,
+        blacklist_keys=stolen,
+        blacklist_causes=np.full(stolen.shape[0], pb.BLACKLIST_CAUSE_STOLEN, dtype=np.int64),
+        exception_keys=keys[::1009].copy(),
+        exception_imsis=np.full(keys[::1009].shape[0], imsi_code("510101234567890"), np.uint64),
+    )
+
+
+def replica_figures(entries: int) -> list[Figure]:
+    """Figures 1 and 2: memory per IMEI, local decisions per second."""
+    rng = np.random.default_rng(1)
+    snapshot = _synthetic_snapshot(entries, rng)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    replica = Replica()
+    replica.load(snapshot, Policy())
+    registered = snapshot.whitelist_keys  # the replica holds this very array: no extra memory
+    del snapshot
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    total = sum(replica.sizes().values())
+    per_imei = held / total
+    figures = [
+        Figure(
+            f"replica memory per IMEI ({total:,} entries)",
+            per_imei,
+            "bytes",
+            f"<= {MEMORY_TARGET:g}",
+            per_imei <= MEMORY_TARGET,
+            (
+                f"traced by tracemalloc after loading: {held / 2**20:,.1f} MiB; base arrays "
+                f"{replica.nbytes() / 2**20:,.1f} MiB",
+                "whitelist: uint64 key + uint32 valid-until (Unix s) per IMEI",
+            ),
+        )
+    ]
+    # decisions: 90 % registered, 4 % unregistered, 3 % roamers, 3 % stolen
+    batch = 100_000
+    keys = registered[rng.integers(0, registered.shape[0], batch)].copy()
+    keys[: batch // 25] = rng.integers(10**13, 10**14, batch // 25, dtype=np.uint64)
+    imsis = np.full(batch, imsi_code("510101234567890"), dtype=np.uint64)
+    imsis[-batch // 33 :] = imsi_code("525011234567890")
+    imsis[: batch // 2] += rng.integers(0, 10**6, batch // 2, dtype=np.uint64)
+    clones = CloneTracker()
+    rounds = 20
+    started = time.perf_counter()
+    for _ in range(rounds):
+        now = time.time_ns() // 1_000
+        with replica.lock:
+            rules.decide(replica, clones, keys, imsis, now)
+    elapsed = time.perf_counter() - started
+    rate = rounds * batch / elapsed
+    imeis = np.array([full_imei(int(k)).encode() for k in keys[:batch]], dtype="S16")
+    started = time.perf_counter()
+    for _ in range(5):
+        parsed = imei_keys(imeis)
+        with replica.lock:
+            rules.decide(replica, clones, parsed, imsis, time.time_ns() // 1_000)
+    with_parsing = 5 * batch / (time.perf_counter() - started)
+    figures.append(
+        Figure(
+            "local decisions per second (batches of 100,000)",
+            rate,
+            "decisions/s",
+            f">= {DECISIONS_TARGET:,.0f}",
+            rate >= DECISIONS_TARGET,
+            (
+                f"against {entries:,} whitelist entries, with clone tracking; "
+                f"{with_parsing:,.0f}/s including parsing 15-digit IMEI strings",
+            ),
+        )
+    )
+    return figures
+
+
+def _import_imeis(admin: Admin, devices: int) -> int:
+    """Register ``devices`` devices of 8 slot IMEIs each; the IMEIs registered."""
+    rows = []
+    for device in range(devices):
+        base = 35_000_000_000_000 + device * 8
+        rows.append(
+            registry_pb.ImportRow(
+                row=device,
+                device=registry_pb.DeviceRegistration(
+                    imeis=[full_imei(base + slot) for slot in range(8)],
+                    source=pb.REGISTRATION_SOURCE_TPP_IMPORT,
+                ),
+            )
+        )
+    answer = admin.import_rows(KEMENPERIN, rows, "bench")
+    return int(answer.rows_accepted) * 8
+
+
+def server_figures(imeis: int, changes: int, workdir: Path) -> list[Figure]:
+    """Figures 3 and 4 against a CEIR in its own process."""
+    ceir = EmbeddedCeir(workdir / "sync")
+    ceir.start()
+    try:
+        tokens = ceir.create_organisations()
+        admin = Admin(ceir.address, tokens)
+        report.progress(f"registering {imeis:,} IMEIs for the snapshot figure")
+        registered = _import_imeis(admin, imeis // 8)
+        link = GrpcLink(ceir.address, tokens["telkomsel"])
+        best = 0.0
+        for _ in range(3):
+            replica = Replica()
+            started = time.perf_counter()
+            bootstrap(link, replica, chunk_size=262_144)
+            best = max(best, registered / (time.perf_counter() - started))
+        link.close()
+        snapshot = Figure(
+            f"snapshot transfer CEIR -> node ({registered:,} IMEIs)",
+            best,
+            "IMEIs/s",
+            f">= {SNAPSHOT_TARGET:,.0f}",
+            best >= SNAPSHOT_TARGET,
+            ("GetSnapshot streamed, assembled and loaded into a replica; best of 3",),
+        )
+        report.progress(f"propagating {changes} changes to five nodes")
+        nodes = [SyncNode(op, GrpcLink(ceir.address, tokens[op.name])) for op in OPERATORS]
+        for node in nodes:
+            node.start()
+            node.wait_ready(120)
+        head = head_sequence(ceir.address, tokens["kominfo"])
+        for node in nodes:
+            node.follower.wait_for(head, 60)
+            del node.propagation[:]
+        population = generate(max(changes, 50), seed=3)
+        devices = np.flatnonzero(population.sim_operator[population.sim] >= 0)[:changes]
+        for device in devices.tolist():
+            add_pair(admin, population, device)  # one change, committed alone
+            time.sleep(0.01)
+        head = head_sequence(ceir.address, tokens["kominfo"])
+        for node in nodes:
+            node.follower.wait_for(head, 60)
+        delays = np.max(
+            np.vstack([np.frombuffer(n.propagation, dtype=np.float64)[:changes] for n in nodes]),
+            axis=0,
+        )
+        for node in nodes:
+            node.stop()
+        admin.close()
+        p50, p99 = np.percentile(delays * 1e3, [50, 99])
+        propagation = Figure(
+            "propagation of one change, commit -> all five replicas, p99",
+            float(p99),
+            "ms",
+            f"< {PROPAGATION_TARGET_MS:g}",
+            float(p99) < PROPAGATION_TARGET_MS,
+            (f"{len(delays)} changes one at a time; p50 {p50:.1f} ms", "commit time from the feed"),
+        )
+        return [snapshot, propagation]
+    finally:
+        ceir.stop()
+
+
+def simulation_figures(quick: bool, workdir: Path) -> list[Figure]:
+    """Figure 5: attaches/s end to end, offered well above what is served."""
+    figures = []
+    for mode in (Mode.SYNCHRONIZE, Mode.AUTHORIZE):
+        config = SimConfig(
+            devices=20_000 if quick else 100_000,
+            rate=20_000.0 if quick else 60_000.0,
+            duration=3.0 if quick else 10.0,
+            mode=mode,
+            phase="enforce",
+            failover=Failover.LAST_KNOWN,
+            inject_rate=2.0,
+            data_dir=workdir / f"sim-{mode}",
+        )
+        report.progress(f"simulation, {mode} mode, offered {config.rate:,.0f} attaches/s")
+        result = Simulation(config).run()
+        served = result.records.at.shape[0] / result.run_seconds
+        latency = np.percentile(result.records.latency, [50, 99]) * 1e3
+        figures.append(
+            Figure(
+                f"simulation end to end, {mode} mode",
+                served,
+                "attaches/s",
+                details=(
+                    f"{config.devices:,} devices, Poisson offered {config.rate:,.0f}/s for "
+                    f"{config.duration:g} s, backlog drained; latency p50 {latency[0]:.1f} ms, "
+                    f"p99 {latency[1]:.1f} ms",
+                ),
+            )
+        )
+    return figures
+
+
+def run(quick: bool) -> list[Figure]:
+    """Every figure of this section (``quick``: small sizes, a smoke test)."""
+    with tempfile.TemporaryDirectory(prefix="ceir-sim-bench-") as directory:
+        workdir = Path(directory)
+        report.heading("Operator nodes and simulation")
+        report.progress("replica of 10 million entries" if not quick else "replica (quick)")
+        figures = replica_figures(200_000 if quick else 10_000_000)
+        figures += server_figures(40_000 if quick else 1_000_000, 30 if quick else 200, workdir)
+        figures += simulation_figures(quick, workdir)
+        return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sim", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a short run")
+    options = parser.parse_args()
+    machine.run()
+    results = run(options.quick)
+    report.heading("Figures")
+    report.figures(results)
+    report.summary(results)
+
+
+if __name__ == "__main__":
+    main()
