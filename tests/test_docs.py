@@ -513,7 +513,7 @@ def _is_under(name: str, *packages: str) -> bool:
     return any(name == package or name.startswith(f"{package}.") for package in packages)
 
 
-LAYERS = ("ceir.api", "ceir.service", "ceir.storage", "ceir.domain")  # top to bottom
+LAYERS = ("ceir.api", "ceir.service", "ceir.storage", "ceir.audit", "ceir.domain")  # top down
 
 
 @pytest.mark.parametrize("layer", LAYERS)
