@@ -57,6 +57,7 @@ class CloneTracker:
         self._main = _Level()
         self.recent_limit = recent_limit
         self.several: dict[int, dict[int, int]] = {}  # key -> {imsi code: last seen us}
+        self._several_keys: U64 | None = None  # sorted keys of ``several``, cached
 
     def __len__(self) -> int:
         return int(self._recent.keys.shape[0] + self._main.keys.shape[0])
@@ -103,6 +104,15 @@ class CloneTracker:
         ).astype(np.uint64)
         known = in_recent | in_main
         slow_runs = mixed_runs | (known & (stored != run_imsis))  # includes stored == SEVERAL
+        if self.several:  # keys first seen with several IMSIs are in no level
+            if self._several_keys is None:
+                several = np.fromiter(self.several, dtype=np.uint64, count=len(self.several))
+                several.sort()
+                self._several_keys = several
+            position = np.minimum(
+                np.searchsorted(self._several_keys, run_keys), self._several_keys.shape[0] - 1
+            )
+            slow_runs |= self._several_keys[position] == run_keys
         fast_known = known & ~slow_runs
         # one IMSI, the same as before: refresh its last sighting
         refresh = fast_known & in_recent
@@ -175,23 +185,27 @@ class CloneTracker:
                 if level.imsis[index] != SEVERAL:
                     seen[int(level.imsis[index])] = int(level.last[index])
                     level.imsis[index] = SEVERAL
-        if not seen:  # never seen alone: mark it so later batches take this path
-            marker = np.array([key], dtype=np.uint64)
-            self._recent.add(marker, np.array([SEVERAL]), np.zeros(1, np.int64))
         self.several[key] = seen
+        self._several_keys = None
         return seen
 
     def _compact(self, now_us: int) -> None:
-        """Merge the recent level into the main one."""
-        keys = np.concatenate([self._main.keys, self._recent.keys])
-        imsis = np.concatenate([self._main.imsis, self._recent.imsis])
-        last = np.concatenate([self._main.last, self._recent.last])
+        """Merge the recent level into the main one (both sorted: linear)."""
+        main, recent = self._main, self._recent
+        at = np.searchsorted(main.keys, recent.keys)
+        merged = _Level()
+        merged.keys = np.insert(main.keys, at, recent.keys)
+        merged.imsis = np.insert(main.imsis, at, recent.imsis)
+        merged.last = np.insert(main.last, at, recent.last)
         # A single stale IMSI never counts, whatever the window: drop those
         # older than the longest window the policy allows.
-        keep = (imsis == SEVERAL) | (last >= now_us - MAX_WINDOW_SECONDS * 1_000_000)
-        keys, imsis, last = keys[keep], imsis[keep], last[keep]
-        order = np.argsort(keys, kind="stable")
-        merged = _Level()
-        merged.keys, merged.imsis, merged.last = keys[order], imsis[order], last[order]
+        stale = (merged.imsis != SEVERAL) & (merged.last < now_us - MAX_WINDOW_SECONDS * 1_000_000)
+        if stale.any():
+            keep = ~stale
+            merged.keys, merged.imsis, merged.last = (
+                merged.keys[keep],
+                merged.imsis[keep],
+                merged.last[keep],
+            )
         self._main = merged
         self._recent = _Level()

@@ -224,9 +224,15 @@ class Replica:
                 if not table.freeze():
                     continue
                 generation = table.generation
-            merged = table.build_merged()
-            with self.lock:
-                table.install(merged, generation)  # type: ignore[arg-type]
+            if isinstance(table, KeyTable):
+                keyed = table.build_merged()
+                index = table.build_index(keyed)
+                with self.lock:
+                    table.install(keyed, generation, index)
+            else:
+                paired = table.build_merged()
+                with self.lock:
+                    table.install(paired, generation)
         self.merges += 1
 
     # --- sizes -----------------------------------------------------------------------

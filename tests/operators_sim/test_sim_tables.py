@@ -149,3 +149,22 @@ def test_imsi_codes_round_trip_and_find_roamers() -> None:
     assert codes.tolist() == [imsi_code(i) for i in imsis]
     assert [imsi_text(c) for c in codes.tolist()] == imsis
     assert roamer_mask(codes).tolist() == [False, True, True, False, False]
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_indexed_lookups_of_a_large_table_find_exactly_its_keys(clustered: bool) -> None:
+    rng = np.random.default_rng(7)
+    if clustered:  # real IMEIs crowd into a few TACs
+        tacs = rng.integers(35_000_000, 36_000_000, 5).astype(np.uint64)
+        serials = rng.integers(0, 1_000_000, 100_000).astype(np.uint64)
+        keys = np.unique(tacs[rng.integers(0, 5, 100_000)] * np.uint64(10**6) + serials)
+    else:
+        keys = np.unique(rng.integers(0, 10**14, 100_000).astype(np.uint64))
+    table = KeyTable(np.uint32)
+    table.load(keys, (keys % np.uint64(1000)).astype(np.uint32))
+    queries = np.concatenate(
+        [keys[::7], keys[::11] + np.uint64(1), np.array([0, 2**63], np.uint64)]
+    )
+    found, values = table.lookup(queries)
+    assert found.tolist() == np.isin(queries, keys).tolist()
+    assert (values[found] == (queries[found] % np.uint64(1000))).all()
