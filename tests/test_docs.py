@@ -117,6 +117,31 @@ def test_source_table_reproduces_source_kinds() -> None:
     assert documented == actual
 
 
+REGULATOR_ROWS = {
+    "change the policy": (Action.UPDATE_POLICY,),
+    "read the policy": (Action.READ_POLICY,),
+    "check an IMEI": (Action.CHECK,),
+    "read an IMEI's record and history": (Action.READ_RECORD,),
+    "list notifications (every operator's)": (Action.LIST_NOTIFICATIONS,),
+    "receive the lists (snapshot and change feed)": (Action.SYNC_LISTS,),
+    "register devices": (Action.REGISTER,),
+    "revoke registrations": (Action.REVOKE,),
+    "pair an IMEI with an IMSI (complaint desk)": (Action.MANAGE_EXCEPTIONS,),
+    "report stolen or recovered devices": (Action.REPORT_STOLEN, Action.REPORT_RECOVERED),
+}
+
+
+def test_regulators_table_matches_action_kinds() -> None:
+    text = (DOCS / "regulators.md").read_text(encoding="utf-8")
+    rows = markdown_table(text, ["action", "Kominfo", "Kemenperin"])
+    assert {row["action"] for row in rows} == set(REGULATOR_ROWS)
+    for row in rows:
+        for action in REGULATOR_ROWS[row["action"]]:
+            for column, kind in (("Kominfo", OrgKind.KOMINFO), ("Kemenperin", OrgKind.KEMENPERIN)):
+                # "no", or "yes" / what it may do, such as "any source"
+                assert (row[column] != "no") == (kind in ACTION_KINDS[action]), (row, column)
+
+
 def test_every_action_is_in_the_permission_table() -> None:
     # ACTION_KINDS could miss an Action; then the doc would silently miss it too.
     assert set(ACTION_KINDS) == set(Action)
