@@ -129,18 +129,19 @@ class Frontier:
         """Append the hash of the next leaf (index ``size``)."""
         if len(leaf_hash) != HASH_SIZE:
             _check_hash(leaf_hash, f"leaf hash {self._size}")
+        # Each set low bit of the size is a subtree the new leaf completes.
+        size = carry = self._size
+        hashes, on_node = self._hashes, self._on_node
         digest = leaf_hash
-        hashes = self._hashes
-        carry = self._size
         level = 0
         while carry & 1:
             digest = _sha256(b"\x01" + hashes.pop() + digest).digest()
             carry >>= 1
             level += 1
-            if self._on_node is not None:
-                self._on_node(level, self._size >> level, digest)
+            if on_node is not None:
+                on_node(level, size >> level, digest)
         hashes.append(digest)
-        self._size += 1
+        self._size = size + 1
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append many leaf hashes, in order."""
