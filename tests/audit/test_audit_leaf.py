@@ -60,14 +60,14 @@ EXAMPLE = Change(
     source=RegistrationSource.TOURIST,
     valid_until_us=1_594_944_000_000_000,
     device_id="dev-7",
-    sequence=42,
+    sequence=1,
     committed_at_us=1_587_168_000_123_456,
     actor="telkomsel",
 )
 EXAMPLE_HEX = (
     "01"  # version
     "01"  # kind WHITELIST_ADDED
-    "000000000000002a"  # sequence 42
+    "0000000000000001"  # sequence 1
     "0005a38558d8a240"  # commit time 2020-04-18T00:00:00.123456Z
     "01"
     "00002005f197b314"  # imei key 35209900176148
