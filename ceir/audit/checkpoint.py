@@ -113,9 +113,7 @@ def sign_checkpoint(checkpoint: Checkpoint, signers: Sequence[Signer]) -> str:
     return sign_note(checkpoint.text(), signers)
 
 
-def open_checkpoint(
-    message: str | bytes, verifiers: Iterable[Verifier], origin: str
-) -> Checkpoint:
+def open_checkpoint(message: str | bytes, verifiers: Iterable[Verifier], origin: str) -> Checkpoint:
     """Verify a signed checkpoint of the log ``origin`` and return what it states.
 
     Raises ``MalformedNote``/``BadSignature``/``UnknownKey`` from the note,
