@@ -32,7 +32,7 @@ CODES: dict[type[errors.CeirError], grpc.StatusCode] = {
 def status_code(error: errors.CeirError) -> grpc.StatusCode:
     for kind in type(error).__mro__:
         if kind in CODES:
-            return CODES[kind]  # type: ignore[index]
+            return CODES[kind]
     return grpc.StatusCode.UNKNOWN
 
 

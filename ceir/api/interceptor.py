@@ -35,7 +35,7 @@ def current_caller() -> Caller:
     return _caller.get()
 
 
-class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # generic only in stubs
     def __init__(
         self, authenticator: Authenticator, metrics: Metrics, access_log: bool = True
     ) -> None:

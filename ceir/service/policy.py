@@ -59,9 +59,17 @@ class PolicyService:
         raise_if(violations, "INVALID_POLICY")
 
         def work(unit: WriteUnit) -> Policy:
-            changed = {name: Phase(v) if name == "phase" else v for name, v in values.items()}
+            current = unit.state.policy
             policy = replace(
-                unit.state.policy, **changed, updated_at_us=unit.now_us, updated_by=caller.name
+                current,
+                phase=Phase(values.get("phase", current.phase)),
+                grace_days=values.get("grace_days", current.grace_days),
+                clone_threshold=values.get("clone_threshold", current.clone_threshold),
+                clone_window_seconds=values.get(
+                    "clone_window_seconds", current.clone_window_seconds
+                ),
+                updated_at_us=unit.now_us,
+                updated_by=caller.name,
             )
             repo.save_policy(unit.session, policy)
             unit.add(Change(ChangeKind.POLICY_CHANGED, policy=policy))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ceir.domain.errors import InvalidArgument
 from ceir.domain.model import Caller, Change, Policy
@@ -106,17 +107,18 @@ class SyncService:
                 register.wait_for_change(cursor, timeout=1.0)
 
 
-def _chunk(sequence: int, name: str, rows: list[tuple[object, ...]]) -> SnapshotChunk:
+def _chunk(sequence: int, name: str, rows: Sequence[Any]) -> SnapshotChunk:
+    """Rows of one list (driver tuples) as columns."""
     chunk = SnapshotChunk(sequence, name)
-    columns = list(zip(*rows, strict=True))
-    chunk.imei_keys = list(columns[0])  # type: ignore[arg-type]
+    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
+    chunk.imei_keys = list(columns[0])
     if name == "whitelist":
-        chunk.valid_until_s = [0 if v is None else v // 1_000_000 for v in columns[1]]  # type: ignore[operator]
+        chunk.valid_until_s = [0 if v is None else v // 1_000_000 for v in columns[1]]
     elif name == "blacklist":
-        chunk.causes = list(columns[1])  # type: ignore[arg-type]
+        chunk.causes = list(columns[1])
     else:
-        chunk.imsis = list(columns[1])  # type: ignore[arg-type]
+        chunk.imsis = list(columns[1])
         if name == "notification":
-            chunk.msisdns = list(columns[2])  # type: ignore[arg-type]
-            chunk.block_dates_s = [v // 1_000_000 for v in columns[3]]  # type: ignore[operator]
+            chunk.msisdns = list(columns[2])
+            chunk.block_dates_s = [v // 1_000_000 for v in columns[3]]
     return chunk

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, Table, delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from ceir.domain.model import (
@@ -30,14 +30,22 @@ from ceir.domain.model import (
 from . import schema
 
 Executor = Session | Connection
-_changes = schema.ChangeRecord.__table__
-_state = schema.RegisterState.__table__
-_whitelist = schema.WhitelistEntry.__table__
-_blacklist = schema.BlacklistEntry.__table__
-_notifications = schema.NotificationEntry.__table__
-_exceptions = schema.ExceptionPair.__table__
-_devices = schema.Device.__table__
-_idempotency = schema.IdempotencyRecord.__table__
+
+
+def _table(model: type[schema.Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_changes = _table(schema.ChangeRecord)
+_state = _table(schema.RegisterState)
+_whitelist = _table(schema.WhitelistEntry)
+_blacklist = _table(schema.BlacklistEntry)
+_notifications = _table(schema.NotificationEntry)
+_exceptions = _table(schema.ExceptionPair)
+_devices = _table(schema.Device)
+_idempotency = _table(schema.IdempotencyRecord)
 
 # Keeps IN (...) lists under SQLite's and PostgreSQL's parameter limits.
 IN_CHUNK = 5_000
