@@ -232,7 +232,7 @@ def simulation_figures(quick: bool, workdir: Path) -> list[Figure]:
     for mode in (Mode.SYNCHRONIZE, Mode.AUTHORIZE):
         config = SimConfig(
             devices=20_000 if quick else 100_000,
-            rate=20_000.0 if quick else 60_000.0,
+            rate=20_000.0 if quick else 150_000.0,
             duration=3.0 if quick else 10.0,
             mode=mode,
             phase="enforce",

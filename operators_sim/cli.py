@@ -78,6 +78,9 @@ def attach(
     devices: int = typer.Option(10_000, min=10, help="Devices in the population."),
     rate: float = typer.Option(1_000.0, min=0.0, help="Attaches per second (Poisson)."),
     duration: float = typer.Option(10.0, min=0.1, help="Seconds of traffic."),
+    attaches: int | None = typer.Option(
+        None, min=1, help="Run until this many attaches instead of for --duration."
+    ),
     mode: Mode = typer.Option(Mode.SYNCHRONIZE, help="How the nodes get their lists."),
     phase: str = typer.Option("notify", help="notify or enforce: the policy set before the run."),
     failover: Failover = typer.Option(
@@ -122,6 +125,7 @@ def attach(
         devices=devices,
         rate=rate,
         duration=duration,
+        attaches=attaches,
         mode=mode,
         phase=phase,
         failover=failover,

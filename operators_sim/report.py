@@ -151,6 +151,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
             "devices": config.devices,
             "rate": config.rate,
             "duration": config.duration,
+            "attaches": config.attaches,
             "mode": str(config.mode),
             "phase": config.phase,
             "failover": str(config.failover),

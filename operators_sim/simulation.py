@@ -57,6 +57,7 @@ class SimConfig:
     devices: int = 10_000
     rate: float = 1_000.0
     duration: float = 10.0
+    attaches: int | None = None  # when set: run until this many attaches, not for ``duration``
     mode: Mode = Mode.SYNCHRONIZE
     phase: str = "notify"
     failover: Failover = Failover.LAST_KNOWN
@@ -348,13 +349,16 @@ class Simulation:
         down_at: float | None = None
         last = started
         next_progress = 0.0
-        while True:
+        generated = 0
+        limit = config.attaches if config.attaches is not None else float("inf")
+        while generated < limit:
             now = time.perf_counter()
             elapsed = now - started
-            if elapsed >= config.duration:
+            if config.attaches is None and elapsed >= config.duration:
                 break
             down_at = self._outage(elapsed, down_at, outages)
-            count = traffic.arrivals(config.rate, now - last)
+            count = int(min(traffic.arrivals(config.rate, now - last), limit - generated))
+            generated += count
             last = now
             if count:
                 attaches = traffic.draw(count)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from operators_sim.cli import app
+from operators_sim.embedded import EmbeddedCeir
 
 
 @pytest.mark.slow
@@ -51,3 +52,24 @@ def test_sim_attach_with_ceir_needs_tokens() -> None:
     result = CliRunner().invoke(app, ["attach", "--ceir", "127.0.0.1:1", "--quiet"])
     assert result.exit_code == 2
     assert "--tokens" in result.output
+
+
+@pytest.mark.slow
+def test_sim_attach_against_a_running_ceir_with_a_token_file(
+    tmp_path: Path, ceir_process: EmbeddedCeir, sim_tokens: dict[str, str]
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps(sim_tokens))
+    result = CliRunner().invoke(
+        app,
+        [
+            *("attach", "--devices", "1000", "--rate", "200", "--attaches", "300"),
+            *("--ceir", ceir_process.address, "--tokens", str(tokens)),
+            *("--report", str(tmp_path / "report"), "--quiet"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert summary["config"]["ceir"] == ceir_process.address
+    assert summary["total"]["attaches"] == 300
+    assert summary["total"]["mismatches"] == 0
