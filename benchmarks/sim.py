@@ -29,7 +29,7 @@ from operators_sim import rules
 from operators_sim.clones import CloneTracker
 from operators_sim.codec import full_imei, imei_keys, imsi_code
 from operators_sim.embedded import EmbeddedCeir
-from operators_sim.follower import bootstrap
+from operators_sim.follower import bootstrap, read_snapshot
 from operators_sim.loader import KEMENPERIN, Admin, add_pair
 from operators_sim.node import OPERATORS, Failover, Mode, SyncNode
 from operators_sim.population import generate
@@ -173,12 +173,17 @@ def server_figures(imeis: int, changes: int, workdir: Path) -> list[Figure]:
         report.progress(f"registering {imeis:,} IMEIs for the snapshot figure")
         registered = _import_imeis(admin, imeis // 8)
         link = GrpcLink(ceir.address, tokens["telkomsel"])
-        best = 0.0
+        best = node_side = 0.0
         for _ in range(3):
             replica = Replica()
             started = time.perf_counter()
             bootstrap(link, replica, chunk_size=262_144)
             best = max(best, registered / (time.perf_counter() - started))
+            chunks = list(link.snapshot(262_144))  # the same transfer, split in two:
+            started = time.perf_counter()  # what the node does with the chunks
+            assembled = read_snapshot(iter(chunks))
+            Replica().load(assembled, Policy())
+            node_side = max(node_side, registered / (time.perf_counter() - started))
         link.close()
         snapshot = Figure(
             f"snapshot transfer CEIR -> node ({registered:,} IMEIs)",
@@ -186,7 +191,11 @@ def server_figures(imeis: int, changes: int, workdir: Path) -> list[Figure]:
             "IMEIs/s",
             f">= {SNAPSHOT_TARGET:,.0f}",
             best >= SNAPSHOT_TARGET,
-            ("GetSnapshot streamed, assembled and loaded into a replica; best of 3",),
+            (
+                "GetSnapshot streamed, assembled and loaded into a replica; best of 3",
+                f"the node's part alone (assemble the chunks, load the replica): "
+                f"{node_side:,.0f} IMEIs/s; the rest is the CEIR producing the stream",
+            ),
         )
         report.progress(f"propagating {changes} changes to five nodes")
         nodes = [SyncNode(op, GrpcLink(ceir.address, tokens[op.name])) for op in OPERATORS]
