@@ -8,6 +8,7 @@ calls get a grace period.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -87,6 +88,7 @@ class RunningServer:
     health: health.HealthServicer
     metrics: Metrics
     metrics_port: int | None = None
+    workers: futures.ThreadPoolExecutor | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -97,6 +99,11 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.register.close()  # ends WatchChanges streams
         self.server.stop(grace).wait()
+        # Handlers still running after the grace period finish before the
+        # pool closes, so no connection is left checked out of a closed pool.
+        if self.workers is not None:
+            self.workers.shutdown(wait=True, cancel_futures=True)
+        gc.collect()  # close the generators of cancelled streams (snapshots) now
         self.register.db.dispose()
 
 
@@ -108,8 +115,9 @@ def create_server(config: ServerConfig) -> RunningServer:
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     interceptor = CallInterceptor(Authenticator(db), metrics, access_log=config.access_log)
+    workers = futures.ThreadPoolExecutor(max_workers=MAX_WORKERS)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS),
+        workers,
         interceptors=[interceptor],
         options=GRPC_OPTIONS,
     )
@@ -148,7 +156,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             "metrics_port": metrics_port,
         },
     )
-    return RunningServer(server, port, register, health_servicer, metrics, metrics_port)
+    return RunningServer(server, port, register, health_servicer, metrics, metrics_port, workers)
 
 
 def _bind(server: grpc.Server, config: ServerConfig) -> int:
