@@ -291,3 +291,44 @@ def test_import_registers_good_rows_and_reports_bad_ones(clients: dict[str, Clie
     # The same import again changes nothing and gives the same summary.
     again = kemenperin.call(kemenperin.registry.ImportRegistrations, iter(chunks))
     assert again == result
+
+
+def test_operators_close_only_their_own_cases(
+    clients: dict[str, Client], clock: ManualClock
+) -> None:
+    telkomsel, indosat = clients["telkomsel"], clients["indosat"]
+    until = Timestamp()
+    until.FromMicroseconds(clock.now_us() + 86_400 * 1_000_000)
+    telkomsel.register(imei(500), source=types_pb2.REGISTRATION_SOURCE_TOURIST, valid_until=until)
+    error = fails(
+        grpc.StatusCode.PERMISSION_DENIED,
+        indosat.call,
+        indosat.registry.RevokeRegistration,
+        registry_pb2.RevokeRegistrationRequest(imeis=[imei(500)], reason="not ours"),
+    )
+    assert error_reason(error) == "NOT_REGISTRANT"
+    telkomsel.call(
+        telkomsel.registry.ReportStolen,
+        registry_pb2.ReportStolenRequest(imeis=[imei(501)], police_report="P"),
+    )
+    error = fails(
+        grpc.StatusCode.PERMISSION_DENIED,
+        indosat.call,
+        indosat.registry.ReportRecovered,
+        registry_pb2.ReportRecoveredRequest(imeis=[imei(501)], police_report="P-R"),
+    )
+    assert error_reason(error) == "NOT_REPORTER"
+    telkomsel.call(
+        telkomsel.registry.ReportRecovered,
+        registry_pb2.ReportRecoveredRequest(imeis=[imei(501)], police_report="P-R"),
+    )
+
+
+def test_a_check_stream_from_customs_is_refused_before_any_check(
+    clients: dict[str, Client],
+) -> None:
+    customs = clients["customs"]
+    stream = customs.check.CheckEquipmentStream(iter(()), metadata=customs.metadata, timeout=30)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stream)
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED

@@ -82,6 +82,7 @@ class EquipmentCheckServicer(check_grpc.EquipmentCheckServiceServicer):
         context: grpc.ServicerContext,
     ) -> Iterator[check_pb.CheckEquipmentStreamResponse]:
         caller = current_caller()
+        self.checks.authorize(caller)
         for request in request_iterator:
             check = request.check
             answer = check_pb.CheckEquipmentStreamResponse(correlation_id=request.correlation_id)

@@ -74,6 +74,10 @@ class CheckService:
     def __init__(self, register: Register) -> None:
         self.register = register
 
+    def authorize(self, caller: Caller) -> None:
+        """Refuse a caller that may not check at all (before a stream starts)."""
+        require(caller, Action.CHECK)
+
     def check(self, caller: Caller, query: CheckQuery) -> Decision:
         return self.check_many(caller, [query], batch=False)[0]
 

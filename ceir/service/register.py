@@ -179,6 +179,10 @@ class Register:
             request_id = f"{request_id}#{part}"
         with self._write_lock:
             with self.db.write() as session:
+                # Take the state-row lock before looking for a stored answer:
+                # two processes racing on one request id then serialise, and
+                # the second replays the first's answer.
+                unit = self._begin(session, caller.name)
                 if request_id:
                     stored = repo.stored_answer(session, caller.name, method, request_id)
                     if stored is not None:
@@ -189,7 +193,6 @@ class Register:
                                 reason="REQUEST_ID_REUSED",
                             )
                         return Replayed(stored[1])
-                unit = self._begin(session, caller.name)
                 result = Committed(work(unit), unit.sequence)
                 repo.write_changes(session, unit.changes)
                 if request_id and render is not None:

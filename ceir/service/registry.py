@@ -14,6 +14,7 @@ from ceir.domain.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
 )
 from ceir.domain.identifiers import parse_imei, validate_imsi
 from ceir.domain.model import (
@@ -162,9 +163,19 @@ class RegistryService:
                     reason="IMEI_NOT_REGISTERED",
                 )
             for key in keys:
-                source = repo.registration_of(unit.session, key)
-                if source is not None and caller.kind is not OrgKind.KEMENPERIN:
-                    require_source(caller, source.source)
+                registration = repo.registration_of(unit.session, key)
+                if registration is not None and caller.kind is not OrgKind.KEMENPERIN:
+                    require_source(caller, registration.source)
+                    # An operator revokes only what it registered itself.
+                    if (
+                        caller.kind is OrgKind.OPERATOR
+                        and registration.registered_by != caller.name
+                    ):
+                        raise PermissionDenied(
+                            f"IMEI {key:014d} was registered by {registration.registered_by}, "
+                            f"not {caller.name}",
+                            reason="NOT_REGISTRANT",
+                        )
             for key in keys:
                 unit.add(Change(ChangeKind.WHITELIST_REMOVED, key))
             repo.delete_whitelist(unit.session, keys)
@@ -252,6 +263,15 @@ class RegistryService:
                     f"not reported stolen: {', '.join(f'{k:014d}' for k in not_stolen)}",
                     reason="IMEI_NOT_STOLEN",
                 )
+            for key in keys:
+                entry = repo.blacklist_entry(unit.session, key)
+                # The operator that took the police report closes the case.
+                if entry is not None and entry.blocked_by != caller.name:
+                    raise PermissionDenied(
+                        f"IMEI {key:014d} was reported stolen by {entry.blocked_by}; only "
+                        f"{entry.blocked_by} may report it recovered",
+                        reason="NOT_REPORTER",
+                    )
             for key in keys:
                 unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key))
             repo.delete_blacklist(unit.session, keys)

@@ -34,8 +34,10 @@ class CheckEquipmentRequest(_message.Message):
     the Luhn check digit) or 16 digits (an IMEISV: TAC + SNR + SVN). Required.
     """
     imsi: _builtins.str
-    """The IMSI of the SIM, up to 15 digits. Optional, but without it roaming,
-    exception and notification rules cannot apply.
+    """The IMSI of the SIM, 6 to 15 digits. Optional, but without it the
+    roaming, exception and clone rules cannot apply; an unregistered IMEI
+    checked without an IMSI is still notified (with an empty IMSI and no
+    operator), which starts its block clock.
     """
     msisdn: _builtins.str
     """The MSISDN (phone number) of the subscriber, when known; used for the

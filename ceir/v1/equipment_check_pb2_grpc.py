@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class EquipmentCheckServiceStub:
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -56,8 +56,8 @@ class EquipmentCheckServiceStub:
 
 class EquipmentCheckServiceServicer:
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     def CheckEquipment(self, request, context):
@@ -115,8 +115,8 @@ def add_EquipmentCheckServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EquipmentCheckService:
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     @staticmethod

@@ -28,8 +28,8 @@ GRPC_VERSION: str
 
 class EquipmentCheckServiceStub:
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     @_typing.overload
@@ -55,8 +55,8 @@ class EquipmentCheckServiceStub:
 @_typing.type_check_only
 class EquipmentCheckServiceAsyncStub(EquipmentCheckServiceStub):
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -78,8 +78,8 @@ class EquipmentCheckServiceAsyncStub(EquipmentCheckServiceStub):
 
 class EquipmentCheckServiceServicer(metaclass=_abc_1.ABCMeta):
     """EquipmentCheckService answers "may this device attach?" in real time: the
-    "authorize" mode of operator EIRs. Operators call it; every organisation
-    with a token may.
+    "authorize" mode of operator EIRs. Operators, Kemenperin and Kominfo may
+    call it; customs and Kemlu get PERMISSION_DENIED.
     """
 
     @_abc_1.abstractmethod
