@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -121,6 +122,9 @@ def attach(
             "--outage needs the embedded CEIR (no --ceir)", param_hint="--outage"
         )
     logging.basicConfig(level=logging.WARNING)
+    # Ten-odd threads share the GIL (nodes, feeds, reporters, traffic): hand it
+    # over every 0.5 ms instead of 5 ms, so an attach waits less behind another.
+    sys.setswitchinterval(0.0005)
     config = SimConfig(
         devices=devices,
         rate=rate,
