@@ -27,6 +27,7 @@ from ceir.storage import repository as repo
 from ceir.storage.database import Database
 
 from .clock import Clock, SystemClock
+from .merkle_log import Append, CheckpointSigner, MerkleLog
 
 log = logging.getLogger("ceir.register")
 T = TypeVar("T")
@@ -87,10 +88,24 @@ def fingerprint(payload: bytes) -> str:
 class Register:
     """The register of one server process."""
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        signer: CheckpointSigner | None = None,
+        merkle_log: bool = True,
+    ) -> None:
+        """``signer`` signs a checkpoint per write; ``merkle_log=False`` stores
+        no leaf hashes (only to measure what the log costs: the next start
+        with the log hashes what was written without it)."""
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.state = ListState()
+        self.log = MerkleLog(db, signer)
+        self._logging = merkle_log
+        if merkle_log:
+            self.log.open()
         self._write_lock = threading.RLock()
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -194,7 +209,7 @@ class Register:
                             )
                         return Replayed(stored[1])
                 result = Committed(work(unit), unit.sequence)
-                repo.write_changes(session, unit.changes)
+                append = self._write_changes(session, unit)
                 if request_id and render is not None:
                     repo.store_answer(
                         session,
@@ -205,6 +220,7 @@ class Register:
                         render(result),
                         unit.now_us,
                     )
+            self._accept(append)
             self._apply(unit.changes)
             return result
 
@@ -214,14 +230,31 @@ class Register:
             with self.db.write() as session:
                 unit = self._begin(session, actor)
                 result = work(unit)
-                repo.write_changes(session, unit.changes)
+                append = self._write_changes(session, unit)
+            self._accept(append)
             self._apply(unit.changes)
             return result
+
+    def _write_changes(self, session: Session, unit: WriteUnit) -> Append | None:
+        """Store the unit's changes with their leaves of the Merkle log."""
+        if not self._logging or not unit.changes:
+            repo.write_changes(session, unit.changes)
+            return None
+        append = self.log.prepare(unit.changes, unit.now_us)
+        repo.write_changes(session, unit.changes, append.leaf_hashes)
+        self.log.store(session, append)
+        return append
+
+    def _accept(self, append: Append | None) -> None:
+        if append is not None:
+            self.log.accept(append)
 
     def _begin(self, session: Session, actor: str) -> WriteUnit:
         head = repo.lock_state(session)
         if head != self.state.sequence:
             self._catch_up(session)  # another process wrote; the lists must be exact
+        if self._logging:
+            self.log.resync(head)
         return WriteUnit(
             session=session,
             now_us=self.clock.now_us(),

@@ -139,6 +139,34 @@ class ChangeRecord(Base):
     policy_json: Mapped[str] = mapped_column(Text, default="")
     committed_at_us: Mapped[Micros]
     actor: Mapped[str] = mapped_column(String(64))
+    # The change's leaf hash in the Merkle log (level 0 of the tree), written
+    # with the change; NULL only in a database from before the log, until the
+    # server backfills it at start-up.
+    leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+
+
+class TreeNode(Base):
+    """A perfect subtree of the Merkle log above the leaves, at levels 8, 16, ...
+
+    Node (level, index) is the root of leaves ``[index * 2**level, (index + 1) *
+    2**level)``; the leaves themselves are ``changes.leaf_hash``.
+    """
+
+    __tablename__ = "tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class SignedCheckpoint(Base):
+    """A checkpoint the custodian signed when a write committed (a signed note)."""
+
+    __tablename__ = "checkpoints"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    note: Mapped[str] = mapped_column(Text)
+    signed_at_us: Mapped[Micros]
 
 
 class IdempotencyRecord(Base):
