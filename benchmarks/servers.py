@@ -85,7 +85,9 @@ def echo_server() -> ServerProcess:
 def _run_ceir(db: str, access_log: bool, log_path: str, pipe: Connection) -> None:
     with open(log_path, "a", encoding="utf-8") as log:
         configure_logging("INFO", stream=log)  # as `ceir serve` does, to a file
-        running = create_server(ServerConfig(db=db, address="127.0.0.1:0", access_log=access_log))
+        running = create_server(
+            ServerConfig(db=db, address="127.0.0.1:0", access_log=access_log, insecure=True)
+        )
         _answer(pipe, running.port, lambda: running.stop(grace=1.0))
 
 

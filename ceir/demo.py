@@ -298,7 +298,9 @@ def main() -> int:
     }
     db.dispose()
     clock = ManualClock()
-    running = create_server(ServerConfig(db=str(db_path), address="127.0.0.1:0", clock=clock))
+    running = create_server(
+        ServerConfig(db=str(db_path), address="127.0.0.1:0", clock=clock, insecure=True)
+    )
     console = _console()
     console.print(
         f"CEIR serving on 127.0.0.1:{running.port}, database {db_path}, log {DATA / 'ceir.log'}"

@@ -136,7 +136,9 @@ def main() -> None:
     args = parser.parse_args()
     from ceir.api.server import ServerConfig, create_server
 
-    running = create_server(ServerConfig(db=args.db, address=args.address, access_log=False))
+    running = create_server(
+        ServerConfig(db=args.db, address=args.address, access_log=False, insecure=True)
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -67,7 +67,12 @@ def tokens(db_url: str) -> dict[str, str]:
 def server(db_url: str, tokens: dict[str, str], clock: ManualClock) -> Iterator[RunningServer]:
     running = create_server(
         ServerConfig(
-            db=db_url, address="127.0.0.1:0", clock=clock, access_log=False, follow_interval=0.2
+            db=db_url,
+            address="127.0.0.1:0",
+            clock=clock,
+            access_log=False,
+            follow_interval=0.2,
+            insecure=True,
         )
     )
     yield running

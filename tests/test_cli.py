@@ -54,7 +54,9 @@ def db_path(tmp_path: Path) -> str:
 
 @pytest.fixture
 def running(db_path: str) -> Iterator[RunningServer]:
-    server = create_server(ServerConfig(db=db_path, address="127.0.0.1:0", access_log=False))
+    server = create_server(
+        ServerConfig(db=db_path, address="127.0.0.1:0", access_log=False, insecure=True)
+    )
     yield server
     server.stop(grace=1)
 
@@ -477,6 +479,7 @@ def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> Non
     ceir = Path(sys.executable).parent / "ceir"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CEIR_")}
     command = [str(ceir), "serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "s.db")]
+    command.append("--insecure")
     with subprocess.Popen(
         [*command, "--no-access-log"], stderr=subprocess.PIPE, text=True, env=env
     ) as process:

@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 SERVE = """
 import sys
 from ceir.api.server import ServerConfig, serve
-serve(ServerConfig(db=sys.argv[1], address=sys.argv[2], access_log=False, follow_interval=0.2))
+serve(ServerConfig(db=sys.argv[1], address=sys.argv[2], access_log=False, follow_interval=0.2,
+                   insecure=True))
 """
 READY_WITHIN = 60.0  # seconds for a server process to answer health checks
 ACKS_WITHIN = 120.0  # seconds for the clients to collect the acks wanted before the kill

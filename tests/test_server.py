@@ -113,7 +113,7 @@ def metered(tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
     token = add_organisation(db, "telkomsel", "operator", ["510-10"])
     db.dispose()
     running = create_server(
-        ServerConfig(db=url, address="127.0.0.1:0", metrics_port=0, access_log=True)
+        ServerConfig(db=url, address="127.0.0.1:0", metrics_port=0, access_log=True, insecure=True)
     )
     yield running, token
     running.stop(grace=1)

@@ -5,6 +5,14 @@ Servicers read the authenticated caller with ``current_caller()`` and raise
 domain errors; this module turns them into gRPC statuses. Health and
 reflection stay open so that load balancers and tools like grpcurl can
 discover the server.
+
+Who calls: on a mutual-TLS connection, the organisation named by the
+client certificate's common name (the TLS layer has verified the
+certificate against the client CA). A bearer token sent on such a
+connection must name the same organisation, or the call is refused: a
+certificate and a token that disagree are a misconfiguration or an attack,
+and neither should silently win. Without a client certificate the bearer
+token alone identifies the caller.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from typing import Any
 
 import grpc
 
-from ceir.domain.errors import CeirError
+from ceir.domain.errors import CeirError, Unauthenticated
 from ceir.domain.model import Caller
+from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.orgs import Authenticator
 
 from .errors import internal_status, status_code, to_status
@@ -37,9 +46,16 @@ def current_caller() -> Caller:
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # generic only in stubs
     def __init__(
-        self, authenticator: Authenticator, metrics: Metrics, access_log: bool = True
+        self,
+        authenticator: Authenticator,
+        metrics: Metrics,
+        access_log: bool = True,
+        certificates: CertificateAuthenticator | None = None,
     ) -> None:
         self.authenticator = authenticator
+        # None: the server verifies no client certificates (plain text, or
+        # TLS without a client CA), so none can identify a caller.
+        self.certificates = certificates
         self.metrics = metrics
         self.access_log = access_log
         # Each method's handler is wrapped once, not on every call: the
@@ -96,6 +112,15 @@ def _authorization(context: grpc.ServicerContext) -> str | None:
     return found
 
 
+def _certificate_name(context: grpc.ServicerContext) -> str | None:
+    """The verified client certificate's common name, if the peer sent one."""
+    names = context.auth_context().get("x509_common_name")
+    if not names:
+        return None
+    name = names[0]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 class _Call:
     """One method's wrapping: who calls, how it ended, how long it took."""
 
@@ -111,7 +136,7 @@ class _Call:
             code = "OK"
             caller_name = "-"
             try:
-                caller = self.owner.authenticator.caller_for(_authorization(context))
+                caller = self.identify(context)
                 caller_name = caller.name
                 _caller.set(caller)
                 return behaviour(request, context)
@@ -131,7 +156,7 @@ class _Call:
             code = "OK"
             caller_name = "-"
             try:
-                caller = self.owner.authenticator.caller_for(_authorization(context))
+                caller = self.identify(context)
                 caller_name = caller.name
                 _caller.set(caller)
                 yield from behaviour(request, context)
@@ -145,6 +170,25 @@ class _Call:
                 self._record(code, started, context, caller_name)
 
         return handle
+
+    def identify(self, context: grpc.ServicerContext) -> Caller:
+        """The caller, from its client certificate or its bearer token."""
+        owner = self.owner
+        authorization = _authorization(context)
+        if owner.certificates is not None:
+            common_name = _certificate_name(context)
+            if common_name is not None:
+                caller = owner.certificates.caller_for(common_name)
+                if authorization is not None:
+                    by_token = owner.authenticator.caller_for(authorization)
+                    if by_token.name != caller.name:
+                        raise Unauthenticated(
+                            f"the client certificate names {caller.name!r} but the bearer "
+                            f"token belongs to {by_token.name!r}; send one or make them agree",
+                            reason="CREDENTIALS_DISAGREE",
+                        )
+                return caller
+        return owner.authenticator.caller_for(authorization)
 
     def _fail(self, error: BaseException, context: grpc.ServicerContext, caller_name: str) -> str:
         """Abort the call with the right status (raises), returning its code name."""

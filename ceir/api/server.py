@@ -4,6 +4,13 @@
 (port 0 picks a free one, as tests do); ``serve`` runs until SIGINT/SIGTERM
 and shuts down gracefully: health goes NOT_SERVING first, then in-flight
 calls get a grace period.
+
+Transport: TLS with the server's key and certificate; with a client CA,
+mutual TLS, where every connection must present a client certificate signed
+by that CA and the certificate names the calling organisation. Bearer
+tokens (for tools and scripts) then go to a second listener,
+``token_address``, which serves TLS without asking for client certificates.
+Plain text only with ``insecure=True``, and the log says so.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
 from ceir.service.imports import ImportService
@@ -73,6 +81,12 @@ class ServerConfig:
     address: str = "127.0.0.1:50051"
     tls_key: Path | None = None
     tls_cert: Path | None = None
+    # PEM CA certificate(s) for client certificates: mutual TLS on ``address``.
+    client_ca: Path | None = None
+    # A second listener, TLS without client certificates, for bearer tokens.
+    token_address: str | None = None
+    # Plain text is served only when asked for explicitly.
+    insecure: bool = False
     metrics_port: int | None = None  # None: no metrics endpoint
     access_log: bool = True
     follow_interval: float = 0.5
@@ -89,6 +103,7 @@ class RunningServer:
     metrics: Metrics
     metrics_port: int | None = None
     workers: futures.ThreadPoolExecutor | None = None
+    token_port: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -108,13 +123,17 @@ class RunningServer:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
+    check_transport(config)  # before anything is opened
     db = Database(config.db)
     if config.migrate:
         db.migrate()
     register = Register(db, config.clock)
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
-    interceptor = CallInterceptor(Authenticator(db), metrics, access_log=config.access_log)
+    certificates = CertificateAuthenticator(db) if config.client_ca is not None else None
+    interceptor = CallInterceptor(
+        Authenticator(db), metrics, access_log=config.access_log, certificates=certificates
+    )
     workers = futures.ThreadPoolExecutor(max_workers=MAX_WORKERS)
     server = grpc.server(
         workers,
@@ -138,7 +157,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _bind(server, config)
+    port, token_port = _bind(server, config)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     metrics_port = None
@@ -153,26 +172,63 @@ def create_server(config: ServerConfig) -> RunningServer:
             "db": _redact(db.url),
             "sequence": register.state.sequence,
             "tls": config.tls_cert is not None,
+            "mutual_tls": config.client_ca is not None,
+            "token_port": token_port,
             "metrics_port": metrics_port,
         },
     )
-    return RunningServer(server, port, register, health_servicer, metrics, metrics_port, workers)
+    return RunningServer(
+        server, port, register, health_servicer, metrics, metrics_port, workers, token_port
+    )
 
 
-def _bind(server: grpc.Server, config: ServerConfig) -> int:
-    if (config.tls_key is None) != (config.tls_cert is None):
+def check_transport(config: ServerConfig) -> None:
+    """Raise ValueError, saying what to pass, if the transport settings do not fit."""
+    tls = config.tls_key is not None or config.tls_cert is not None
+    if tls and (config.tls_key is None or config.tls_cert is None):
         raise ValueError("TLS needs both --tls-key and --tls-cert")
-    if config.tls_key is not None and config.tls_cert is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+    if tls and config.insecure:
+        raise ValueError("--insecure (plain text) contradicts --tls-key/--tls-cert")
+    if not tls and not config.insecure:
+        raise ValueError(
+            "no TLS key and certificate: pass --tls-key and --tls-cert (and --client-ca "
+            "for mutual TLS), or --insecure to serve plain text"
         )
-        port = server.add_secure_port(config.address, credentials)
+    if config.client_ca is not None and not tls:
+        raise ValueError("--client-ca needs --tls-key and --tls-cert")
+    if config.token_address is not None and config.client_ca is None:
+        raise ValueError("--token-listen is for a mutual-TLS server (--client-ca)")
+
+
+def _bind(server: grpc.Server, config: ServerConfig) -> tuple[int, int | None]:
+    """Listen on the configured address(es); return the port and the token port."""
+    token_port: int | None = None
+    if config.tls_key is not None and config.tls_cert is not None:
+        pair = [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        if config.client_ca is not None:
+            # grpc asks for a client certificate only when it requires one,
+            # so mutual TLS and token-only clients need two listeners.
+            mutual = grpc.ssl_server_credentials(
+                pair, root_certificates=config.client_ca.read_bytes(), require_client_auth=True
+            )
+            port = server.add_secure_port(config.address, mutual)
+            if config.token_address is not None:
+                token_port = server.add_secure_port(
+                    config.token_address, grpc.ssl_server_credentials(pair)
+                )
+                if token_port == 0:
+                    raise OSError(f"cannot listen on {config.token_address}")
+        else:
+            port = server.add_secure_port(config.address, grpc.ssl_server_credentials(pair))
     else:
-        log.warning("serving plain text (no TLS key and certificate given)")
+        log.warning(
+            "serving PLAIN TEXT as asked (--insecure): no encryption, tokens readable "
+            "on the wire; for tests and local experiments only"
+        )
         port = server.add_insecure_port(config.address)
     if port == 0:
         raise OSError(f"cannot listen on {config.address}")
-    return port
+    return port, token_port
 
 
 def _redact(url: str) -> str:

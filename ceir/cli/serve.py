@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ceir.api.observability import configure_logging
-from ceir.api.server import ServerConfig, serve
+from ceir.api.server import ServerConfig, check_transport, serve
 
 from ._output import fail, reporting_errors
 
@@ -53,6 +53,30 @@ def serve_command(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="PEM certificate chain: serve TLS."),
     ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="PEM CA certificate of the organisations' client certificates: mutual TLS, "
+            "every connection to --listen must present a certificate it signed.",
+        ),
+    ] = None,
+    token_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--token-listen",
+            metavar="HOST:PORT",
+            help="With --client-ca: a second TLS address, without client certificates, "
+            "where bearer tokens authenticate (tools and scripts).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Serve plain text without TLS (tests and local experiments only)."
+        ),
+    ] = False,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -75,16 +99,21 @@ def serve_command(
     the command exits with code 0.
     """
     url = database(db)
-    if (tls_key is None) != (tls_cert is None):
-        fail("TLS needs both --tls-key and --tls-cert")
     configure_logging(log_level.value)
     config = ServerConfig(
         db=url,
         address=listen,
         tls_key=tls_key,
         tls_cert=tls_cert,
+        client_ca=client_ca,
+        token_address=token_listen,
+        insecure=insecure,
         metrics_port=metrics_port,
         access_log=access_log,
     )
+    try:
+        check_transport(config)
+    except ValueError as error:
+        fail(str(error))
     with reporting_errors():
         serve(config)
