@@ -12,6 +12,7 @@ import typer
 from .check import check_command
 from .importer import import_command
 from .orgs import org_app
+from .pki import pki_app
 from .policy import policy_app
 from .serve import serve_command
 
@@ -30,3 +31,4 @@ app.add_typer(org_app)
 app.command("import")(import_command)
 app.command("check")(check_command)
 app.add_typer(policy_app)
+app.add_typer(pki_app)

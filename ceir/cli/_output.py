@@ -66,6 +66,13 @@ def describe_rpc_error(error: grpc.RpcError, address: str) -> str:
     code = call.code()
     details = call.details() or ""
     if code is grpc.StatusCode.UNAVAILABLE:
+        if any(sign in details.lower() for sign in ("socket closed", "handshake", "certificate")):
+            # What a failed TLS handshake looks like from the client's side.
+            return (
+                f"cannot reach the CEIR at {address} ({details}); the TLS handshake failed: "
+                "check --ca-cert, and --client-cert/--client-key (signed by the CEIR's client "
+                "CA, not expired) if it requires mutual TLS"
+            )
         return (
             f"cannot reach the CEIR at {address} ({details}); is `ceir serve` running there? "
             "Set --ceir or CEIR_ADDRESS"

@@ -49,6 +49,39 @@ CaCertOption = Annotated[
         "connect with TLS instead of plain text.",
     ),
 ]
+ClientCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--client-cert",
+        envvar="CEIR_CLIENT_CERT",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="PEM client certificate of your organisation: mutual TLS, the certificate "
+        "names you and no token is needed. Needs --client-key.",
+    ),
+]
+ClientKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--client-key",
+        envvar="CEIR_CLIENT_KEY",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="PEM private key of --client-cert.",
+    ),
+]
+ServerNameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server-name",
+        envvar="CEIR_SERVER_NAME",
+        show_default=False,
+        help="Name to expect in the server's certificate, when it differs from the "
+        "host of --ceir (an address, a load balancer).",
+    ),
+]
 TimeoutOption = Annotated[
     float,
     typer.Option("--timeout", min=0.1, metavar="SECONDS", help="Deadline of each call."),
@@ -63,20 +96,37 @@ class Remote:
     token: str | None
     ca_cert: Path | None = None
     timeout: float = 30.0
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    server_name: str | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """The call metadata: the bearer token every RPC needs."""
-        if not self.token:
-            raise CliError("no token: pass --token TOKEN or set CEIR_TOKEN")
-        return (("authorization", f"Bearer {self.token}"),)
+        """The call metadata: the bearer token, unless a client certificate names us."""
+        if (self.client_cert is None) != (self.client_key is None):
+            raise CliError("mutual TLS needs both --client-cert and --client-key")
+        if self.token:
+            return (("authorization", f"Bearer {self.token}"),)
+        if self.client_cert is not None:
+            return ()
+        raise CliError(
+            "no credentials: pass --client-cert and --client-key (or CEIR_CLIENT_CERT and "
+            "CEIR_CLIENT_KEY), or --token TOKEN (or CEIR_TOKEN)"
+        )
 
     @contextmanager
     def channel(self) -> Iterator[grpc.Channel]:
-        """A channel to the server: TLS if a CA certificate is given."""
-        if self.ca_cert is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_cert.read_bytes())
-            channel = grpc.secure_channel(self.address, credentials)
+        """A channel to the server: TLS if a CA or client certificate is given."""
+        if self.ca_cert is not None or self.client_cert is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.ca_cert.read_bytes() if self.ca_cert else None,
+                private_key=self.client_key.read_bytes() if self.client_key else None,
+                certificate_chain=self.client_cert.read_bytes() if self.client_cert else None,
+            )
+            options = (
+                [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+            )
+            channel = grpc.secure_channel(self.address, credentials, options=options)
         else:
             channel = grpc.insecure_channel(self.address)
         with channel:

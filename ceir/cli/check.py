@@ -16,7 +16,10 @@ from ._remote import (
     DEFAULT_ADDRESS,
     AddressOption,
     CaCertOption,
+    ClientCertOption,
+    ClientKeyOption,
     Remote,
+    ServerNameOption,
     TimeoutOption,
     TokenOption,
 )
@@ -56,6 +59,9 @@ def check_command(
     ceir: AddressOption = DEFAULT_ADDRESS,
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    server_name: ServerNameOption = None,
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Check one device: status, reasons, IMEI key, register sequence, block date.
@@ -63,7 +69,7 @@ def check_command(
     This is a real check: in the notify phase, an unregistered IMEI checked
     with an IMSI goes on the notification list.
     """
-    remote = Remote(ceir, token, ca_cert, timeout)
+    remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
     request = equipment_check_pb2.CheckEquipmentRequest(imei=imei, imsi=imsi, msisdn=msisdn)
     with reporting_errors(ceir), remote.channel() as channel:
         stub = equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel)

@@ -36,7 +36,16 @@ from rich.table import Table
 from ceir.v1 import registry_pb2, registry_pb2_grpc
 
 from ._output import EXIT_OK, EXIT_REJECTED, CliError, err, out, reporting_errors
-from ._remote import DEFAULT_ADDRESS, AddressOption, CaCertOption, Remote, TokenOption
+from ._remote import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    CaCertOption,
+    ClientCertOption,
+    ClientKeyOption,
+    Remote,
+    ServerNameOption,
+    TokenOption,
+)
 from .csvformat import Rejection, Row, check_header, read_rows
 
 MAX_CHUNK_ROWS = 10_000  # the server's limit per message
@@ -153,6 +162,9 @@ def import_command(
     ceir: AddressOption = DEFAULT_ADDRESS,
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    server_name: ServerNameOption = None,
     request_id: Annotated[
         str | None,
         typer.Option(
@@ -178,7 +190,14 @@ def import_command(
     Exit code 0 if every row was registered, 3 if some rows were rejected,
     1 if the import could not run.
     """
-    remote = Remote(ceir, token, ca_cert)
+    remote = Remote(
+        ceir,
+        token,
+        ca_cert,
+        client_cert=client_cert,
+        client_key=client_key,
+        server_name=server_name,
+    )
     outcome = Outcome()
     with reporting_errors(ceir):
         metadata = remote.metadata

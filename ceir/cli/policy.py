@@ -18,7 +18,10 @@ from ._remote import (
     DEFAULT_ADDRESS,
     AddressOption,
     CaCertOption,
+    ClientCertOption,
+    ClientKeyOption,
     Remote,
+    ServerNameOption,
     TimeoutOption,
     TokenOption,
 )
@@ -95,10 +98,13 @@ def show(
     ceir: AddressOption = DEFAULT_ADDRESS,
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    server_name: ServerNameOption = None,
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Show the policy in force."""
-    remote = Remote(ceir, token, ca_cert, timeout)
+    remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
     with reporting_errors(ceir), remote.channel() as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         response = stub.GetPolicy(
@@ -137,10 +143,13 @@ def set_(
     ceir: AddressOption = DEFAULT_ADDRESS,
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    server_name: ServerNameOption = None,
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Change the named fields of the policy (Kominfo only); prints the new policy."""
-    remote = Remote(ceir, token, ca_cert, timeout)
+    remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
     with reporting_errors(ceir):
         request = update_request(
             phase,
