@@ -18,6 +18,7 @@ from ceir.v1 import (
     policy_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    transparency_pb2_grpc,
     types_pb2,
 )
 
@@ -56,6 +57,7 @@ class Client:
         self.registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
         self.sync = list_sync_pb2_grpc.ListSyncServiceStub(self.channel)
         self.policy = policy_pb2_grpc.PolicyServiceStub(self.channel)
+        self.log = transparency_pb2_grpc.TransparencyServiceStub(self.channel)
 
     def call(self, stub_method: Callable[..., R], request: Any, **kwargs: Any) -> R:
         return stub_method(request, metadata=self.metadata, timeout=30, **kwargs)

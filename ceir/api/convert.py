@@ -91,6 +91,41 @@ def change(value: model.Change) -> pb.ListChange:
     return message
 
 
+def change_from_pb(message: pb.ListChange) -> model.Change:
+    """The domain change a ``ListChange`` states (what a client hashes into its leaf).
+
+    Raises ValueError for an enum number the domain does not know.
+    """
+    policy_value = None
+    if message.HasField("policy"):
+        given = message.policy
+        policy_value = model.Policy(
+            phase=model.Phase(given.phase),
+            grace_days=given.grace_days,
+            clone_threshold=given.clone_threshold,
+            clone_window_seconds=given.clone_window_seconds,
+            updated_at_us=micros(given.update_time, given.HasField("update_time")) or 0,
+            updated_by=given.updated_by,
+        )
+    return model.Change(
+        kind=model.ChangeKind(message.kind),
+        imei_key=int(message.imei_key) if message.imei_key else None,
+        imsi=message.imsi,
+        msisdn=message.msisdn,
+        source=model.RegistrationSource(message.source) if message.source else None,
+        valid_until_us=micros(message.valid_until, message.HasField("valid_until")),
+        device_id=message.device_id,
+        blacklist_cause=model.BlacklistCause(message.blacklist_cause)
+        if message.blacklist_cause
+        else None,
+        block_date_us=micros(message.block_date, message.HasField("block_date")),
+        operator_mcc_mnc=message.operator_mcc_mnc,
+        policy=policy_value,
+        sequence=message.sequence,
+        committed_at_us=micros(message.commit_time, True) or 0,
+    )
+
+
 def registration(value: model.Registration) -> Registration:
     message = Registration(
         device_id=value.device_id,

@@ -11,12 +11,19 @@ by that CA and the certificate names the calling organisation. Bearer
 tokens (for tools and scripts) then go to a second listener,
 ``token_address``, which serves TLS without asking for client certificates.
 Plain text only with ``insecure=True``, and the log says so.
+
+Checkpoints of the Merkle log are signed with the custodian's Ed25519 key
+from ``signing_key`` (a PEM file; never stored in the database). Without
+it the server keeps the log but publishes no checkpoints, unless
+``ephemeral_signing_key`` asks for a throwaway key (for demos: nobody can
+verify its checkpoints after a restart).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -27,15 +34,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ceir.audit import Signer, generate_signing_key, load_private_key
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
 from ceir.service.imports import ImportService
+from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
 from ceir.service.register import Register
 from ceir.service.registry import RegistryService
 from ceir.service.sync import SyncService
+from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
     equipment_check_pb2,
@@ -46,6 +56,8 @@ from ceir.v1 import (
     policy_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    transparency_pb2,
+    transparency_pb2_grpc,
 )
 
 from .interceptor import CallInterceptor
@@ -55,6 +67,7 @@ from .servicers import (
     ListSyncServicer,
     PolicyServicer,
     RegistryServicer,
+    TransparencyServicer,
 )
 
 log = logging.getLogger("ceir.server")
@@ -64,6 +77,7 @@ SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     list_sync_pb2.DESCRIPTOR.services_by_name["ListSyncService"].full_name,
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+    transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"].full_name,
 )
 # Server settings shared with the benchmark's bare echo server, so that the
 # comparison measures the register and not a difference in configuration.
@@ -73,6 +87,8 @@ GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 MAX_WORKERS = 32
+# The passphrase of an encrypted signing key file, if it is encrypted.
+SIGNING_KEY_PASSWORD_ENV = "CEIR_SIGNING_KEY_PASSWORD"
 
 
 @dataclass
@@ -92,6 +108,12 @@ class ServerConfig:
     follow_interval: float = 0.5
     clock: Clock | None = None
     migrate: bool = True
+    # The custodian's Ed25519 private key (PEM) that signs the log's checkpoints.
+    signing_key: Path | None = None
+    # Without signing_key: sign with a key made up at start-up (demos only).
+    ephemeral_signing_key: bool = False
+    # The log's origin line, also the name of the signing key.
+    log_origin: str = DEFAULT_ORIGIN
 
 
 @dataclass
@@ -127,7 +149,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     db = Database(config.db)
     if config.migrate:
         db.migrate()
-    register = Register(db, config.clock)
+    register = Register(db, config.clock, signer=checkpoint_signer(config))
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     certificates = CertificateAuthenticator(db) if config.client_ca is not None else None
@@ -152,6 +174,9 @@ def create_server(config: ServerConfig) -> RunningServer:
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(
         PolicyServicer(PolicyService(register)), server
     )
+    transparency_pb2_grpc.add_TransparencyServiceServicer_to_server(
+        TransparencyServicer(TransparencyService(register)), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -175,11 +200,43 @@ def create_server(config: ServerConfig) -> RunningServer:
             "mutual_tls": config.client_ca is not None,
             "token_port": token_port,
             "metrics_port": metrics_port,
+            "log_origin": register.log.origin,
+            "log_size": register.log.size,
+            "signing_key": register.log.signer.signer.verifier.vkey
+            if register.log.signer is not None
+            else None,
         },
     )
     return RunningServer(
         server, port, register, health_servicer, metrics, metrics_port, workers, token_port
     )
+
+
+def checkpoint_signer(config: ServerConfig) -> CheckpointSigner | None:
+    """The signer of the log's checkpoints that the configuration asks for."""
+    if config.signing_key is not None and config.ephemeral_signing_key:
+        raise ValueError("--ephemeral-signing-key contradicts --signing-key")
+    if config.signing_key is not None:
+        key = load_private_key(config.signing_key, _signing_key_password())
+    elif config.ephemeral_signing_key:
+        key = generate_signing_key()
+        log.warning(
+            "signing checkpoints with an EPHEMERAL key made up at start-up: nobody can "
+            "verify them against a key they were given, and the key dies with this "
+            "process; pass --signing-key FILE for a real custodian key"
+        )
+    else:
+        log.warning(
+            "no signing key: the Merkle log is kept but no checkpoints are published "
+            "(pass --signing-key FILE)"
+        )
+        return None
+    return CheckpointSigner(config.log_origin, Signer(config.log_origin, key))
+
+
+def _signing_key_password() -> bytes | None:
+    password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
+    return None if password is None else password.encode()
 
 
 def check_transport(config: ServerConfig) -> None:

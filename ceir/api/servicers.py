@@ -21,6 +21,7 @@ from ceir.service.policy import POLICY_FIELDS, PolicyService
 from ceir.service.register import Committed, Replayed, fingerprint
 from ceir.service.registry import RegistryService
 from ceir.service.sync import SyncService
+from ceir.service.transparency import TransparencyService
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import list_sync_pb2 as sync_pb
@@ -29,6 +30,8 @@ from ceir.v1 import policy_pb2 as policy_pb
 from ceir.v1 import policy_pb2_grpc as policy_grpc
 from ceir.v1 import registry_pb2 as registry_pb
 from ceir.v1 import registry_pb2_grpc as registry_grpc
+from ceir.v1 import transparency_pb2 as log_pb
+from ceir.v1 import transparency_pb2_grpc as log_grpc
 
 from . import convert
 from .interceptor import current_caller
@@ -307,6 +310,7 @@ class ListSyncServicer(sync_grpc.ListSyncServiceServicer):
                 list=_SNAPSHOT_LISTS[chunk.list_name],
                 last=chunk.last,
                 total_entries=chunk.total_entries,
+                checkpoint=chunk.checkpoint,
             )
             if chunk.policy is not None:
                 message.policy.CopyFrom(convert.policy(chunk.policy))
@@ -324,7 +328,9 @@ class ListSyncServicer(sync_grpc.ListSyncServiceServicer):
         feed = self.sync.watch(current_caller(), request.after_sequence, context.is_active)
         for changes, head in feed:
             yield sync_pb.WatchChangesResponse(
-                changes=[convert.change(c) for c in changes], head_sequence=head
+                changes=[convert.change(c) for c in changes],
+                head_sequence=head,
+                checkpoint=self.sync.checkpoint_at(changes[-1].sequence),
             )
 
 
@@ -371,3 +377,40 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
             current_caller(), request.request_id, _fingerprint(request), values, _serialised(build)
         )
         return _answer(outcome, policy_pb.UpdatePolicyResponse, build)
+
+
+class TransparencyServicer(log_grpc.TransparencyServiceServicer):
+    def __init__(self, transparency: TransparencyService) -> None:
+        self.transparency = transparency
+
+    def GetCheckpoint(
+        self, request: log_pb.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> log_pb.GetCheckpointResponse:
+        size, note = self.transparency.checkpoint(current_caller())
+        return log_pb.GetCheckpointResponse(checkpoint=note, tree_size=size)
+
+    def GetInclusionProof(
+        self, request: log_pb.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> log_pb.GetInclusionProofResponse:
+        proof = self.transparency.inclusion_proof(
+            current_caller(), request.sequence, request.tree_size
+        )
+        return log_pb.GetInclusionProofResponse(
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            hashes=proof.hashes,
+            checkpoint=proof.checkpoint,
+        )
+
+    def GetConsistencyProof(
+        self, request: log_pb.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> log_pb.GetConsistencyProofResponse:
+        proof = self.transparency.consistency_proof(
+            current_caller(), request.first_size, request.second_size
+        )
+        return log_pb.GetConsistencyProofResponse(
+            first_size=proof.first_size,
+            second_size=proof.second_size,
+            hashes=proof.hashes,
+            checkpoint=proof.checkpoint,
+        )

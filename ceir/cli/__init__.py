@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from .audit import audit_app
 from .check import check_command
 from .importer import import_command
 from .orgs import org_app
@@ -31,4 +32,5 @@ app.add_typer(org_app)
 app.command("import")(import_command)
 app.command("check")(check_command)
 app.add_typer(policy_app)
+app.add_typer(audit_app)
 app.add_typer(pki_app)

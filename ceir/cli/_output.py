@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ceir.audit.errors import AuditError
 from ceir.domain.errors import CeirError, FieldViolation
 
 EXIT_OK = 0
@@ -117,6 +118,8 @@ def reporting_errors(address: str = "") -> Iterator[None]:
         fail(describe_rpc_error(error, address))
     except CeirError as error:
         fail(describe_violations(error.message, error.violations))
+    except AuditError as error:
+        fail(str(error))
     except SQLAlchemyError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         fail(f"database: {type(error).__name__}: {first_line}")

@@ -10,6 +10,8 @@ import typer
 
 from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
+from ceir.audit.note import valid_key_name
+from ceir.service.merkle_log import DEFAULT_ORIGIN
 
 from ._output import fail, reporting_errors
 
@@ -91,6 +93,31 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log one JSON line per call.")
     ] = True,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            exists=True,
+            dir_okay=False,
+            help="The custodian's Ed25519 private key (PEM, from `ceir audit keygen`) that "
+            "signs the change log's checkpoints; set CEIR_SIGNING_KEY_PASSWORD if it is "
+            "encrypted. Without it no checkpoints are published.",
+        ),
+    ] = None,
+    ephemeral_signing_key: Annotated[
+        bool,
+        typer.Option(
+            "--ephemeral-signing-key",
+            help="Without --signing-key: sign checkpoints with a key made up at start-up "
+            "and lost at exit (demos only; nobody can have been given it).",
+        ),
+    ] = False,
+    log_origin: Annotated[
+        str,
+        typer.Option(
+            "--log-origin", help="The change log's origin line, also the signing key's name."
+        ),
+    ] = DEFAULT_ORIGIN,
 ) -> None:
     """Run the CEIR gRPC server until SIGINT or SIGTERM.
 
@@ -110,7 +137,14 @@ def serve_command(
         insecure=insecure,
         metrics_port=metrics_port,
         access_log=access_log,
+        signing_key=signing_key,
+        ephemeral_signing_key=ephemeral_signing_key,
+        log_origin=log_origin,
     )
+    if signing_key is not None and ephemeral_signing_key:
+        fail("--ephemeral-signing-key contradicts --signing-key")
+    if not valid_key_name(log_origin):
+        fail(f"--log-origin {log_origin!r} must be non-empty, without spaces, + or controls")
     try:
         check_transport(config)
     except ValueError as error:

@@ -26,6 +26,7 @@ class Action(enum.StrEnum):
     SYNC_LISTS = "receive lists"
     READ_POLICY = "read the policy"
     UPDATE_POLICY = "change the policy"
+    READ_LOG = "read the transparency log"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -44,6 +45,8 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     Action.SYNC_LISTS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.READ_POLICY: _ALL,
     Action.UPDATE_POLICY: frozenset({OrgKind.KOMINFO}),
+    # Whoever receives the lists may check them against the signed log.
+    Action.READ_LOG: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

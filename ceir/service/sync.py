@@ -34,6 +34,7 @@ class SnapshotChunk:
     last: bool = False
     total_entries: int = 0
     policy: Policy | None = None  # on the first chunk: the policy at this sequence
+    checkpoint: str = ""  # on the first chunk: the signed checkpoint at this sequence
 
 
 # list name -> (SQL over the list table, ordered by its key)
@@ -77,11 +78,17 @@ class SyncService:
                     pending = _chunk(sequence, name, rows)
                     if first:
                         pending.total_entries, pending.policy = total, policy
+                        pending.checkpoint = self.checkpoint_at(sequence)
                         first = False
             if pending is None:  # an empty register still answers with its sequence
                 pending = SnapshotChunk(sequence, "whitelist", total_entries=0, policy=policy)
+                pending.checkpoint = self.checkpoint_at(sequence)
             pending.last = True
             yield pending
+
+    def checkpoint_at(self, size: int) -> str:
+        """The signed checkpoint of the log at ``size`` ("" without a signing key)."""
+        return self.register.log.checkpoint_at(size, self.register.clock.now_us())
 
     def watch(
         self, caller: Caller, after_sequence: int, is_active: Callable[[], bool]

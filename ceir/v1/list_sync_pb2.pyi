@@ -94,6 +94,7 @@ class GetSnapshotResponse(_message.Message):
     LAST_FIELD_NUMBER: _builtins.int
     TOTAL_ENTRIES_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The register version the whole snapshot reflects (same in every chunk)."""
     list: Global___SnapshotList.ValueType
@@ -102,6 +103,11 @@ class GetSnapshotResponse(_message.Message):
     """True on the final chunk of the snapshot."""
     total_entries: _builtins.int
     """Total entries of every list in the snapshot (set on the first chunk)."""
+    checkpoint: _builtins.str
+    """The signed checkpoint of the Merkle log at tree size = sequence (set on
+    the first chunk; empty when the server has no signing key). The lists
+    are the result of changes 1 to sequence, which that root commits to.
+    """
     @_builtins.property
     def imei_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """IMEI keys, in ascending order within a list."""
@@ -146,10 +152,11 @@ class GetSnapshotResponse(_message.Message):
         last: _builtins.bool = ...,
         total_entries: _builtins.int = ...,
         policy: _types_pb2.Policy | None = ...,
+        checkpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "checkpoint", b"checkpoint", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -185,9 +192,15 @@ class WatchChangesResponse(_message.Message):
 
     CHANGES_FIELD_NUMBER: _builtins.int
     HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     head_sequence: _builtins.int
     """The register's latest sequence when this message was sent, so a
     follower can tell its lag.
+    """
+    checkpoint: _builtins.str
+    """The signed checkpoint of the Merkle log at the last change of this
+    message (tree size = its sequence); empty when the server has no
+    signing key. The changes applied so far must hash to its root.
     """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ListChange]:
@@ -198,10 +211,11 @@ class WatchChangesResponse(_message.Message):
         *,
         changes: _abc.Iterable[_types_pb2.ListChange] | None = ...,
         head_sequence: _builtins.int = ...,
+        checkpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "head_sequence", b"head_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "checkpoint", b"checkpoint", "head_sequence", b"head_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

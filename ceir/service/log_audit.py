@@ -1,0 +1,303 @@
+"""Offline audits of the change log: from a database or from an export file.
+
+An audit trusts nothing the database says about itself. It recomputes every
+leaf from the change rows, compares each with the leaf hash stored beside
+it (the first mismatch names the altered change), rebuilds the tree and its
+tile nodes, checks every stored checkpoint's root against the rebuilt tree
+and the signature of the latest one, and (from a database) replays the
+changes into lists and compares them with the list tables, naming the first
+row that the log does not explain.
+
+An export (JSON lines) carries the leaf bytes, the stored leaf hashes and
+the signed checkpoints, so the same checks run where the database is not
+reachable::
+
+    {"format": "ceir-log-export/1", "origin": "...", "leaves": N}
+    {"sequence": 1, "leaf": "<hex leaf bytes>", "leaf_hash": "<hex, as stored>"}
+    ...
+    {"checkpoint": "<signed note>"}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ceir.audit import (
+    TILE_HEIGHT,
+    AuditError,
+    Checkpoint,
+    Frontier,
+    Verifier,
+    decode_change,
+    encode_change,
+    leaf_hash,
+    open_checkpoint,
+)
+from ceir.audit.merkle import short
+from ceir.domain.lists import ListState
+from ceir.domain.model import Change
+from ceir.storage import repository as repo
+from ceir.storage.database import Database
+
+from .register import load_state
+
+__all__ = ["EXPORT_FORMAT", "AuditReport", "audit_database", "audit_export", "export_log"]
+
+EXPORT_FORMAT = "ceir-log-export/1"
+_BATCH = 10_000
+
+
+@dataclass
+class AuditReport:
+    """What an audit found. ``problems`` is empty when the log verified."""
+
+    leaves: int = 0
+    checkpoints: int = 0
+    note: str = ""  # the latest checkpoint, as signed
+    checkpoint: Checkpoint | None = None
+    signature_checked: bool = False
+    first_bad_sequence: int | None = None
+    bad_leaves: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _Auditor:
+    verifiers: list[Verifier]
+    origin: str | None
+    report: AuditReport = field(default_factory=AuditReport)
+    frontier: Frontier = field(default_factory=Frontier)
+    roots: dict[int, bytes] = field(default_factory=dict)  # sizes of checkpoints -> root
+    nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.frontier = Frontier(on_node=self._keep)
+
+    def _keep(self, level: int, index: int, digest: bytes) -> None:
+        if level % TILE_HEIGHT == 0:
+            self.nodes[(level, index)] = digest
+
+    def leaf(self, change: Change, recorded: bytes | None, leaf: bytes | None = None) -> None:
+        """Check the next change against its recorded leaf hash and append it."""
+        report = self.report
+        index = self.frontier.size
+        if change.sequence != index + 1:
+            self.problem(
+                change.sequence,
+                f"leaf {index} is change {change.sequence}, expected change {index + 1}: "
+                "the change table has a gap or a duplicate",
+            )
+        encoded = encode_change(change)
+        if leaf is not None and leaf != encoded:
+            self.problem(change.sequence, f"leaf {index}: the exported bytes are not canonical")
+        actual = leaf_hash(encoded)
+        if recorded is None:
+            self.problem(change.sequence, f"change {change.sequence} has no recorded leaf hash")
+        elif actual != recorded:
+            report.bad_leaves += 1
+            self.problem(
+                change.sequence,
+                f"first bad leaf: change {change.sequence} (leaf {index}, {change.kind.name}, "
+                f"IMEI key {_key(change.imei_key)}) hashes to {short(actual)}, but the log "
+                f"recorded {short(recorded)} when it was written: the change row was altered",
+            )
+        self.frontier.append(actual)
+        if self.frontier.size in self.roots:
+            self.roots[self.frontier.size] = self.frontier.root()
+
+    def problem(self, sequence: int | None, message: str) -> None:
+        report = self.report
+        if sequence is not None and report.first_bad_sequence is None:
+            report.first_bad_sequence = sequence
+        if len(report.problems) < 20:
+            report.problems.append(message)
+
+    def checkpoints(self, notes: list[tuple[int, str]]) -> None:
+        """Check every stored checkpoint's root, and the latest one's signature."""
+        report = self.report
+        report.checkpoints = len(notes)
+        if not notes:
+            if self.frontier.size:
+                self.problem(None, "the log holds no signed checkpoint")
+            return
+        for size, note in notes:
+            try:
+                checkpoint = Checkpoint.parse(note.split("\n\n", 1)[0] + "\n")
+            except AuditError as error:
+                self.problem(None, f"stored checkpoint of size {size}: {error}")
+                continue
+            root = self.roots.get(size)
+            if size > self.frontier.size:
+                self.problem(
+                    None,
+                    f"a checkpoint signed size {size}, but the log holds {self.frontier.size} "
+                    "changes: changes were removed",
+                )
+            elif root is not None and root != checkpoint.root_hash:
+                self.problem(
+                    None,
+                    f"the first {size} changes hash to {short(root)}, but the checkpoint of "
+                    f"size {size} signed {short(checkpoint.root_hash)}: a change up to {size} "
+                    "was altered (with its stored hash)",
+                )
+        size, note = notes[-1]
+        report.note = note
+        origin = self.origin or note.split("\n", 1)[0]
+        if not self.verifiers:
+            report.checkpoint = Checkpoint.parse(note.split("\n\n", 1)[0] + "\n")
+            return
+        try:
+            report.checkpoint = open_checkpoint(note, self.verifiers, origin)
+            report.signature_checked = True
+        except AuditError as error:
+            self.problem(None, f"the latest checkpoint (size {size}) is refused: {error}")
+
+    def tree_nodes(self, stored: Iterable[tuple[int, int, bytes]]) -> None:
+        for level, index, digest in stored:
+            expected = self.nodes.get((level, index))
+            if expected is not None and expected != digest:
+                self.problem(
+                    None,
+                    f"stored tree node ({level}, {index}) is {short(digest)}, the changes give "
+                    f"{short(expected)}",
+                )
+                return
+
+
+def audit_database(
+    db: Database, verifiers: Iterable[Verifier], origin: str | None = None
+) -> AuditReport:
+    """Audit the log and the lists of a register's database."""
+    auditor = _Auditor(list(verifiers), origin)
+    with db.read_snapshot() as connection:
+        notes = repo.stored_checkpoints(connection)
+        auditor.roots = {size: b"" for size, _ in notes}
+        replayed = ListState()
+        after = 0
+        while batch := repo.changes_with_hashes(connection, after, _BATCH):
+            for change, recorded in batch:
+                auditor.leaf(change, recorded)
+                # A gap is reported by leaf(); the lists are compared anyway.
+                with contextlib.suppress(ValueError, AssertionError):
+                    replayed.apply(change)
+            after = batch[-1][0].sequence
+        auditor.report.leaves = auditor.frontier.size
+        auditor.tree_nodes(_stored_nodes(connection))
+        auditor.checkpoints(notes)
+        _compare_lists(auditor, replayed, load_state(connection), connection)
+    return auditor.report
+
+
+def _stored_nodes(connection: Any) -> Iterator[tuple[int, int, bytes]]:
+    rows = connection.exec_driver_sql('SELECT level, "index", hash FROM tree_nodes')
+    for level, index, digest in rows:
+        yield int(level), int(index), bytes(digest)
+
+
+def _compare_lists(auditor: _Auditor, log: ListState, tables: ListState, connection: Any) -> None:
+    """Name the first list row that the replayed log does not explain."""
+    differences: list[tuple[str, int, str]] = []
+    for name, expected, actual in (
+        ("whitelist", log.whitelist, tables.whitelist),
+        ("blacklist", log.blacklist, tables.blacklist),
+        ("notifications", log.notified, tables.notified),
+    ):
+        for key in sorted(set(expected) | set(actual)):
+            if expected.get(key) != actual.get(key):
+                differences.append(
+                    (
+                        name,
+                        key,
+                        f"the log gives {_show(expected.get(key))}, "
+                        f"the table holds {_show(actual.get(key))}",
+                    )
+                )
+                break
+    extra = sorted(log.exceptions ^ tables.exceptions)
+    if extra:
+        key, imsi = extra[0]
+        where = "the table only" if (key, imsi) in tables.exceptions else "the log only"
+        differences.append(("exceptions", key, f"pair with IMSI {imsi} is in {where}"))
+    if log.policy != tables.policy:
+        differences.append(("register_state", 0, "the policy differs from the last change"))
+    for table, key, what in differences:
+        last = repo.changes_of_imei(connection, key) if key else []
+        touched = f"; its last change is {last[-1].sequence}" if last else ""
+        auditor.problem(
+            None, f"{table} row for IMEI key {_key(key)} is not what the log says: {what}{touched}"
+        )
+
+
+def _show(value: object) -> str:
+    return "no row" if value is None else repr(value)
+
+
+def _key(key: int | None) -> str:
+    return "-" if key is None else f"{key:014d}"
+
+
+# --- exports ---------------------------------------------------------------------------
+
+
+def export_log(db: Database, out: TextIO) -> int:
+    """Write the log (leaves, stored hashes, checkpoints) as JSON lines; return the leaves."""
+    with db.read_snapshot() as connection:
+        notes = repo.stored_checkpoints(connection)
+        leaves = repo.last_sequence(connection)
+        origin = notes[-1][1].split("\n", 1)[0] if notes else ""
+        header = {"format": EXPORT_FORMAT, "origin": origin, "leaves": leaves}
+        out.write(json.dumps(header) + "\n")
+        after = 0
+        while batch := repo.changes_with_hashes(connection, after, _BATCH):
+            for change, recorded in batch:
+                line = {
+                    "sequence": change.sequence,
+                    "leaf": encode_change(change).hex(),
+                    "leaf_hash": "" if recorded is None else recorded.hex(),
+                }
+                out.write(json.dumps(line) + "\n")
+            after = batch[-1][0].sequence
+        for _, note in notes:
+            out.write(json.dumps({"checkpoint": note}) + "\n")
+    return leaves
+
+
+def audit_export(
+    path: Path, verifiers: Iterable[Verifier], origin: str | None = None
+) -> AuditReport:
+    """Audit an export file written by ``export_log``."""
+    auditor = _Auditor(list(verifiers), origin)
+    notes: list[tuple[int, str]] = []
+    with Path(path).open(encoding="utf-8") as lines:
+        header = json.loads(next(lines, "{}"))
+        if header.get("format") != EXPORT_FORMAT:
+            raise AuditError(f"{path}: not a {EXPORT_FORMAT} export (first line {header!r})")
+        records = [json.loads(line) for line in lines if line.strip()]
+    for record in records:
+        if "checkpoint" in record:
+            note = record["checkpoint"]
+            notes.append((int(note.split("\n", 2)[1]), note))
+    auditor.roots = {size: b"" for size, _ in notes}
+    for record in records:
+        if "leaf" not in record:
+            continue
+        leaf = bytes.fromhex(record["leaf"])
+        try:
+            change = decode_change(leaf)
+        except AuditError as error:
+            auditor.problem(record.get("sequence"), f"change {record.get('sequence')}: {error}")
+            continue
+        recorded = bytes.fromhex(record["leaf_hash"]) if record["leaf_hash"] else None
+        auditor.leaf(change, recorded, leaf)
+    auditor.report.leaves = auditor.frontier.size
+    auditor.checkpoints(sorted(notes))
+    return auditor.report
