@@ -73,6 +73,7 @@ def server(db_url: str, tokens: dict[str, str], clock: ManualClock) -> Iterator[
             access_log=False,
             follow_interval=0.2,
             insecure=True,
+            ephemeral_signing_key=True,  # checkpoints on every feed, as in production
         )
     )
     yield running

@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
-from ceir.v1 import policy_pb2, registry_pb2, types_pb2
+from ceir.v1 import policy_pb2, registry_pb2, transparency_pb2, types_pb2
 
 from .helpers import (
     INDOSAT_IMSI,
@@ -102,6 +102,7 @@ FUZZED_RPCS = {
     },
     "ceir.v1.ListSyncService": {"GetSnapshot", "WatchChanges"},
     "ceir.v1.PolicyService": {"GetPolicy", "UpdatePolicy"},
+    "ceir.v1.TransparencyService": {"GetCheckpoint", "GetInclusionProof", "GetConsistencyProof"},
 }
 
 
@@ -539,7 +540,7 @@ def seeded(fuzzer: Fuzzer) -> Fuzzer:
 
 
 def test_every_rpc_is_fuzzed() -> None:
-    files = (check_pb, registry_pb2, sync_pb, policy_pb2)
+    files = (check_pb, registry_pb2, sync_pb, policy_pb2, transparency_pb2)
     declared = {
         service.full_name: {method.name for method in service.methods}
         for module in files
@@ -1121,6 +1122,79 @@ def test_get_policy_survives_anything(fuzzer: Fuzzer, caller: str, unknown: byte
     assert outcome.policy.phase in (types_pb2.PHASE_NOTIFY, types_pb2.PHASE_ENFORCE)
 
 
+# --- the transparency log -----------------------------------------------------------------
+
+LOG_READERS = ("telkomsel", "indosat", "xl", "kemenperin", "kominfo")
+
+
+def log_size(fuzzer: Fuzzer) -> int:
+    """Some changes on the log, and its size."""
+    fuzzer.clients["telkomsel"].check_imei(imei(3, tac=12345678))
+    return read_register(fuzzer.engine).last_sequence
+
+
+@FUZZ
+@given(caller=st.sampled_from(CALLERS), unknown=st.binary(max_size=30))
+def test_get_checkpoint_survives_anything(fuzzer: Fuzzer, caller: str, unknown: bytes) -> None:
+    client = fuzzer.clients[caller]
+    size = log_size(fuzzer)
+    request = transparency_pb2.GetCheckpointRequest()
+    try:
+        request.MergeFromString(unknown)
+    except DecodeError:
+        request = transparency_pb2.GetCheckpointRequest()
+    outcome = fuzzer.attempt(request, lambda: client.call(client.log.GetCheckpoint, request))
+    if caller not in LOG_READERS:
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+    else:
+        assert isinstance(outcome, transparency_pb2.GetCheckpointResponse), outcome
+        assert outcome.tree_size >= size
+        assert outcome.checkpoint.split("\n")[1] == str(outcome.tree_size)
+
+
+@FUZZ
+@given(
+    caller=caller_for("kominfo"),
+    sequence=st.one_of(UINT64, st.integers(0, 6)),
+    tree_size=st.one_of(UINT64, st.integers(0, 6)),
+)
+def test_get_inclusion_proof_survives_anything(
+    fuzzer: Fuzzer, caller: str, sequence: int, tree_size: int
+) -> None:
+    client = fuzzer.clients[caller]
+    size = log_size(fuzzer)
+    request = transparency_pb2.GetInclusionProofRequest(sequence=sequence, tree_size=tree_size)
+    outcome = fuzzer.attempt(request, lambda: client.call(client.log.GetInclusionProof, request))
+    if caller in LOG_READERS:
+        wanted = tree_size or size
+        if tree_size <= size and 1 <= sequence <= wanted:
+            assert isinstance(outcome, transparency_pb2.GetInclusionProofResponse), outcome
+            assert outcome.leaf_index == sequence - 1
+            assert all(len(digest) == 32 for digest in outcome.hashes)
+        else:
+            assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    first=st.one_of(UINT64, st.integers(0, 6)),
+    second=st.one_of(UINT64, st.integers(0, 6)),
+)
+def test_get_consistency_proof_survives_anything(
+    fuzzer: Fuzzer, caller: str, first: int, second: int
+) -> None:
+    client = fuzzer.clients[caller]
+    size = log_size(fuzzer)
+    request = transparency_pb2.GetConsistencyProofRequest(first_size=first, second_size=second)
+    outcome = fuzzer.attempt(request, lambda: client.call(client.log.GetConsistencyProof, request))
+    if caller in LOG_READERS and second <= size and first <= (second or size):
+        assert isinstance(outcome, transparency_pb2.GetConsistencyProofResponse), outcome
+        assert all(len(digest) == 32 for digest in outcome.hashes)
+    elif caller in LOG_READERS:
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+
+
 # --- authentication -----------------------------------------------------------------------
 
 BAD_AUTHORIZATIONS: list[list[tuple[str, str]]] = [
@@ -1185,6 +1259,13 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
         "GetSnapshot": listed(client.sync.GetSnapshot, sync_pb.GetSnapshotRequest()),
         "WatchChanges": listed(client.sync.WatchChanges, sync_pb.WatchChangesRequest()),
         "GetPolicy": unary(client.policy.GetPolicy, policy_pb2.GetPolicyRequest()),
+        "GetCheckpoint": unary(client.log.GetCheckpoint, transparency_pb2.GetCheckpointRequest()),
+        "GetInclusionProof": unary(
+            client.log.GetInclusionProof, transparency_pb2.GetInclusionProofRequest(sequence=1)
+        ),
+        "GetConsistencyProof": unary(
+            client.log.GetConsistencyProof, transparency_pb2.GetConsistencyProofRequest()
+        ),
         "UpdatePolicy": unary(
             client.policy.UpdatePolicy,
             policy_pb2.UpdatePolicyRequest(
