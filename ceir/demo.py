@@ -4,6 +4,8 @@ rule, printed as a table.
 
 The server runs in this process so that the demo can move its clock
 forward (tourist expiry, the end of a grace period) without waiting days.
+It serves mutual TLS: ``ceir pki init`` makes a demo CA and certificates in
+demo-data/pki, and each organisation connects with its own certificate.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from rich.table import Table
 from ceir.api.observability import JsonFormatter
 from ceir.api.server import ServerConfig, create_server
 from ceir.domain.identifiers import full_imei
+from ceir.pki import PkiFiles, init_pki
 from ceir.service.clock import ManualClock
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
@@ -70,20 +74,22 @@ class Org:
 
 
 class Demo:
-    def __init__(self, channel: grpc.Channel, tokens: dict[str, str], clock: ManualClock) -> None:
+    def __init__(self, channels: dict[str, grpc.Channel], clock: ManualClock) -> None:
+        """``channels``: one mutual-TLS channel per organisation, with its certificate
+        (which names it, so no token is sent)."""
         self.console = _console()
         self.clock = clock
         self.orgs = {
             name: Org(
                 name,
-                (("authorization", f"Bearer {token}"),),
+                (),
                 equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel),
                 registry_pb2_grpc.RegistryServiceStub(channel),
                 policy_pb2_grpc.PolicyServiceStub(channel),
             )
-            for name, token in tokens.items()
+            for name, channel in channels.items()
         }
-        self.sync = list_sync_pb2_grpc.ListSyncServiceStub(channel)
+        self.sync = list_sync_pb2_grpc.ListSyncServiceStub(channels["kominfo"])
         self.table = Table(title="Checks through EquipmentCheckService", show_lines=False)
         for column in ("rule", "case", "IMEI", "IMSI", "status", "reasons", "block date"):
             self.table.add_column(column, overflow="fold")
@@ -261,8 +267,9 @@ class Demo:
         snapshot = list(
             self.sync.GetSnapshot(list_sync_pb2.GetSnapshotRequest(), metadata=kominfo.metadata)
         )
-        notifications = kominfo.registry.ListNotifications(
-            registry_pb2.ListNotificationsRequest(), metadata=self.orgs["xl"].metadata
+        xl = self.orgs["xl"]
+        notifications = xl.registry.ListNotifications(
+            registry_pb2.ListNotificationsRequest(), metadata=xl.metadata
         )
         self.console.print(
             f"Register at sequence {snapshot[0].sequence}: snapshot of "
@@ -282,6 +289,17 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
+def mtls_channel(address: str, pki: PkiFiles, org: str) -> grpc.Channel:
+    """A channel to the CEIR that presents ``org``'s client certificate."""
+    certificate = pki.clients[org]
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.read_bytes(),
+        private_key=pki.key(certificate).read_bytes(),
+        certificate_chain=certificate.read_bytes(),
+    )
+    return grpc.secure_channel(address, credentials)
+
+
 def main() -> int:
     if DATA.exists():
         shutil.rmtree(DATA)
@@ -292,22 +310,34 @@ def main() -> int:
     db_path = DATA / "ceir.db"
     db = Database(str(db_path))
     db.migrate()
-    tokens = {
-        name: add_organisation(db, name, kind, codes)
-        for name, (kind, codes) in ORGANISATIONS.items()
-    }
+    for name, (kind, codes) in ORGANISATIONS.items():
+        add_organisation(db, name, kind, codes)  # the demo needs no tokens: certificates
     db.dispose()
+    pki = init_pki(DATA / "pki")
     clock = ManualClock()
     running = create_server(
-        ServerConfig(db=str(db_path), address="127.0.0.1:0", clock=clock, insecure=True)
+        ServerConfig(
+            db=str(db_path),
+            address="127.0.0.1:0",
+            clock=clock,
+            tls_key=pki.key(pki.server),
+            tls_cert=pki.server,
+            client_ca=pki.ca,
+        )
     )
     console = _console()
     console.print(
-        f"CEIR serving on 127.0.0.1:{running.port}, database {db_path}, log {DATA / 'ceir.log'}"
+        f"CEIR serving mutual TLS on localhost:{running.port} (certificates in {pki.directory}), "
+        f"database {db_path}, log {DATA / 'ceir.log'}"
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            demo = Demo(channel, tokens, clock)
+        with ExitStack() as stack:
+            address = f"localhost:{running.port}"
+            channels = {
+                name: stack.enter_context(mtls_channel(address, pki, name))
+                for name in ORGANISATIONS
+            }
+            demo = Demo(channels, clock)
             demo.load()
             demo.run_checks()
             demo.show_feed()
