@@ -19,6 +19,7 @@ from rich.table import Table
 
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
+from .transport import Tls
 
 app = typer.Typer(
     help="Operator EIR nodes and attach simulations against a CEIR.",
@@ -93,6 +94,15 @@ def attach(
     tokens: Path | None = typer.Option(
         None, help="With --ceir: JSON file of organisation name -> token."
     ),
+    ca_cert: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="With --ceir: PEM file of the CA that signed the CEIR's certificate (TLS).",
+    ),
+    server_name: str | None = typer.Option(
+        None, help="With --ca-cert: the name in the CEIR's certificate, if not the host."
+    ),
     seed: int = typer.Option(1, help="Seed of the population and the traffic."),
     report: Path = typer.Option(
         Path("reports/sim"), help="Directory for report.json and report.html."
@@ -117,6 +127,10 @@ def attach(
         raise typer.BadParameter("notify or enforce", param_hint="--phase")
     if ceir and tokens is None:
         raise typer.BadParameter("--ceir needs --tokens FILE", param_hint="--tokens")
+    if (ca_cert or server_name) and not ceir:
+        raise typer.BadParameter("--ca-cert needs --ceir", param_hint="--ca-cert")
+    if server_name and ca_cert is None:
+        raise typer.BadParameter("--server-name needs --ca-cert", param_hint="--server-name")
     if outage and ceir:
         raise typer.BadParameter(
             "--outage needs the embedded CEIR (no --ceir)", param_hint="--outage"
@@ -136,6 +150,7 @@ def attach(
         seed=seed,
         ceir=ceir,
         tokens=_tokens(tokens),
+        tls=None if ca_cert is None else Tls(ca_cert.read_bytes(), server_name),
         data_dir=data_dir,
         inject_rate=inject_rate,
         cache_ttl=cache_ttl,

@@ -38,10 +38,13 @@ ORGANISATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 class EmbeddedCeir:
     """A CEIR server in a child process over a SQLite file."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (key, certificate) PEM files to serve TLS; plain text
+        on 127.0.0.1 without them."""
         self.data_dir = data_dir
         self.db_path = data_dir / "ceir.db"
         self.port = port
+        self.tls = tls
         self._process: subprocess.Popen[str] | None = None
 
     @property
@@ -60,6 +63,8 @@ class EmbeddedCeir:
             "--address",
             f"127.0.0.1:{self.port}",
         ]
+        if self.tls is not None:
+            command += ["--tls-key", str(self.tls[0]), "--tls-cert", str(self.tls[1])]
         self._close_pipe()
         with (self.data_dir / "ceir.log").open("a") as log:  # the child keeps its own copy
             self._process = subprocess.Popen(
@@ -133,11 +138,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="run a CEIR for a simulation")
     parser.add_argument("--db", required=True)
     parser.add_argument("--address", default="127.0.0.1:0")
+    parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--tls-cert", type=Path)
     args = parser.parse_args()
     from ceir.api.server import ServerConfig, create_server
 
+    tls = args.tls_key is not None
     running = create_server(
-        ServerConfig(db=args.db, address=args.address, access_log=False, insecure=True)
+        ServerConfig(
+            db=args.db,
+            address=args.address,
+            access_log=False,
+            tls_key=args.tls_key,
+            tls_cert=args.tls_cert,
+            insecure=not tls,  # plain text only on the loopback address it binds
+        )
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import grpc
 from google.protobuf import field_mask_pb2
 
 from ceir.v1 import policy_pb2 as policy_pb
@@ -30,6 +29,7 @@ from ceir.v1 import types_pb2 as pb
 from .codec import imsi_text
 from .node import OPERATORS
 from .population import CATALOGUE, Category, Population
+from .transport import Tls, open_channel
 
 IMPORT_CHUNK = 10_000
 EXPIRED_TOURIST_SECONDS = 4
@@ -64,11 +64,11 @@ class LoadResult:
 class Admin:
     """Stubs for each organisation's token over one channel."""
 
-    def __init__(self, target: str, tokens: dict[str, str]) -> None:
+    def __init__(self, target: str, tokens: dict[str, str], tls: Tls | None = None) -> None:
         check_tokens(tokens)
         self.tokens = tokens
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self.channel = open_channel(
+            target, tls, [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         )
         self.registry = registry_grpc.RegistryServiceStub(self.channel)
         self.policy = policy_grpc.PolicyServiceStub(self.channel)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
@@ -44,7 +43,7 @@ from .node import (
 )
 from .population import Population, generate
 from .traffic import Attaches, Injector, Traffic
-from .transport import GrpcLink
+from .transport import GrpcLink, Tls, open_channel
 from .truth import Truth
 
 PHASES = {"notify": pb.PHASE_NOTIFY, "enforce": pb.PHASE_ENFORCE}
@@ -64,6 +63,7 @@ class SimConfig:
     seed: int = 1
     ceir: str | None = None
     tokens: dict[str, str] | None = None
+    tls: Tls | None = None  # with ``ceir``: connect with TLS
     data_dir: Path | None = None
     inject_rate: float = 2.0
     cache_ttl: float = 5.0
@@ -246,10 +246,10 @@ class _Worker:
                 )
 
 
-def head_sequence(target: str, token: str) -> int:
+def head_sequence(target: str, token: str, tls: Tls | None = None) -> int:
     """The register's current sequence, from the answer to a check of a
     malformed IMEI (which records nothing)."""
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, tls) as channel:
         answer = check_grpc.EquipmentCheckServiceStub(channel).CheckEquipment(
             check_pb.CheckEquipmentRequest(imei="0"),
             metadata=(("authorization", f"Bearer {token}"),),
@@ -291,7 +291,7 @@ class Simulation:
         setup_started = time.monotonic()
         self.progress(Progress("starting the CEIR"))
         target, tokens = self._start_ceir()
-        admin = Admin(target, tokens)
+        admin = Admin(target, tokens, self.config.tls)
         nodes: list[Node] = []
         try:
             admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
@@ -322,7 +322,7 @@ class Simulation:
 
     def _node(self, index: int, target: str, tokens: dict[str, str]) -> Node:
         operator = OPERATORS[index]
-        link = GrpcLink(target, tokens[operator.name])
+        link = GrpcLink(target, tokens[operator.name], tls=self.config.tls)
         if self.config.mode is Mode.SYNCHRONIZE:
             return SyncNode(operator, link, self.config.failover)
         return AuthorizeNode(operator, link, self.config.failover, cache_ttl=self.config.cache_ttl)
@@ -425,7 +425,7 @@ class Simulation:
         for node in nodes:
             if isinstance(node, SyncNode):
                 node.reporter.flush(max(deadline - time.monotonic(), 0.1))
-        head = head_sequence(target, tokens[KOMINFO])
+        head = head_sequence(target, tokens[KOMINFO], self.config.tls)
         caught_up = True
         for node in nodes:
             if isinstance(node, SyncNode):

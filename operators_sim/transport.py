@@ -13,6 +13,7 @@ A node only ever talks to the register through a ``CeirLink``; tests use
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -42,6 +43,26 @@ _DOWN = (
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.UNKNOWN,  # a server killed mid-stream can end it this way
 )
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Connect with TLS: the CA that signed the CEIR's certificate, and the
+    name to expect in it when it is not the host dialled."""
+
+    ca_cert: bytes
+    server_name: str | None = None
+
+
+def open_channel(
+    target: str, tls: Tls | None = None, options: Sequence[tuple[str, object]] = ()
+) -> grpc.Channel:
+    """A channel to the CEIR: TLS when ``tls`` is given, else plain text."""
+    if tls is None:
+        return grpc.insecure_channel(target, options=list(options))
+    extra = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert)
+    return grpc.secure_channel(target, credentials, options=[*options, *extra])
 
 
 class LinkError(Exception):
@@ -118,11 +139,13 @@ class _GrpcFeed:
 class GrpcLink:
     """A ``CeirLink`` over one gRPC channel, with one organisation's token."""
 
-    def __init__(self, target: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, target: str, token: str, timeout: float = 10.0, tls: Tls | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),)
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(target, tls, CHANNEL_OPTIONS)
         self._state = grpc.ChannelConnectivity.IDLE
         self._channel.subscribe(self._on_state, try_to_connect=True)
         self._checks = check_grpc.EquipmentCheckServiceStub(self._channel)

@@ -73,3 +73,28 @@ def test_sim_attach_against_a_running_ceir_with_a_token_file(
     assert summary["config"]["ceir"] == ceir_process.address
     assert summary["total"]["attaches"] == 300
     assert summary["total"]["mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_sim_attach_over_tls(tmp_path: Path) -> None:
+    from ceir.pki import init_pki
+
+    pki = init_pki(tmp_path / "pki")
+    ceir = EmbeddedCeir(tmp_path / "ceir", tls=(pki.key(pki.server), pki.server))
+    ceir.start()
+    try:
+        tokens = tmp_path / "tokens.json"
+        tokens.write_text(json.dumps(ceir.create_organisations()))
+        result = CliRunner().invoke(
+            app,
+            [
+                *("attach", "--devices", "500", "--rate", "200", "--attaches", "100"),
+                *("--ceir", f"localhost:{ceir.port}", "--tokens", str(tokens)),
+                *("--ca-cert", str(pki.ca), "--report", str(tmp_path / "report"), "--quiet"),
+            ],
+        )
+    finally:
+        ceir.stop()
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert summary["total"]["attaches"] == 100
