@@ -24,6 +24,7 @@ from rich.table import Table
 
 from ceir.api.observability import JsonFormatter
 from ceir.api.server import ServerConfig, create_server
+from ceir.audit import generate_signing_key, load_private_key, save_private_key, save_public_key
 from ceir.domain.identifiers import full_imei
 from ceir.pki import PkiFiles, init_pki
 from ceir.service.clock import ManualClock
@@ -314,6 +315,9 @@ def main() -> int:
         add_organisation(db, name, kind, codes)  # the demo needs no tokens: certificates
     db.dispose()
     pki = init_pki(DATA / "pki")
+    signing_key = DATA / "custodian.pem"  # the custodian's key: signs the change log
+    save_private_key(generate_signing_key(), signing_key)
+    save_public_key(load_private_key(signing_key).public_key(), DATA / "custodian.pub.pem")
     clock = ManualClock()
     running = create_server(
         ServerConfig(
@@ -323,6 +327,7 @@ def main() -> int:
             tls_key=pki.key(pki.server),
             tls_cert=pki.server,
             client_ca=pki.ca,
+            signing_key=signing_key,
         )
     )
     console = _console()
@@ -344,6 +349,10 @@ def main() -> int:
     finally:
         running.stop()
         console.print("CEIR stopped cleanly.")
+    console.print(
+        f"Audit the signed change log: ceir audit verify --db {db_path} "
+        f"--public-key {DATA / 'custodian.pub.pem'}"
+    )
     return 0
 
 
