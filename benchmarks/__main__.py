@@ -26,6 +26,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the unary figure")
     parser.add_argument("--unary-threads", type=int, help="client threads of the unary load")
     parser.add_argument("--batch-threads", type=int, help="client threads of the batch load")
+    parser.add_argument(
+        "--settle", type=float, help="seconds to wait for other load to end before each run"
+    )
     parser.add_argument("--workdir", type=Path, help="parent of the temporary SQLite files")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
@@ -35,7 +38,15 @@ def sizes(options: argparse.Namespace) -> register.Sizes:
     chosen = register.QUICK if options.quick else register.FULL
     overrides = {
         name: getattr(options, name)
-        for name in ("devices", "chunk_rows", "seconds", "rounds", "unary_threads", "batch_threads")
+        for name in (
+            "devices",
+            "chunk_rows",
+            "seconds",
+            "rounds",
+            "settle",
+            "unary_threads",
+            "batch_threads",
+        )
         if getattr(options, name) is not None
     }
     return dataclasses.replace(chosen, **overrides)

@@ -73,6 +73,19 @@ def background_cores(seconds: float = 1.0) -> float:
     return (cpu_busy_seconds() - before) / seconds
 
 
+def settle(limit: float) -> float:
+    """Wait up to ``limit`` seconds for other processes to leave the CPUs
+    (nearly) idle, so that a measurement does not share them; returns the
+    background load last seen (0.0 at once when ``limit`` is 0)."""
+    if limit <= 0:
+        return 0.0
+    deadline = time.monotonic() + limit
+    while True:
+        busy = background_cores(0.5)
+        if busy <= BUSY_WARNING or time.monotonic() >= deadline:
+            return busy
+
+
 def protobuf_backend() -> str:
     return str(api_implementation.Type())
 

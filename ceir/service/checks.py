@@ -79,6 +79,15 @@ class CheckService:
         require(caller, Action.CHECK)
 
     def check(self, caller: Caller, query: CheckQuery) -> Decision:
+        """Decide one query: a network's real-time check."""
+        require(caller, Action.CHECK)
+        fields = _checked_fields(query)
+        if fields is not None:
+            decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
+            if effect is None:  # nothing to write: the common case
+                return decision
+        # A wrong field, or a first sight to record: the general path (deciding
+        # an unregistered device changes nothing, so deciding again is safe).
         return self.check_many(caller, [query], batch=False)[0]
 
     def check_many(

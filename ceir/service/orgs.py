@@ -99,20 +99,21 @@ class Authenticator:
             raise Unauthenticated(
                 "missing 'authorization: Bearer <token>' metadata", reason="MISSING_TOKEN"
             )
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated(
-                "authorization metadata must be 'Bearer <token>'", reason="BAD_AUTHORIZATION"
-            )
-        digest = hash_token(token.strip())
         now = time.monotonic()
-        cached = self._cache.get(digest)
+        # Keyed by the metadata as sent: a call with a cached token parses
+        # and hashes nothing.
+        cached = self._cache.get(authorization)
         if cached is None or now - cached[0] > CACHE_SECONDS:
-            cached = (now, self._lookup(digest))
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(
+                    "authorization metadata must be 'Bearer <token>'", reason="BAD_AUTHORIZATION"
+                )
+            cached = (now, self._lookup(hash_token(token.strip())))
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = cached
+                self._cache[authorization] = cached
         if cached[1] is None:
             raise Unauthenticated("unknown or revoked token", reason="INVALID_TOKEN")
         return cached[1]
