@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from .identifiers import imei_key
 from .model import (
     BlacklistCause,
@@ -53,6 +56,28 @@ class GraceExpired:
 Effect = NewNotification | GraceExpired
 
 
+@dataclass(frozen=True)
+class ListsCopy:
+    """Every list at one sequence, copied out of a ``ListState``."""
+
+    sequence: int
+    policy: Policy
+    whitelist_keys: npt.NDArray[np.uint64]  # unsorted; parallel to the next column
+    whitelist_valid_until_us: list[int | None]
+    blacklist: list[tuple[int, BlacklistCause, int | None]]  # key, cause, block date
+    notifications: list[tuple[int, str, str, int]]  # key, IMSI, MSISDN, block date
+    exceptions: list[tuple[int, str]]  # key, IMSI
+
+    @property
+    def total_entries(self) -> int:
+        return (
+            len(self.whitelist_keys)
+            + len(self.blacklist)
+            + len(self.notifications)
+            + len(self.exceptions)
+        )
+
+
 class ListState:
     """Whitelist, blacklist, notification and exception lists at one sequence.
 
@@ -68,6 +93,7 @@ class ListState:
         self.blacklist: dict[int, tuple[BlacklistCause, int | None]] = {}  # key -> (cause, block)
         self.exceptions: set[tuple[int, str]] = set()
         self.notified: dict[int, dict[str, int]] = {}  # key -> {imsi: block_date_us}
+        self.msisdns: dict[tuple[int, str], str] = {}  # notified pair -> MSISDN, when known
         # key -> {imsi: last seen}; fed by checks, not by the change feed.
         self._seen: dict[int, dict[str, int]] = {}
 
@@ -96,8 +122,11 @@ class ListState:
         elif kind is ChangeKind.NOTIFICATION_NEW:
             assert change.block_date_us is not None
             self.notified.setdefault(key, {})[change.imsi] = change.block_date_us
+            if change.msisdn:
+                self.msisdns[(key, change.imsi)] = change.msisdn
         elif kind in (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED):
             pairs = self.notified.get(key)
+            self.msisdns.pop((key, change.imsi), None)
             if pairs is not None:
                 pairs.pop(change.imsi, None)
                 if not pairs:
@@ -182,6 +211,28 @@ class ListState:
             if last < horizon:
                 seen.pop(other, None)
         return len(seen) > self.policy.clone_threshold
+
+    # --- copies, for snapshots -------------------------------------------------------
+
+    def copy(self) -> ListsCopy:
+        """The lists as plain columns (the caller holds the lock that
+        serialises ``apply``, so the copy is of one sequence)."""
+        whitelist_keys = np.fromiter(
+            self.whitelist.keys(), dtype=np.uint64, count=len(self.whitelist)
+        )
+        return ListsCopy(
+            sequence=self.sequence,
+            policy=self.policy,
+            whitelist_keys=whitelist_keys,
+            whitelist_valid_until_us=list(self.whitelist.values()),
+            blacklist=[(key, cause, date) for key, (cause, date) in self.blacklist.items()],
+            notifications=[
+                (key, imsi, self.msisdns.get((key, imsi), ""), block)
+                for key, pairs in self.notified.items()
+                for imsi, block in pairs.items()
+            ],
+            exceptions=list(self.exceptions),
+        )
 
     # --- sizes, for metrics ----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from ceir.domain.errors import InvalidArgument
-from ceir.domain.lists import ListState
+from ceir.domain.lists import ListsCopy, ListState
 from ceir.domain.model import BlacklistCause, Caller, Change
 from ceir.domain.validation import check_request_id
 from ceir.storage import repository as repo
@@ -164,6 +164,12 @@ class Register:
         with self._changed:
             self._changed.notify_all()
 
+    def copy_lists(self) -> ListsCopy:
+        """The in-memory lists at one sequence (copied under the write lock,
+        so no change lands half-way; the lock is held only for the copy)."""
+        with self._write_lock:
+            return self.state.copy()
+
     def wait_for_change(self, after: int, timeout: float) -> bool:
         """Block until the register is past ``after`` (or timeout/close)."""
         with self._changed:
@@ -277,8 +283,10 @@ def load_state(connection: Connection) -> ListState:
     for rows in repo.iter_rows(connection, "exceptions", ("imei_key", "imsi"), 50_000):
         state.exceptions.update((row.imei_key, row.imsi) for row in rows)
     for rows in repo.iter_rows(
-        connection, "notifications", ("imei_key", "imsi", "block_date_us"), 50_000
+        connection, "notifications", ("imei_key", "imsi", "msisdn", "block_date_us"), 50_000
     ):
         for row in rows:
             state.notified.setdefault(row.imei_key, {})[row.imsi] = row.block_date_us
+            if row.msisdn:
+                state.msisdns[(row.imei_key, row.imsi)] = row.msisdn
     return state

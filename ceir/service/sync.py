@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+import numpy as np
 
 from ceir.domain.errors import InvalidArgument
+from ceir.domain.lists import ListsCopy
 from ceir.domain.model import Caller, Change, Policy
 from ceir.domain.permissions import Action, require
 from ceir.storage import repository as repo
@@ -37,20 +39,6 @@ class SnapshotChunk:
     checkpoint: str = ""  # on the first chunk: the signed checkpoint at this sequence
 
 
-# list name -> (SQL over the list table, ordered by its key)
-_QUERIES = {
-    "whitelist": "SELECT imei_key, valid_until_us FROM whitelist ORDER BY imei_key",
-    "blacklist": "SELECT imei_key, cause FROM blacklist ORDER BY imei_key",
-    "notification": "SELECT imei_key, imsi, msisdn, block_date_us FROM notifications "
-    "ORDER BY imei_key, imsi",
-    "exception": "SELECT imei_key, imsi FROM exceptions ORDER BY imei_key, imsi",
-}
-_COUNT = (
-    "SELECT (SELECT count(*) FROM whitelist) + (SELECT count(*) FROM blacklist)"
-    " + (SELECT count(*) FROM notifications) + (SELECT count(*) FROM exceptions)"
-)
-
-
 class SyncService:
     def __init__(self, register: Register) -> None:
         self.register = register
@@ -64,27 +52,18 @@ class SyncService:
         return self._snapshot(size)
 
     def _snapshot(self, size: int) -> Iterator[SnapshotChunk]:
-        with self.register.db.read_snapshot() as connection:
-            sequence = repo.last_sequence(connection)
-            policy = repo.load_policy(connection)
-            total = int(connection.exec_driver_sql(_COUNT).scalar_one())
-            first = True
-            pending: SnapshotChunk | None = None
-            for name, query in _QUERIES.items():
-                cursor = connection.exec_driver_sql(query)
-                while rows := cursor.fetchmany(size):
-                    if pending is not None:
-                        yield pending
-                    pending = _chunk(sequence, name, rows)
-                    if first:
-                        pending.total_entries, pending.policy = total, policy
-                        pending.checkpoint = self.checkpoint_at(sequence)
-                        first = False
-            if pending is None:  # an empty register still answers with its sequence
-                pending = SnapshotChunk(sequence, "whitelist", total_entries=0, policy=policy)
-                pending.checkpoint = self.checkpoint_at(sequence)
-            pending.last = True
-            yield pending
+        # From the in-memory lists, not the tables: copying them under the
+        # write lock is consistent at one sequence and far faster than
+        # reading rows back (the lists already follow the database exactly).
+        lists = self.register.copy_lists()
+        chunks = list(_chunks(lists, size))
+        if not chunks:  # an empty register still answers with its sequence
+            chunks = [SnapshotChunk(lists.sequence, "whitelist")]
+        chunks[0].total_entries = lists.total_entries
+        chunks[0].policy = lists.policy
+        chunks[0].checkpoint = self.checkpoint_at(lists.sequence)
+        chunks[-1].last = True
+        yield from chunks
 
     def checkpoint_at(self, size: int) -> str:
         """The signed checkpoint of the log at ``size`` ("" without a signing key)."""
@@ -114,18 +93,47 @@ class SyncService:
                 register.wait_for_change(cursor, timeout=1.0)
 
 
-def _chunk(sequence: int, name: str, rows: Sequence[Any]) -> SnapshotChunk:
-    """Rows of one list (driver tuples) as columns."""
-    chunk = SnapshotChunk(sequence, name)
-    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
-    chunk.imei_keys = list(columns[0])
-    if name == "whitelist":
-        chunk.valid_until_s = [0 if v is None else v // 1_000_000 for v in columns[1]]
-    elif name == "blacklist":
-        chunk.causes = list(columns[1])
-    else:
-        chunk.imsis = list(columns[1])
-        if name == "notification":
-            chunk.msisdns = list(columns[2])
-            chunk.block_dates_s = [v // 1_000_000 for v in columns[3]]
-    return chunk
+def _chunks(lists: ListsCopy, size: int) -> Iterator[SnapshotChunk]:
+    """Each list sorted by key (then IMSI), cut into chunks of ``size``."""
+    sequence = lists.sequence
+    order = np.argsort(lists.whitelist_keys, kind="stable")
+    keys = lists.whitelist_keys[order]
+    valid = np.fromiter(
+        (0 if v is None else v // 1_000_000 for v in lists.whitelist_valid_until_us),
+        dtype=np.int64,
+        count=len(lists.whitelist_valid_until_us),
+    )[order]
+    for start in range(0, len(keys), size):
+        yield SnapshotChunk(
+            sequence,
+            "whitelist",
+            imei_keys=keys[start : start + size].tolist(),
+            valid_until_s=valid[start : start + size].tolist(),
+        )
+    blacklist = sorted(lists.blacklist)
+    for start in range(0, len(blacklist), size):
+        blocked = blacklist[start : start + size]
+        yield SnapshotChunk(
+            sequence,
+            "blacklist",
+            imei_keys=[e[0] for e in blocked],
+            causes=[int(e[1]) for e in blocked],
+            block_dates_s=[0 if e[2] is None else e[2] // 1_000_000 for e in blocked],
+        )
+    notifications = sorted(lists.notifications)
+    for start in range(0, len(notifications), size):
+        notified = notifications[start : start + size]
+        yield SnapshotChunk(
+            sequence,
+            "notification",
+            imei_keys=[e[0] for e in notified],
+            imsis=[e[1] for e in notified],
+            msisdns=[e[2] for e in notified],
+            block_dates_s=[e[3] // 1_000_000 for e in notified],
+        )
+    exceptions = sorted(lists.exceptions)
+    for start in range(0, len(exceptions), size):
+        part = exceptions[start : start + size]
+        yield SnapshotChunk(
+            sequence, "exception", imei_keys=[e[0] for e in part], imsis=[e[1] for e in part]
+        )

@@ -31,7 +31,7 @@ class _SnapshotListEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Snapshot
     SNAPSHOT_LIST_WHITELIST: _SnapshotList.ValueType  # 1
     """The whitelist: imei_keys and valid_until_unix."""
     SNAPSHOT_LIST_BLACKLIST: _SnapshotList.ValueType  # 2
-    """The blacklist: imei_keys and blacklist_causes."""
+    """The blacklist: imei_keys, blacklist_causes and block_dates_unix."""
     SNAPSHOT_LIST_NOTIFICATION: _SnapshotList.ValueType  # 3
     """The notification list: imei_keys, imsis, msisdns, block_dates_unix."""
     SNAPSHOT_LIST_EXCEPTION: _SnapshotList.ValueType  # 4
@@ -45,7 +45,7 @@ SNAPSHOT_LIST_UNSPECIFIED: SnapshotList.ValueType  # 0
 SNAPSHOT_LIST_WHITELIST: SnapshotList.ValueType  # 1
 """The whitelist: imei_keys and valid_until_unix."""
 SNAPSHOT_LIST_BLACKLIST: SnapshotList.ValueType  # 2
-"""The blacklist: imei_keys and blacklist_causes."""
+"""The blacklist: imei_keys, blacklist_causes and block_dates_unix."""
 SNAPSHOT_LIST_NOTIFICATION: SnapshotList.ValueType  # 3
 """The notification list: imei_keys, imsis, msisdns, block_dates_unix."""
 SNAPSHOT_LIST_EXCEPTION: SnapshotList.ValueType  # 4
@@ -130,7 +130,9 @@ class GetSnapshotResponse(_message.Message):
 
     @_builtins.property
     def block_dates_unix(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Notification list: block date as Unix seconds."""
+        """Notification list: block date as Unix seconds. Blacklist: the block
+        date of an entry blocked for an expired notification, 0 for others.
+        """
 
     @_builtins.property
     def policy(self) -> _types_pb2.Policy:
