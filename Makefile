@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# First every decision rule on a small register over mutual TLS, then the
+# five operator nodes deciding 100,000 devices' attaches for a minute.
 demo: $(STAMP)
 	$(BIN)/python -m ceir.demo
+	$(BIN)/ceir-sim attach --devices 100000 --rate 2000 --duration 60 \
+		--mode synchronize --phase notify --report demo-data/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
