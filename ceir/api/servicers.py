@@ -54,6 +54,17 @@ def _answer(
     return build(outcome)
 
 
+def _keys_answer(response_type: type[M]) -> Callable[[Committed[list[int]]], M]:
+    """The answer of a change to a list of IMEIs: their keys and the sequence."""
+
+    def build(done: Committed[list[int]]) -> M:
+        return response_type(
+            imei_keys=[format_imei_key(k) for k in done.value], sequence=done.sequence
+        )
+
+    return build
+
+
 def _serialised(build: Callable[[Committed[R]], Message]) -> Callable[[Committed[R]], bytes]:
     return lambda value: build(value).SerializeToString(deterministic=True)
 
@@ -133,11 +144,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def RevokeRegistration(
         self, request: registry_pb.RevokeRegistrationRequest, context: grpc.ServicerContext
     ) -> registry_pb.RevokeRegistrationResponse:
-        def build(done: Committed[list[int]]) -> registry_pb.RevokeRegistrationResponse:
-            return registry_pb.RevokeRegistrationResponse(
-                imei_keys=[format_imei_key(k) for k in done.value], sequence=done.sequence
-            )
-
+        build = _keys_answer(registry_pb.RevokeRegistrationResponse)
         outcome = self.registry.revoke(
             current_caller(),
             request.request_id,
@@ -151,11 +158,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def ReportStolen(
         self, request: registry_pb.ReportStolenRequest, context: grpc.ServicerContext
     ) -> registry_pb.ReportStolenResponse:
-        def build(done: Committed[list[int]]) -> registry_pb.ReportStolenResponse:
-            return registry_pb.ReportStolenResponse(
-                imei_keys=[format_imei_key(k) for k in done.value], sequence=done.sequence
-            )
-
+        build = _keys_answer(registry_pb.ReportStolenResponse)
         outcome = self.registry.report_stolen(
             current_caller(),
             request.request_id,
@@ -170,11 +173,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def ReportRecovered(
         self, request: registry_pb.ReportRecoveredRequest, context: grpc.ServicerContext
     ) -> registry_pb.ReportRecoveredResponse:
-        def build(done: Committed[list[int]]) -> registry_pb.ReportRecoveredResponse:
-            return registry_pb.ReportRecoveredResponse(
-                imei_keys=[format_imei_key(k) for k in done.value], sequence=done.sequence
-            )
-
+        build = _keys_answer(registry_pb.ReportRecoveredResponse)
         outcome = self.registry.report_recovered(
             current_caller(),
             request.request_id,
