@@ -11,11 +11,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ceir.audit.checkpoint import Checkpoint, sign_checkpoint
+from ceir.audit.merkle import MemoryHashStore, Prover
+from ceir.audit.note import Signer
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 
+from .leaf import leaf_hash
 from .transport import LinkDown
+from .verification import DEFAULT_ORIGIN
 
 CheckHandler = Callable[[check_pb.CheckEquipmentRequest], check_pb.CheckEquipmentResponse]
 
@@ -24,6 +29,53 @@ def change(sequence: int, kind: int, imei_key: int | str = "", **fields: object)
     """A ListChange with the key written as the API writes it."""
     key = f"{imei_key:014d}" if isinstance(imei_key, int) else imei_key
     return pb.ListChange(sequence=sequence, kind=kind, imei_key=key, **fields)  # type: ignore[arg-type]
+
+
+class SignedLog:
+    """Changes, their Merkle tree and checkpoints signed by ``signer``: what
+    a custodian publishes, for crafted verified feeds (and the benchmark)."""
+
+    def __init__(self, signer: Signer, origin: str = DEFAULT_ORIGIN) -> None:
+        self.signer = signer
+        self.origin = origin
+        self.changes: list[pb.ListChange] = []
+        self.store = MemoryHashStore()
+        self.prover = Prover(self.store)
+
+    @property
+    def size(self) -> int:
+        return len(self.changes)
+
+    def append(self, change: pb.ListChange) -> None:
+        """Add the next change (its sequence must be size + 1)."""
+        if change.sequence != self.size + 1:
+            raise ValueError(f"change {change.sequence} appended at size {self.size}")
+        self.changes.append(change)
+        self.store.append(leaf_hash(change))
+
+    def checkpoint(self, size: int | None = None, time_us: int = 1_600_000_000_000_000) -> str:
+        """The signed checkpoint of the first ``size`` changes (all by default)."""
+        size = self.size if size is None else size
+        state = Checkpoint(self.origin, size, self.prover.root(size), time_us)
+        return sign_checkpoint(state, [self.signer])
+
+    def message(self, first: int, last: int) -> sync_pb.WatchChangesResponse:
+        """Changes ``first`` to ``last`` with the checkpoint at ``last``."""
+        return sync_pb.WatchChangesResponse(
+            changes=self.changes[first - 1 : last],
+            head_sequence=self.size,
+            checkpoint=self.checkpoint(last),
+        )
+
+    def messages(self, per_message: int, after: int = 0) -> list[sync_pb.WatchChangesResponse]:
+        """The feed after ``after``, ``per_message`` changes a message."""
+        return [
+            self.message(first, min(first + per_message - 1, self.size))
+            for first in range(after + 1, self.size + 1, per_message)
+        ]
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        return self.prover.consistency_proof(first_size, second_size)
 
 
 @dataclass
@@ -62,7 +114,10 @@ class FakeLink:
         feeds: Sequence[Sequence[sync_pb.WatchChangesResponse]] = (),
         log: Sequence[pb.ListChange] = (),
         check: CheckHandler | None = None,
+        signed: SignedLog | None = None,
     ) -> None:
+        """``signed``: serve its changes (as ``log``) with its checkpoints,
+        and its consistency proofs."""
         self.snapshot_chunks = list(snapshot) or [
             sync_pb.GetSnapshotResponse(sequence=0, last=True)
         ]
@@ -70,7 +125,9 @@ class FakeLink:
             phase=pb.PHASE_NOTIFY, grace_days=30, clone_threshold=3, clone_window_seconds=86_400
         )
         self.feeds = [list(f) for f in feeds]
-        self.log = list(log)
+        self.signed = signed
+        self.log = list(log) if signed is None else signed.changes
+        self.proofs_asked: list[tuple[int, int]] = []
         self.check = check
         self.up = True
         self.watch_calls: list[int] = []
@@ -100,7 +157,10 @@ class FakeLink:
         else:
             tail = [c for c in self.log if c.sequence > after_sequence]
             head = max((c.sequence for c in self.log), default=after_sequence)
-            messages = [sync_pb.WatchChangesResponse(changes=tail, head_sequence=head)]
+            if self.signed is not None and tail:
+                messages = self.signed.messages(len(tail), after_sequence)
+            else:
+                messages = [sync_pb.WatchChangesResponse(changes=tail, head_sequence=head)]
             feed = _Feed(messages if tail else [], hold_open=True)
         self._open.append(feed)
         return feed
@@ -113,6 +173,13 @@ class FakeLink:
         if self.check is None:
             raise LinkDown("UNAVAILABLE: no check handler scripted")
         return [self.check(c) for c in checks]
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        self._require_up()
+        self.proofs_asked.append((first_size, second_size))
+        if self.signed is None:
+            raise LinkDown("UNAVAILABLE: no signed log scripted")
+        return self.signed.consistency_proof(first_size, second_size)
 
     def reachable(self) -> bool:
         return self.up

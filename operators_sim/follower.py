@@ -7,6 +7,13 @@ send it (``GetSnapshotResponse.policy`` unset), the follower reads the policy
 before and after the snapshot and accepts the pair only when both reads are
 the same policy with the same ``update_time``: then no policy change was
 committed while the snapshot was taken.
+
+With a ``LogVerifier`` (the node knows the custodian's key) the follower
+does not take snapshots: it starts from an empty replica and replays the
+feed from sequence 0, and every message passes the verifier before any of
+its changes is applied (``operators_sim.verification``). A refused message
+is never resolved by a snapshot (a snapshot cannot be verified): the node
+keeps its last verified state and retries from its last verified sequence.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from ceir.v1 import types_pb2 as pb
 from .codec import imsi_code
 from .replica import Policy, Replica, SequenceError, Snapshot
 from .transport import CeirLink, LinkDown, LinkError
+from .verification import LogVerifier, Refused
 
 log = logging.getLogger("operators_sim.follower")
 ChangeListener = Callable[[Sequence[pb.ListChange], float], None]
@@ -123,7 +131,7 @@ class Backoff:
 class FollowerStats:
     snapshots: int = 0
     reconnects: int = 0
-    refused: int = 0  # messages refused for a gap, a duplicate or disorder
+    refused: int = 0  # messages refused (a gap, a duplicate, disorder, a failed verification)
     applied: int = 0
     head_sequence: int = 0
     last_error: str = ""
@@ -141,8 +149,10 @@ class Follower:
         backoff: Backoff | None = None,
         chunk_size: int = 0,
         name: str = "follower",
+        verifier: LogVerifier | None = None,
     ) -> None:
         self.link = link
+        self.verifier = verifier
         self.replica = replica
         self.listener = listener
         self.backoff = backoff or Backoff()
@@ -197,11 +207,14 @@ class Follower:
         while not self._stop.is_set():
             try:
                 if self._resync:
-                    bootstrap(self.link, self.replica, self.chunk_size)
-                    self.stats.snapshots += 1
-                    self._resync = False
-                    self._notify()
+                    self._bootstrap()
                 self._follow()
+            except Refused as error:
+                # Verification failed: nothing of the message was applied; the
+                # verifier counted the alert. Retry from the last verified sequence.
+                self.stats.refused += 1
+                self.stats.last_error = f"{error.reason}: {error}"
+                self._mark_down()
             except SequenceError as error:
                 self.stats.refused += 1
                 self.stats.last_error = str(error)
@@ -220,8 +233,20 @@ class Follower:
                 self.stats.reconnects += 1
                 self._stop.wait(self.backoff.next())
 
+    def _bootstrap(self) -> None:
+        if self.verifier is None:
+            bootstrap(self.link, self.replica, self.chunk_size)
+            self.stats.snapshots += 1
+        else:  # replay the log from its first change (the register's initial policy)
+            self.replica.load(Snapshot(sequence=0), Policy())
+        self._resync = False
+        self._notify()
+
     def _follow(self) -> None:
         replica = self.replica
+        verifier = self.verifier
+        if verifier is not None:
+            verifier.drop_stage()
         stream = self.link.watch(replica.sequence)
         with self._stream_lock:
             self._stream = stream
@@ -234,12 +259,21 @@ class Follower:
                 if message.head_sequence < replica.sequence:
                     # The register is behind this replica (restored from an
                     # older copy): nothing it sends can be trusted to follow.
+                    # A verified log never shrinks: keep the verified state.
+                    if verifier is not None:
+                        raise verifier.refuse(
+                            "LOG_SHRANK",
+                            f"the CEIR's head {message.head_sequence} is behind the verified "
+                            f"size {replica.sequence}",
+                        )
                     self._resync = True
                     raise LinkError(
                         f"the CEIR's head {message.head_sequence} is behind the replica's "
                         f"sequence {replica.sequence}"
                     )
-                changes = message.changes
+                changes: Sequence[pb.ListChange] = message.changes
+                if verifier is not None:
+                    changes = verifier.receive(changes, message.checkpoint)
                 if not changes:
                     continue
                 before = replica.sequence

@@ -38,6 +38,7 @@ from .follower import Follower
 from .replica import DEFAULT_MERGE_THRESHOLD, Replica
 from .reporter import Reporter, Sighting
 from .transport import MAX_BATCH, CeirLink, LinkDown
+from .verification import Gossip, LogVerifier, Trust
 
 U64 = npt.NDArray[np.uint64]
 
@@ -208,16 +209,27 @@ class SyncNode(_Node):
         *,
         merge_threshold: int = DEFAULT_MERGE_THRESHOLD,
         chunk_size: int = 0,
+        trust: Trust | None = None,
+        gossip: Gossip | None = None,
     ) -> None:
+        """``trust``: the custodian's key and the log's origin; with it the
+        node verifies the feed (``operators_sim.verification``) and publishes
+        its verified checkpoints to ``gossip``."""
         super().__init__(operator, link, failover)
         self.replica = Replica(merge_threshold)
         self.clones = CloneTracker()
+        self.verifier = (
+            LogVerifier(trust, link.consistency_proof, gossip=gossip, name=operator.name)
+            if trust is not None
+            else None
+        )
         self.follower = Follower(
             link,
             self.replica,
             listener=self._on_changes,
             chunk_size=chunk_size,
             name=f"{operator.name}-feed",
+            verifier=self.verifier,
         )
         self.reporter = Reporter(link, name=f"{operator.name}-reports")
         self.propagation = array("d")  # seconds from commit to applied, per change

@@ -24,6 +24,8 @@ from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import list_sync_pb2_grpc as sync_grpc
 from ceir.v1 import policy_pb2 as policy_pb
 from ceir.v1 import policy_pb2_grpc as policy_grpc
+from ceir.v1 import transparency_pb2 as log_pb
+from ceir.v1 import transparency_pb2_grpc as log_grpc
 from ceir.v1 import types_pb2 as pb
 
 MAX_BATCH = 1_000  # CheckEquipmentBatch's limit
@@ -106,6 +108,11 @@ class CeirLink(Protocol):
         """Up to ``MAX_BATCH`` checks, answered in order."""
         ...
 
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        """The hashes proving the log of ``first_size`` changes is a prefix
+        of the one of ``second_size`` (TransparencyService.GetConsistencyProof)."""
+        ...
+
     def reachable(self) -> bool:
         """True while the connection to the CEIR is up (as far as known)."""
         ...
@@ -151,6 +158,7 @@ class GrpcLink:
         self._checks = check_grpc.EquipmentCheckServiceStub(self._channel)
         self._sync = sync_grpc.ListSyncServiceStub(self._channel)
         self._policy = policy_grpc.PolicyServiceStub(self._channel)
+        self._log = log_grpc.TransparencyServiceStub(self._channel)
 
     def get_policy(self) -> pb.Policy:
         try:
@@ -192,6 +200,17 @@ class GrpcLink:
         except grpc.RpcError as error:
             raise translate(error) from None
         return list(response.results)
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        try:
+            response = self._log.GetConsistencyProof(
+                log_pb.GetConsistencyProofRequest(first_size=first_size, second_size=second_size),
+                metadata=self._metadata,
+                timeout=self.timeout,
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return list(response.hashes)
 
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         self._state = state
