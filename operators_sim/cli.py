@@ -20,6 +20,7 @@ from rich.table import Table
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
 from .transport import Tls
+from .verification import DEFAULT_ORIGIN
 
 app = typer.Typer(
     help="Operator EIR nodes and attach simulations against a CEIR.",
@@ -103,6 +104,19 @@ def attach(
     server_name: str | None = typer.Option(
         None, help="With --ca-cert: the name in the CEIR's certificate, if not the host."
     ),
+    custodian_key: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="With --ceir: the custodian's public key (PEM, or verifier key lines); "
+        "synchronize nodes verify the signed log with it.",
+    ),
+    log_origin: str = typer.Option(
+        DEFAULT_ORIGIN, help="The origin line of the log's checkpoints."
+    ),
+    verify: bool = typer.Option(
+        True, help="Synchronize nodes verify the signed log (--no-verify: trust the feed)."
+    ),
     seed: int = typer.Option(1, help="Seed of the population and the traffic."),
     report: Path = typer.Option(
         Path("reports/sim"), help="Directory for report.json and report.html."
@@ -131,6 +145,11 @@ def attach(
         raise typer.BadParameter("--ca-cert needs --ceir", param_hint="--ca-cert")
     if server_name and ca_cert is None:
         raise typer.BadParameter("--server-name needs --ca-cert", param_hint="--server-name")
+    if custodian_key and not ceir:
+        raise typer.BadParameter(
+            "--custodian-key needs --ceir (the embedded CEIR hands its key to the nodes)",
+            param_hint="--custodian-key",
+        )
     if outage and ceir:
         raise typer.BadParameter(
             "--outage needs the embedded CEIR (no --ceir)", param_hint="--outage"
@@ -156,6 +175,9 @@ def attach(
         cache_ttl=cache_ttl,
         grace_days=grace_days,
         outage=_outage(outage),
+        verify=verify,
+        custodian_key=custodian_key,
+        log_origin=log_origin,
     )
     from .report import print_summary, summarize, write_reports
 

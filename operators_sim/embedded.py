@@ -7,8 +7,13 @@ so the register and the simulation do not share a GIL) and creates the
 organisations with ``ceir.service.orgs.add_organisation``. Everything else
 talks to it over gRPC with the tokens this returns.
 
-``python -m operators_sim.embedded --db FILE --address HOST:PORT`` is the
-child: it prints ``PORT <n>`` once listening and stops on SIGTERM.
+It signs the log with a key it creates in its data directory
+(``custodian.pem``, never in the database) and hands the public key
+(``custodian.pub.pem``) to the nodes, as a custodian publishes it.
+
+``python -m operators_sim.embedded --db FILE --address HOST:PORT
+[--signing-key FILE]`` is the child: it prints ``PORT <n>`` once listening
+and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -48,12 +53,32 @@ class EmbeddedCeir:
         self._process: subprocess.Popen[str] | None = None
 
     @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "custodian.pem"
+
+    @property
+    def public_key_path(self) -> Path:
+        """The custodian's public key: what the nodes are configured with."""
+        return self.data_dir / "custodian.pub.pem"
+
+    def _ensure_signing_key(self) -> None:
+        from ceir.audit.keys import generate_signing_key, save_private_key, save_public_key
+
+        if self.signing_key_path.exists():
+            return  # a restart signs with the same key
+        key = generate_signing_key()
+        save_private_key(key, self.signing_key_path)
+        self.public_key_path.unlink(missing_ok=True)
+        save_public_key(key.public_key(), self.public_key_path)
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server (the same port as before, after a restart)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_signing_key()
         command = [
             sys.executable,
             "-m",
@@ -62,6 +87,8 @@ class EmbeddedCeir:
             str(self.db_path),
             "--address",
             f"127.0.0.1:{self.port}",
+            "--signing-key",
+            str(self.signing_key_path),
         ]
         if self.tls is not None:
             command += ["--tls-key", str(self.tls[0]), "--tls-cert", str(self.tls[1])]
@@ -140,6 +167,7 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1:0")
     parser.add_argument("--tls-key", type=Path)
     parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--signing-key", type=Path)
     args = parser.parse_args()
     from ceir.api.server import ServerConfig, create_server
 
@@ -152,6 +180,7 @@ def main() -> None:
             tls_key=args.tls_key,
             tls_cert=args.tls_cert,
             insecure=not tls,  # plain text only on the loopback address it binds
+            signing_key=args.signing_key,
         )
     )
     done = threading.Event()

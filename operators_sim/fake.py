@@ -174,6 +174,12 @@ class FakeLink:
             raise LinkDown("UNAVAILABLE: no check handler scripted")
         return [self.check(c) for c in checks]
 
+    def checkpoint(self) -> str:
+        self._require_up()
+        if self.signed is None:
+            raise LinkDown("UNAVAILABLE: no signed log scripted")
+        return self.signed.checkpoint()
+
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         self._require_up()
         self.proofs_asked.append((first_size, second_size))

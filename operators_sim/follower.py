@@ -163,6 +163,7 @@ class Follower:
         self.disconnected_since = time.monotonic()
         self._last_refused: int | None = None
         self._resync = not replica.loaded
+        self._target = 0  # verifying: the size of the checkpoint read at start
         self._stop = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: object | None = None
@@ -179,6 +180,12 @@ class Follower:
     @property
     def applied_sequence(self) -> int:
         return self.replica.sequence
+
+    @property
+    def ready(self) -> bool:
+        """A replica to decide with: the snapshot loaded or, when verifying,
+        the log replayed and verified up to the checkpoint read at start."""
+        return self.replica.loaded and self.replica.sequence >= self._target
 
     @property
     def lag(self) -> int:
@@ -238,6 +245,7 @@ class Follower:
             bootstrap(self.link, self.replica, self.chunk_size)
             self.stats.snapshots += 1
         else:  # replay the log from its first change (the register's initial policy)
+            self._target = self.verifier.open(self.link.checkpoint()).size
             self.replica.load(Snapshot(sequence=0), Policy())
         self._resync = False
         self._notify()

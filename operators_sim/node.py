@@ -254,9 +254,10 @@ class SyncNode(_Node):
         self.replica.close()
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait for the first snapshot."""
+        """Wait for the first snapshot (verifying: the log replayed up to the
+        checkpoint the node read at start)."""
         deadline = time.monotonic() + timeout
-        while not self.replica.loaded:
+        while not self.follower.ready:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -265,7 +266,7 @@ class SyncNode(_Node):
     def decide_batch(self, batch: AttachBatch, at_us: int) -> Decisions:
         keys = imei_keys(batch.imeis)
         degraded = not self.follower.connected
-        if not self.replica.loaded or (degraded and self.failover != Failover.LAST_KNOWN):
+        if not self.follower.ready or (degraded and self.failover != Failover.LAST_KNOWN):
             allow = self.failover == Failover.FAIL_OPEN
             result = _forced(len(batch), allow, self.replica.sequence)
             self.stats.count(result, degraded=True)

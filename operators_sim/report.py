@@ -93,6 +93,8 @@ def summarize(result: SimResult) -> dict[str, Any]:
                 "sizes": node.replica.sizes(),
                 "bytes": node.replica.nbytes(),
             }
+            if node.verifier is not None:
+                row["verification"] = node.verifier.stats.as_dict()
         elif isinstance(node, AuthorizeNode):
             row["cache"] = {
                 "hits": node.stats.cache_hits,
@@ -138,6 +140,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
         for message in node.outbox[:3]:
             sms.append({"operator": node.name, "msisdn": message.msisdn, "text": message.text})
     total_mismatches = int(verdicts.mismatch.sum())
+    verification = _verification_total(operators, result.verifying, result.split_views)
     config = result.config
     return {
         "title": "CEIR attach simulation",
@@ -191,6 +194,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
             "forced_contradicting_truth": int((forced & (allowed != verdicts.expected)).sum()),
             "mismatches": total_mismatches,
         },
+        "verification": verification,
         "mismatches_by_category": {
             c.name.lower(): int(by_category[c]) for c in Category if by_category[c]
         },
@@ -201,7 +205,34 @@ def summarize(result: SimResult) -> dict[str, Any]:
             "counts": histogram.tolist(),
         },
         "sms_examples": sms,
-        "ok": total_mismatches == 0 and result.caught_up,
+        "ok": total_mismatches == 0 and result.caught_up and not verification["alerts"],
+    }
+
+
+def _verification_total(
+    operators: list[dict[str, Any]], verifying: bool, split_views: list[str]
+) -> dict[str, Any]:
+    """The nodes' log verification added up, with gossip's split views."""
+    alerts: dict[str, int] = {}
+    total = {
+        "checkpoints_verified": 0,
+        "consistency_proofs": 0,
+        "gossip_proofs": 0,
+        "changes_verified": 0,
+    }
+    for row in operators:
+        figures = row.get("verification")
+        if figures is None:
+            continue
+        for name in total:
+            total[name] += figures[name]
+        for reason, count in figures["alerts"].items():
+            alerts[reason] = alerts.get(reason, 0) + count
+    return {
+        "enabled": verifying,
+        **total,
+        "alerts": dict(sorted(alerts.items())),
+        "split_views": split_views[:20],
     }
 
 
@@ -249,6 +280,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     for name, count in sorted(summary["total"]["by_reason"].items(), key=lambda kv: -kv[1]):
         reasons.add_row(name, f"{count:,}")
     console.print(reasons)
+    _print_verification(summary, console)
     total = summary["total"]
     console.print(
         f"{total['attaches']:,} attaches in {summary['run_seconds']} s "
@@ -257,6 +289,43 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         f"forced decisions {total['forced_decisions']:,}; replicas caught up: "
         f"{summary['replicas_caught_up']}; mismatches: {total['mismatches']}"
     )
+
+
+def _alerts_text(alerts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in alerts.items()) or "none"
+
+
+def _print_verification(summary: dict[str, Any], console: Console) -> None:
+    verification = summary.get("verification") or {}
+    if not verification.get("enabled"):
+        console.print("log verification: off (no custodian key)")
+        return
+    table = Table(title="signed log verified by the nodes")
+    for column in (
+        "operator",
+        "verified size",
+        "checkpoints",
+        "consistency proofs",
+        "gossip proofs",
+        "alerts",
+    ):
+        table.add_column(column, justify="left" if column in ("operator", "alerts") else "right")
+    rows = [(row["name"], row.get("verification")) for row in summary["operators"]]
+    for name, figures in [*rows, ("total", verification)]:
+        if figures is None:
+            continue
+        alerts = figures["alerts"]
+        table.add_row(
+            name,
+            f"{figures['verified_size']:,}" if "verified_size" in figures else "",
+            f"{figures['checkpoints_verified']:,}",
+            f"{figures['consistency_proofs']:,}",
+            f"{figures['gossip_proofs']:,}",
+            f"[{'red' if alerts else 'green'}]{_alerts_text(alerts)}[/]",
+        )
+    console.print(table)
+    for message in verification["split_views"]:
+        console.print(f"[bold red]split view:[/] {message}")
 
 
 def _ms(value: float | None) -> str:
@@ -428,6 +497,36 @@ def render_html(summary: dict[str, Any]) -> str:
         ],
         operator_rows,
     )
+    verification = summary.get("verification") or {}
+    if verification.get("enabled"):
+        verification_rows = [
+            [
+                row["operator"],
+                f"{figures['verified_size']:,}" if "verified_size" in figures else "",
+                f"{figures['checkpoints_verified']:,}",
+                f"{figures['consistency_proofs']:,}",
+                f"{figures['gossip_proofs']:,}",
+                _alerts_text(figures["alerts"]),
+            ]
+            for row, figures in [
+                *((r, r.get("verification")) for r in summary["operators"]),
+                ({"operator": "total"}, verification),
+            ]
+            if figures is not None
+        ]
+        verification_html = _table(
+            [
+                "operator",
+                "verified size",
+                "checkpoints",
+                "consistency proofs",
+                "gossip proofs",
+                "alerts",
+            ],
+            verification_rows,
+        ) + "".join(f"<p>split view: {_e(m)}</p>" for m in verification["split_views"])
+    else:
+        verification_html = "<p>off (no custodian key)</p>"
     population_table = _table(
         ["category", "devices"], [[k, f"{v:,}"] for k, v in summary["population"].items()]
     )
@@ -463,6 +562,8 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p class="facts">{facts}</p>
 <h2>Per operator</h2>
 {operator_table}
+<h2>Signed log verified by the nodes</h2>
+{verification_html}
 <h2>Attach rate and denials over time</h2>{rate_chart}
 <h2>Decision latency (ms, log bins)</h2>{latency_chart}
 <h2>Answers by reason</h2>{reason_chart}

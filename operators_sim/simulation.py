@@ -45,6 +45,7 @@ from .population import Population, generate
 from .traffic import Attaches, Injector, Traffic
 from .transport import GrpcLink, Tls, open_channel
 from .truth import Truth
+from .verification import DEFAULT_ORIGIN, Gossip, Trust
 
 PHASES = {"notify": pb.PHASE_NOTIFY, "enforce": pb.PHASE_ENFORCE}
 
@@ -70,6 +71,9 @@ class SimConfig:
     grace_days: int = 30
     outage: tuple[float, float] | None = None  # (start, length) s into the run
     tick: float = 0.01
+    verify: bool = True  # synchronize nodes verify the signed log (the embedded CEIR's key)
+    custodian_key: Path | None = None  # with ``ceir``: the custodian's public key; verify with it
+    log_origin: str = DEFAULT_ORIGIN
     catch_up_timeout: float = 60.0
 
 
@@ -118,6 +122,8 @@ class SimResult:
     caught_up: bool
     injected: dict[str, int]
     outages: list[tuple[float, float]]
+    verifying: bool = False  # synchronize nodes verified the signed log
+    split_views: list[str] = field(default_factory=list)
 
 
 class _Recorder:
@@ -267,6 +273,18 @@ class Simulation:
         self.embedded: EmbeddedCeir | None = None
         self._own_dir: Path | None = None
         self._restart: threading.Thread | None = None
+        self.trust: Trust | None = None
+        self.gossip = Gossip()
+
+    def _trust(self) -> Trust | None:
+        config = self.config
+        if not config.verify:
+            return None
+        if self.embedded is not None:
+            return Trust.from_file(self.embedded.public_key_path, config.log_origin)
+        if config.custodian_key is not None:
+            return Trust.from_file(config.custodian_key, config.log_origin)
+        return None
 
     def _start_ceir(self) -> tuple[str, dict[str, str]]:
         config = self.config
@@ -301,6 +319,7 @@ class Simulation:
             loaded = load(admin, population)
             truth = Truth(population, PHASES[config.phase])
             self.progress(Progress("starting the operator nodes"))
+            self.trust = self._trust()
             nodes = [self._node(op_index, target, tokens) for op_index in range(len(OPERATORS))]
             for node in nodes:
                 node.start()
@@ -324,7 +343,9 @@ class Simulation:
         operator = OPERATORS[index]
         link = GrpcLink(target, tokens[operator.name], tls=self.config.tls)
         if self.config.mode is Mode.SYNCHRONIZE:
-            return SyncNode(operator, link, self.config.failover)
+            return SyncNode(
+                operator, link, self.config.failover, trust=self.trust, gossip=self.gossip
+            )
         return AuthorizeNode(operator, link, self.config.failover, cache_ttl=self.config.cache_ttl)
 
     def _run_traffic(
@@ -381,6 +402,8 @@ class Simulation:
         self.progress(self._progress("catching up", run_seconds, recorder, nodes))
         head, caught_up = self._catch_up(target, tokens, nodes)
         return SimResult(
+            verifying=self.trust is not None and config.mode is Mode.SYNCHRONIZE,
+            split_views=list(self.gossip.split_views),
             config=config,
             population=population,
             load=loaded,

@@ -108,6 +108,10 @@ class CeirLink(Protocol):
         """Up to ``MAX_BATCH`` checks, answered in order."""
         ...
 
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint (TransparencyService.GetCheckpoint)."""
+        ...
+
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         """The hashes proving the log of ``first_size`` changes is a prefix
         of the one of ``second_size`` (TransparencyService.GetConsistencyProof)."""
@@ -200,6 +204,15 @@ class GrpcLink:
         except grpc.RpcError as error:
             raise translate(error) from None
         return list(response.results)
+
+    def checkpoint(self) -> str:
+        try:
+            response = self._log.GetCheckpoint(
+                log_pb.GetCheckpointRequest(), metadata=self._metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return response.checkpoint
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         try:

@@ -85,7 +85,8 @@ class Trust:
 @dataclass
 class VerificationStats:
     checkpoints_verified: int = 0
-    consistency_proofs: int = 0
+    consistency_proofs: int = 0  # from the last verified checkpoint to the next
+    gossip_proofs: int = 0  # between this node's checkpoint and a peer's
     changes_verified: int = 0
     verified_size: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
@@ -99,6 +100,7 @@ class VerificationStats:
         return {
             "checkpoints_verified": self.checkpoints_verified,
             "consistency_proofs": self.consistency_proofs,
+            "gossip_proofs": self.gossip_proofs,
             "changes_verified": self.changes_verified,
             "verified_size": self.verified_size,
             "alerts": dict(sorted(self.alerts.items())),
@@ -143,6 +145,13 @@ class LogVerifier:
         """Forget unverified changes (on a reconnect: the feed resends them)."""
         self._staged = []
         self._stage = self.frontier.copy()
+
+    def open(self, note: str) -> Checkpoint:
+        """A checkpoint whose signature and origin verify (``Refused`` if not)."""
+        try:
+            return open_checkpoint(note, self.trust.verifiers, self.trust.origin)
+        except AuditError as error:
+            raise self.refuse(error.reason, str(error)) from error
 
     def refuse(self, reason: str, message: str) -> Refused:
         """Count an alert found outside ``receive`` and return it to raise."""
@@ -215,7 +224,9 @@ class LogVerifier:
             self.gossip.publish(self, checkpoint)
         return verified
 
-    def check_consistency(self, older: Checkpoint, newer: Checkpoint) -> None:
+    def check_consistency(
+        self, older: Checkpoint, newer: Checkpoint, *, gossip: bool = False
+    ) -> None:
         """Ask the CEIR for a consistency proof and verify it (counted)."""
         try:
             proof = self.proofs(older.size, newer.size)
@@ -224,7 +235,10 @@ class LogVerifier:
                 LINK_FAILED,
                 f"no consistency proof from size {older.size} to {newer.size}: {error}",
             ) from error
-        self.stats.consistency_proofs += 1
+        if gossip:
+            self.stats.gossip_proofs += 1
+        else:
+            self.stats.consistency_proofs += 1
         verify_consistency(older.size, newer.size, proof, older.root_hash, newer.root_hash)
 
 
@@ -280,7 +294,7 @@ class Gossip:
             )
         older, newer = (mine, theirs) if mine.size < theirs.size else (theirs, mine)
         try:
-            node.check_consistency(older, newer)
+            node.check_consistency(older, newer, gossip=True)
         except VerificationError as error:
             return f"checkpoints of sizes {older.size} and {newer.size} are not consistent: {error}"
         except Refused:
