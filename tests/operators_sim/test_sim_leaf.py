@@ -110,4 +110,4 @@ def test_a_policy_change_writes_its_fields_and_updated_by() -> None:
 @pytest.mark.parametrize("key", ["3520990017614", "35209900176148x", "abcdefghijklmn"])
 def test_a_key_that_is_not_14_digits_is_refused(key: str) -> None:
     with pytest.raises(LeafError, match="14 digits"):
-        encode_leaf(pb.ListChange(sequence=1, kind=1, imei_key=key))
+        encode_leaf(pb.ListChange(sequence=1, kind=pb.CHANGE_KIND_WHITELIST_ADDED, imei_key=key))

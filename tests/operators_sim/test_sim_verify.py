@@ -74,7 +74,9 @@ def test_an_honest_feed_is_verified_and_applied() -> None:
     assert node.replica.blacklist.get(BASE_KEY + 5) is not None
 
 
-def _tampered(log: SignedLog, edit: Callable[[list[pb.ListChange]], None]) -> list:
+def _tampered(
+    log: SignedLog, edit: Callable[[list[pb.ListChange]], None]
+) -> list[sync_pb.WatchChangesResponse]:
     """The first message (changes 1-5, honest) and changes 6-10 edited in
     flight, under the honest checkpoint of size 10."""
     second = list(log.changes[5:10])
