@@ -6,7 +6,10 @@ simulation", Speed section):
 3. snapshot transfer from the CEIR to a node, IMEIs/s (target >= 2,000,000/s);
 4. propagation delay of one list change from the CEIR's commit to all five
    nodes' replicas, p99 (target < 100 ms);
-5. end-to-end attaches/s of the simulation, in each mode (no target).
+5. end-to-end attaches/s of the simulation, in each mode (no target);
+6. the node's verified apply rate: changes/s through the log verification
+   (own leaf hashes, signed checkpoint, consistency proof, root) and the
+   replica, in-process (target >= 50,000/s); consistency proof checks/s.
 
 ``run(quick)`` returns the figures; ``python -m benchmarks.sim [--quick]``
 prints them with the machine.
@@ -37,6 +40,7 @@ from operators_sim.population import generate
 from operators_sim.replica import Policy, Replica, Snapshot
 from operators_sim.simulation import SimConfig, Simulation, head_sequence
 from operators_sim.transport import GrpcLink
+from operators_sim.verification import LogVerifier, Trust
 
 from . import machine, report
 from .report import Figure
@@ -45,6 +49,7 @@ MEMORY_TARGET = 16.0
 DECISIONS_TARGET = 1_000_000.0
 SNAPSHOT_TARGET = 2_000_000.0
 PROPAGATION_TARGET_MS = 100.0
+VERIFIED_APPLY_TARGET = 50_000.0
 
 
 def _synthetic_snapshot(entries: int, rng: np.random.Generator) -> Snapshot:
@@ -270,6 +275,80 @@ def simulation_figures(quick: bool, workdir: Path) -> list[Figure]:
     return figures
 
 
+def verification_figures(changes: int, per_message: int = 1_000) -> list[Figure]:
+    """Feed ``changes`` synthetic but valid changes, a signed checkpoint every
+    ``per_message``, through a node's verifier and replica (no network: the
+    consistency proofs come from an in-memory prover, as the server's would)."""
+    from ceir.audit.keys import generate_signing_key
+    from ceir.audit.merkle import verify_consistency
+    from ceir.audit.note import Signer
+    from operators_sim.fake import SignedLog, change
+    from operators_sim.verification import DEFAULT_ORIGIN
+
+    signer = Signer(DEFAULT_ORIGIN, generate_signing_key())
+    log = SignedLog(signer)
+    rng = np.random.default_rng(7)
+    keys = rng.integers(35_000_000_000_000, 36_000_000_000_000, changes, dtype=np.uint64)
+    commit = 1_700_000_000
+    for sequence, key in enumerate(keys.tolist(), start=1):
+        if sequence % 10 == 0:
+            item = change(sequence, pb.CHANGE_KIND_BLACKLIST_BLOCKED, key, blacklist_cause=1)
+        else:
+            item = change(sequence, pb.CHANGE_KIND_WHITELIST_ADDED, key, source=1, device_id="d")
+        item.commit_time.FromSeconds(commit + sequence // 1000)
+        log.append(item)
+    messages = log.messages(per_message)
+    trust = Trust((signer.verifier,))
+    verifier = LogVerifier(trust, log.consistency_proof, name="bench")
+    replica = Replica()
+    gc.collect()
+    started = time.perf_counter()
+    for message in messages:
+        replica.apply(verifier.receive(message.changes, message.checkpoint))
+    elapsed = time.perf_counter() - started
+    replica.close()
+    assert replica.sequence == changes and not verifier.stats.alerts
+    rate = changes / elapsed
+    figures = [
+        Figure(
+            "node verified apply rate",
+            rate,
+            "changes/s",
+            f">= {VERIFIED_APPLY_TARGET:,.0f}",
+            rate >= VERIFIED_APPLY_TARGET,
+            (
+                f"{changes:,} changes, a signed checkpoint every {per_message:,}: leaf "
+                "encoding and hashing, Ed25519 signature, consistency proof, root, replica",
+                f"{verifier.stats.checkpoints_verified:,} checkpoints, "
+                f"{verifier.stats.consistency_proofs:,} consistency proofs (made in-process)",
+            ),
+        )
+    ]
+    pairs = [
+        (int(a), int(b))
+        for a, b in np.sort(rng.integers(1, changes + 1, (2_000, 2)), axis=1).tolist()
+    ]
+    proofs = [
+        (a, b, log.consistency_proof(a, b), log.prover.root(a), log.prover.root(b))
+        for a, b in pairs
+    ]
+    started = time.perf_counter()
+    for a, b, proof, root_a, root_b in proofs:
+        verify_consistency(a, b, proof, root_a, root_b)
+    checks = len(proofs) / (time.perf_counter() - started)
+    figures.append(
+        Figure(
+            "consistency proof checks per second",
+            checks,
+            "checks/s",
+            "",
+            None,
+            (f"{len(proofs):,} random pairs of sizes in a log of {changes:,}",),
+        )
+    )
+    return figures
+
+
 def run(quick: bool) -> list[Figure]:
     """Every figure of this section (``quick``: small sizes, a smoke test)."""
     with tempfile.TemporaryDirectory(prefix="ceir-sim-bench-") as directory:
@@ -277,6 +356,8 @@ def run(quick: bool) -> list[Figure]:
         report.heading("Operator nodes and simulation")
         report.progress("replica of 10 million entries" if not quick else "replica (quick)")
         figures = replica_figures(200_000 if quick else 10_000_000)
+        report.progress("verified apply")
+        figures += verification_figures(20_000 if quick else 200_000)
         figures += server_figures(40_000 if quick else 1_000_000, 30 if quick else 200, workdir)
         figures += simulation_figures(quick, workdir)
         return figures
