@@ -80,8 +80,9 @@ def insert_rows(
     Where the driver takes positional parameters (SQLite), the tuples go
     straight to its ``executemany``: Core would build and process a
     parameter dict per row, which costs more than SQLite's own insert. The
-    columns must need no bind processing (integers, text). Other drivers
-    get Core's executemany (on PostgreSQL, batched multi-row INSERTs).
+    values must be what the driver takes as they are (integers, text,
+    bytes, None): no type's bind processing runs. Other drivers get Core's
+    executemany (on PostgreSQL, batched multi-row INSERTs).
     """
     if not rows:
         return
