@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .loader import REQUIRED_ORGS
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
-from .transport import Tls
+from .transport import MissingCertificate, Tls, client_certificates
 from .verification import DEFAULT_ORIGIN
 
 app = typer.Typer(
@@ -59,6 +60,14 @@ def _tokens(path: Path | None) -> dict[str, str] | None:
     return {str(k): v for k, v in data.items()}
 
 
+def _tls(ca_cert: Path | None, server_name: str | None) -> Tls | None:
+    """TLS settings from --ca-cert and --server-name (with --client-certs, a
+    server name alone still overrides the one dialled)."""
+    if ca_cert is None and server_name is None:
+        return None
+    return Tls(ca_cert.read_bytes() if ca_cert is not None else b"", server_name)
+
+
 def _render(progress: Progress) -> Table:
     table = Table(title=f"ceir-sim: {progress.phase}", show_header=True)
     table.add_column("node")
@@ -95,14 +104,29 @@ def attach(
     tokens: Path | None = typer.Option(
         None, help="With --ceir: JSON file of organisation name -> token."
     ),
+    client_certs: Path | None = typer.Option(
+        None,
+        exists=True,
+        file_okay=False,
+        help="With --ceir: mutual TLS instead of tokens; a directory of <org>.pem and "
+        "<org>.key per organisation and ca.pem, as `ceir pki init` writes it.",
+    ),
     ca_cert: Path | None = typer.Option(
         None,
         exists=True,
         dir_okay=False,
-        help="With --ceir: PEM file of the CA that signed the CEIR's certificate (TLS).",
+        help="With --ceir: PEM file of the CA that signed the CEIR's certificate (TLS; "
+        "with --client-certs: instead of its ca.pem).",
     ),
     server_name: str | None = typer.Option(
-        None, help="With --ca-cert: the name in the CEIR's certificate, if not the host."
+        None,
+        help="With --ca-cert or --client-certs: the name in the CEIR's certificate, "
+        "if not the host.",
+    ),
+    insecure: bool = typer.Option(
+        False,
+        help="The embedded CEIR serves plain text with tokens instead of mutual TLS "
+        "(its log says so).",
     ),
     custodian_key: Path | None = typer.Option(
         None,
@@ -139,12 +163,33 @@ def attach(
     """Run an attach simulation and write its report."""
     if phase not in PHASES:
         raise typer.BadParameter("notify or enforce", param_hint="--phase")
-    if ceir and tokens is None:
-        raise typer.BadParameter("--ceir needs --tokens FILE", param_hint="--tokens")
-    if (ca_cert or server_name) and not ceir:
-        raise typer.BadParameter("--ca-cert needs --ceir", param_hint="--ca-cert")
-    if server_name and ca_cert is None:
-        raise typer.BadParameter("--server-name needs --ca-cert", param_hint="--server-name")
+    if ceir and tokens is None and client_certs is None:
+        raise typer.BadParameter(
+            "--ceir needs --tokens FILE or --client-certs DIR", param_hint="--tokens"
+        )
+    if tokens is not None and client_certs is not None:
+        raise typer.BadParameter(
+            "--tokens or --client-certs, not both", param_hint="--client-certs"
+        )
+    if (ca_cert or server_name or tokens or client_certs) and not ceir:
+        raise typer.BadParameter(
+            "--tokens, --client-certs, --ca-cert and --server-name need --ceir "
+            "(the embedded CEIR makes its own certificates)",
+            param_hint="--ceir",
+        )
+    if server_name and ca_cert is None and client_certs is None:
+        raise typer.BadParameter(
+            "--server-name needs --ca-cert or --client-certs", param_hint="--server-name"
+        )
+    if client_certs is not None:
+        try:
+            client_certificates(client_certs, REQUIRED_ORGS, b"" if ca_cert else None)
+        except MissingCertificate as error:
+            raise typer.BadParameter(str(error), param_hint="--client-certs") from None
+    if insecure and ceir:
+        raise typer.BadParameter(
+            "--insecure is for the embedded CEIR (no --ceir)", param_hint="--insecure"
+        )
     if custodian_key and not ceir:
         raise typer.BadParameter(
             "--custodian-key needs --ceir (the embedded CEIR hands its key to the nodes)",
@@ -169,7 +214,9 @@ def attach(
         seed=seed,
         ceir=ceir,
         tokens=_tokens(tokens),
-        tls=None if ca_cert is None else Tls(ca_cert.read_bytes(), server_name),
+        tls=_tls(ca_cert, server_name),
+        client_certs=client_certs,
+        insecure=insecure,
         data_dir=data_dir,
         inject_rate=inject_rate,
         cache_ttl=cache_ttl,

@@ -5,15 +5,22 @@ and only to stand a server up as its operator would: it runs
 ``ceir.api.server.create_server`` in a child process (its own interpreter,
 so the register and the simulation do not share a GIL) and creates the
 organisations with ``ceir.service.orgs.add_organisation``. Everything else
-talks to it over gRPC with the tokens this returns.
+talks to it over gRPC: over mutual TLS with the organisations' client
+certificates when it serves TLS with a client CA, else with the tokens
+``create_organisations`` returns.
+
+Unless asked for plain text, it serves mutual TLS with a demo PKI
+(``demo_pki``: ``ceir.pki``'s CA, a server certificate and a client
+certificate per organisation, made for each run in ``<data dir>/pki``).
 
 It signs the log with a key it creates in its data directory
 (``custodian.pem``, never in the database) and hands the public key
 (``custodian.pub.pem``) to the nodes, as a custodian publishes it.
 
 ``python -m operators_sim.embedded --db FILE --address HOST:PORT
-[--signing-key FILE]`` is the child: it prints ``PORT <n>`` once listening
-and stops on SIGTERM.
+[--signing-key FILE] (--tls-key FILE --tls-cert FILE [--client-ca FILE] |
+--insecure)`` is the child: it prints ``PORT <n>`` once listening and stops
+on SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ceir.pki import PkiFiles
 
 ORGANISATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kemenperin": ("kemenperin", ()),
@@ -40,16 +51,42 @@ ORGANISATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 """The organisations a simulation needs: name -> (kind, MCC-MNCs)."""
 
 
+def demo_pki(directory: Path) -> PkiFiles:
+    """A new demo PKI in ``directory`` (emptied first), as ``ceir pki init``
+    makes it: ``ca.pem``, ``server.pem`` for localhost and 127.0.0.1, and
+    ``<org>.pem``/``<org>.key`` for every organisation of ``ORGANISATIONS``."""
+    import shutil
+
+    from ceir.pki import BRIEF_ORGANISATIONS, init_pki
+
+    known = {org.name: org for org in BRIEF_ORGANISATIONS}
+    missing = sorted(set(ORGANISATIONS) - set(known))
+    if missing:
+        raise ValueError(f"no certificate identity for {', '.join(missing)}")
+    shutil.rmtree(directory, ignore_errors=True)  # each run starts from new certificates
+    return init_pki(directory, organisations=tuple(known[name] for name in ORGANISATIONS))
+
+
 class EmbeddedCeir:
     """A CEIR server in a child process over a SQLite file."""
 
-    def __init__(self, data_dir: Path, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
-        """``tls``: (key, certificate) PEM files to serve TLS; plain text
-        on 127.0.0.1 without them."""
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
+    ) -> None:
+        """``tls``: (key, certificate) PEM files to serve TLS, and with
+        ``client_ca`` (the CA of the client certificates, PEM) mutual TLS;
+        plain text on 127.0.0.1 without them (the server logs it)."""
+        if client_ca is not None and tls is None:
+            raise ValueError("client_ca needs tls (a server key and certificate)")
         self.data_dir = data_dir
         self.db_path = data_dir / "ceir.db"
         self.port = port
         self.tls = tls
+        self.client_ca = client_ca
         self._process: subprocess.Popen[str] | None = None
 
     @property
@@ -92,6 +129,10 @@ class EmbeddedCeir:
         ]
         if self.tls is not None:
             command += ["--tls-key", str(self.tls[0]), "--tls-cert", str(self.tls[1])]
+            if self.client_ca is not None:
+                command += ["--client-ca", str(self.client_ca)]
+        else:
+            command.append("--insecure")
         self._close_pipe()
         with (self.data_dir / "ceir.log").open("a") as log:  # the child keeps its own copy
             self._process = subprocess.Popen(
@@ -167,11 +208,12 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1:0")
     parser.add_argument("--tls-key", type=Path)
     parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--client-ca", type=Path)
+    parser.add_argument("--insecure", action="store_true", help="serve plain text")
     parser.add_argument("--signing-key", type=Path)
     args = parser.parse_args()
     from ceir.api.server import ServerConfig, create_server
 
-    tls = args.tls_key is not None
     running = create_server(
         ServerConfig(
             db=args.db,
@@ -179,7 +221,8 @@ def main() -> None:
             access_log=False,
             tls_key=args.tls_key,
             tls_cert=args.tls_cert,
-            insecure=not tls,  # plain text only on the loopback address it binds
+            client_ca=args.client_ca,
+            insecure=args.insecure,  # plain text only when asked, and it logs so
             signing_key=args.signing_key,
         )
     )

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import grpc
 from google.protobuf import field_mask_pb2
 
 from ceir.v1 import policy_pb2 as policy_pb
@@ -29,7 +30,7 @@ from ceir.v1 import types_pb2 as pb
 from .codec import imsi_text
 from .node import OPERATORS
 from .population import CATALOGUE, Category, Population
-from .transport import Tls, open_channel
+from .transport import Credentials, Tls, open_channel, token_credentials
 
 IMPORT_CHUNK = 10_000
 EXPIRED_TOURIST_SECONDS = 4
@@ -38,7 +39,7 @@ REQUIRED_ORGS = (KEMENPERIN, CUSTOMS, KEMLU, KOMINFO, *(op.name for op in OPERAT
 
 
 class MissingToken(Exception):
-    """A token file lacks an organisation the simulation needs."""
+    """Credentials lack an organisation the simulation needs."""
 
 
 def check_tokens(tokens: dict[str, str]) -> None:
@@ -48,6 +49,23 @@ def check_tokens(tokens: dict[str, str]) -> None:
             f"no token for {', '.join(missing)}; the token file maps each of "
             f"{', '.join(REQUIRED_ORGS)} to its bearer token"
         )
+
+
+def check_credentials(credentials: dict[str, Credentials]) -> None:
+    missing = [
+        name
+        for name in REQUIRED_ORGS
+        if name not in credentials
+        or not (credentials[name].token or (credentials[name].tls or _NO_TLS).mutual)
+    ]
+    if missing:
+        raise MissingToken(
+            f"no token or client certificate for {', '.join(missing)}; the simulation acts "
+            f"for each of {', '.join(REQUIRED_ORGS)}"
+        )
+
+
+_NO_TLS = Tls(b"")
 
 
 @dataclass
@@ -62,23 +80,56 @@ class LoadResult:
 
 
 class Admin:
-    """Stubs for each organisation's token over one channel."""
+    """Registry and policy stubs for each organisation: one channel per
+    transport (organisations with tokens over the same transport share one;
+    over mutual TLS each has its own, with its client certificate).
 
-    def __init__(self, target: str, tokens: dict[str, str], tls: Tls | None = None) -> None:
-        check_tokens(tokens)
-        self.tokens = tokens
-        self.channel = open_channel(
-            target, tls, [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
-        self.registry = registry_grpc.RegistryServiceStub(self.channel)
-        self.policy = policy_grpc.PolicyServiceStub(self.channel)
+    ``Admin(target, tokens, tls)`` acts with bearer tokens;
+    ``Admin(target, credentials=...)`` with any ``Credentials``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        tokens: dict[str, str] | None = None,
+        tls: Tls | None = None,
+        *,
+        credentials: dict[str, Credentials] | None = None,
+    ) -> None:
+        if credentials is None:
+            if tokens is None:
+                raise ValueError("Admin needs tokens or credentials")
+            check_tokens(tokens)
+            credentials = token_credentials(tokens, tls)
+        check_credentials(credentials)
+        self.credentials = credentials
+        self._channels: dict[Tls | None, grpc.Channel] = {}
+        self._registries: dict[str, registry_grpc.RegistryServiceStub] = {}
+        self._policies: dict[str, policy_grpc.PolicyServiceStub] = {}
+        for org, credential in credentials.items():
+            channel = self._channels.get(credential.tls)
+            if channel is None:
+                channel = self._channels[credential.tls] = open_channel(
+                    target, credential.tls, [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+                )
+            self._registries[org] = registry_grpc.RegistryServiceStub(channel)
+            self._policies[org] = policy_grpc.PolicyServiceStub(channel)
+        # Kominfo's stubs, for callers that pass metadata themselves (tokens).
+        self.channel = self._channels[credentials[KOMINFO].tls]
+        self.registry = self._registries[KOMINFO]
+        self.policy = self._policies[KOMINFO]
         self.run_id = uuid.uuid4().hex[:10]
 
-    def metadata(self, org: str) -> tuple[tuple[str, str]]:
-        return (("authorization", f"Bearer {self.tokens[org]}"),)
+    def registry_for(self, org: str) -> registry_grpc.RegistryServiceStub:
+        """The registry stub on ``org``'s channel (use with ``metadata(org)``)."""
+        return self._registries[org]
+
+    def metadata(self, org: str) -> tuple[tuple[str, str], ...]:
+        return self.credentials[org].metadata
 
     def close(self) -> None:
-        self.channel.close()
+        for channel in self._channels.values():
+            channel.close()
 
     def set_policy(self, **values: int) -> pb.Policy:
         """Kominfo changes the named policy fields."""
@@ -87,11 +138,13 @@ class Admin:
             policy=pb.Policy(**values),  # type: ignore[arg-type]
             update_mask=field_mask_pb2.FieldMask(paths=sorted(values)),
         )
-        response = self.policy.UpdatePolicy(request, metadata=self.metadata(KOMINFO), timeout=30)
+        response = self._policies[KOMINFO].UpdatePolicy(
+            request, metadata=self.metadata(KOMINFO), timeout=30
+        )
         return response.policy
 
     def get_policy(self) -> pb.Policy:
-        response = self.policy.GetPolicy(
+        response = self._policies[KOMINFO].GetPolicy(
             policy_pb.GetPolicyRequest(), metadata=self.metadata(KOMINFO), timeout=30
         )
         return response.policy
@@ -107,7 +160,9 @@ class Admin:
                     request_id=request_id, rows=rows[start : start + IMPORT_CHUNK]
                 )
 
-        return self.registry.ImportRegistrations(chunks(), metadata=self.metadata(org), timeout=600)
+        return self._registries[org].ImportRegistrations(
+            chunks(), metadata=self.metadata(org), timeout=600
+        )
 
 
 def _device(
@@ -239,7 +294,7 @@ def report_stolen(admin: Admin, population: Population, device: int, report: str
     """The owner's operator reports every slot of a device stolen; the sequence."""
     operator = owner_operator(population, device)
     slots = range(int(population.slots[device]))
-    response = admin.registry.ReportStolen(
+    response = admin.registry_for(operator).ReportStolen(
         registry_pb.ReportStolenRequest(
             request_id=f"sim-{admin.run_id}-stolen-{device}-{report.replace('/', '.')}",
             imeis=[population.full_imei(device, s) for s in slots],
@@ -255,7 +310,7 @@ def report_stolen(admin: Admin, population: Population, device: int, report: str
 def report_recovered(admin: Admin, population: Population, device: int, report: str) -> int:
     operator = owner_operator(population, device)
     slots = range(int(population.slots[device]))
-    response = admin.registry.ReportRecovered(
+    response = admin.registry_for(operator).ReportRecovered(
         registry_pb.ReportRecoveredRequest(
             request_id=f"sim-{admin.run_id}-recovered-{device}-{report.replace('/', '.')}",
             imeis=[population.full_imei(device, s) for s in slots],
@@ -270,7 +325,7 @@ def report_recovered(admin: Admin, population: Population, device: int, report: 
 def register_now(admin: Admin, population: Population, device: int) -> int:
     """Kemenperin registers every slot of a device (a late TPP registration)."""
     model = CATALOGUE[int(population.model[device])]
-    response = admin.registry.RegisterDevice(
+    response = admin.registry_for(KEMENPERIN).RegisterDevice(
         registry_pb.RegisterDeviceRequest(
             request_id=f"sim-{admin.run_id}-register-{device}",
             device=registry_pb.DeviceRegistration(
@@ -292,7 +347,7 @@ def register_now(admin: Admin, population: Population, device: int) -> int:
 def add_pair(admin: Admin, population: Population, device: int) -> int:
     """The owner's operator pairs the device's first IMEI with the owner's IMSI."""
     operator = owner_operator(population, device)
-    response = admin.registry.AddException(
+    response = admin.registry_for(operator).AddException(
         registry_pb.AddExceptionRequest(
             request_id=f"sim-{admin.run_id}-pair-{device}",
             imei=population.full_imei(device, 0),

@@ -160,6 +160,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
             "failover": str(config.failover),
             "seed": config.seed,
             "ceir": config.ceir or "embedded (SQLite)",
+            "transport": result.transport,
             "inject_rate": config.inject_rate,
             "cache_ttl": config.cache_ttl,
             "grace_days": config.grace_days,
@@ -281,6 +282,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         reasons.add_row(name, f"{count:,}")
     console.print(reasons)
     _print_verification(summary, console)
+    console.print(f"transport: {summary['config'].get('transport') or 'unknown'}")
     total = summary["total"]
     console.print(
         f"{total['attaches']:,} attaches in {summary['run_seconds']} s "
@@ -537,7 +539,8 @@ def render_html(summary: dict[str, Any]) -> str:
     facts = (
         f"{_e(config['mode'])} mode, {_e(config['phase'])} phase, failover "
         f"{_e(config['failover'])}; {config['devices']:,} devices, {config['rate']:,} attaches/s "
-        f"for {config['duration']} s, seed {config['seed']}; CEIR: {_e(config['ceir'])}; "
+        f"for {config['duration']} s, seed {config['seed']}; CEIR: {_e(config['ceir'])} "
+        f"over {_e(config.get('transport') or 'unknown transport')}; "
         f"generated {_e(summary['generated'])} on {_e(machine['platform'])} "
         f"({machine['cpus']} CPUs, Python {_e(machine['python'])})."
     )

@@ -1,7 +1,9 @@
 """An attach simulation: a CEIR, five operator EIR nodes, a population, and
 Poisson traffic for a while; the result is what the report shows.
 
-Steps: start (or reach) the CEIR; Kominfo sets the phase; generate the
+Steps: start (or reach) the CEIR (the embedded one serves mutual TLS with a
+demo PKI made for the run, each organisation connecting with its own client
+certificate; plain text with tokens only with ``insecure``); Kominfo sets the phase; generate the
 population and load it through the API; start the nodes (synchronize: wait
 for their snapshots); run traffic tick by tick, each operator's attaches
 decided by its node in the node's own thread; inject list changes; optionally
@@ -29,8 +31,8 @@ from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import types_pb2 as pb
 
 from .decision import Decisions
-from .embedded import EmbeddedCeir
-from .loader import KOMINFO, Admin, LoadResult, check_tokens, load
+from .embedded import EmbeddedCeir, demo_pki
+from .loader import KOMINFO, REQUIRED_ORGS, Admin, LoadResult, check_tokens, load
 from .node import (
     OPERATORS,
     AttachBatch,
@@ -43,7 +45,15 @@ from .node import (
 )
 from .population import Population, generate
 from .traffic import Attaches, Injector, Traffic
-from .transport import GrpcLink, Tls, open_channel
+from .transport import (
+    Credentials,
+    GrpcLink,
+    Tls,
+    client_certificates,
+    describe_transport,
+    open_channel,
+    token_credentials,
+)
 from .truth import Truth
 from .verification import DEFAULT_ORIGIN, Gossip, Trust
 
@@ -65,6 +75,9 @@ class SimConfig:
     ceir: str | None = None
     tokens: dict[str, str] | None = None
     tls: Tls | None = None  # with ``ceir``: connect with TLS
+    # with ``ceir``: mutual TLS, ``<org>.pem``/``<org>.key`` and ``ca.pem`` (``ceir pki init``)
+    client_certs: Path | None = None
+    insecure: bool = False  # the embedded CEIR serves plain text with tokens, not mutual TLS
     data_dir: Path | None = None
     inject_rate: float = 2.0
     cache_ttl: float = 5.0
@@ -123,6 +136,7 @@ class SimResult:
     injected: dict[str, int]
     outages: list[tuple[float, float]]
     verifying: bool = False  # synchronize nodes verified the signed log
+    transport: str = ""  # how the organisations connected, in words
     split_views: list[str] = field(default_factory=list)
 
 
@@ -252,13 +266,13 @@ class _Worker:
                 )
 
 
-def head_sequence(target: str, token: str, tls: Tls | None = None) -> int:
+def head_sequence(target: str, token: str | None, tls: Tls | None = None) -> int:
     """The register's current sequence, from the answer to a check of a
     malformed IMEI (which records nothing)."""
     with open_channel(target, tls) as channel:
         answer = check_grpc.EquipmentCheckServiceStub(channel).CheckEquipment(
             check_pb.CheckEquipmentRequest(imei="0"),
-            metadata=(("authorization", f"Bearer {token}"),),
+            metadata=Credentials(token, tls).metadata,
             timeout=10,
         )
     return int(answer.sequence)
@@ -286,13 +300,24 @@ class Simulation:
             return Trust.from_file(config.custodian_key, config.log_origin)
         return None
 
-    def _start_ceir(self) -> tuple[str, dict[str, str]]:
+    def _start_ceir(self) -> tuple[str, dict[str, Credentials]]:
+        """Start (or reach) the CEIR; where it listens and how each
+        organisation connects to it."""
         config = self.config
         if config.ceir:
+            if config.client_certs is not None:
+                ca = config.tls.ca_cert or None if config.tls is not None else None
+                name = config.tls.server_name if config.tls is not None else None
+                return config.ceir, client_certificates(
+                    config.client_certs, REQUIRED_ORGS, ca, name
+                )
             if config.tokens is None:
-                raise ValueError("--ceir needs --tokens: a JSON file of organisation -> token")
+                raise ValueError(
+                    "--ceir needs --tokens (a JSON file of organisation -> token) "
+                    "or --client-certs (a directory of client certificates)"
+                )
             check_tokens(config.tokens)
-            return config.ceir, config.tokens
+            return config.ceir, token_credentials(config.tokens, config.tls)
         directory = config.data_dir
         if directory is None:
             directory = self._own_dir = Path(tempfile.mkdtemp(prefix="ceir-sim-"))
@@ -300,16 +325,24 @@ class Simulation:
             (directory / "ceir.db").unlink()  # a simulation starts from an empty register
             for suffix in ("-wal", "-shm"):
                 Path(f"{directory / 'ceir.db'}{suffix}").unlink(missing_ok=True)
-        self.embedded = EmbeddedCeir(directory)
+        if config.insecure:
+            self.embedded = EmbeddedCeir(directory)
+            self.embedded.start()
+            return self.embedded.address, token_credentials(self.embedded.create_organisations())
+        pki = demo_pki(directory / "pki")
+        self.embedded = EmbeddedCeir(
+            directory, tls=(pki.key(pki.server), pki.server), client_ca=pki.ca
+        )
         self.embedded.start()
-        return self.embedded.address, self.embedded.create_organisations()
+        self.embedded.create_organisations()  # the register must know the certificates' CNs
+        return self.embedded.address, client_certificates(pki.directory, REQUIRED_ORGS)
 
     def run(self) -> SimResult:
         config = self.config
         setup_started = time.monotonic()
         self.progress(Progress("starting the CEIR"))
-        target, tokens = self._start_ceir()
-        admin = Admin(target, tokens, self.config.tls)
+        target, credentials = self._start_ceir()
+        admin = Admin(target, credentials=credentials)
         nodes: list[Node] = []
         try:
             admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
@@ -320,16 +353,20 @@ class Simulation:
             truth = Truth(population, PHASES[config.phase])
             self.progress(Progress("starting the operator nodes"))
             self.trust = self._trust()
-            nodes = [self._node(op_index, target, tokens) for op_index in range(len(OPERATORS))]
+            nodes = [
+                self._node(op_index, target, credentials) for op_index in range(len(OPERATORS))
+            ]
             for node in nodes:
                 node.start()
             for node in nodes:
                 if isinstance(node, SyncNode) and not node.wait_ready(120):
                     raise RuntimeError(f"{node.name} did not get its snapshot")
             setup_seconds = time.monotonic() - setup_started
-            return self._run_traffic(
-                admin, target, tokens, population, loaded, truth, nodes, setup_seconds
+            result = self._run_traffic(
+                admin, target, credentials, population, loaded, truth, nodes, setup_seconds
             )
+            result.transport = describe_transport(credentials.values())
+            return result
         finally:
             for node in nodes:
                 node.stop()
@@ -339,9 +376,10 @@ class Simulation:
             if self._own_dir is not None:
                 shutil.rmtree(self._own_dir, ignore_errors=True)
 
-    def _node(self, index: int, target: str, tokens: dict[str, str]) -> Node:
+    def _node(self, index: int, target: str, credentials: dict[str, Credentials]) -> Node:
         operator = OPERATORS[index]
-        link = GrpcLink(target, tokens[operator.name], tls=self.config.tls)
+        own = credentials[operator.name]
+        link = GrpcLink(target, own.token, tls=own.tls)
         if self.config.mode is Mode.SYNCHRONIZE:
             return SyncNode(
                 operator, link, self.config.failover, trust=self.trust, gossip=self.gossip
@@ -352,7 +390,7 @@ class Simulation:
         self,
         admin: Admin,
         target: str,
-        tokens: dict[str, str],
+        credentials: dict[str, Credentials],
         population: Population,
         loaded: LoadResult,
         truth: Truth,
@@ -400,7 +438,7 @@ class Simulation:
             worker.finish()
         run_seconds = time.perf_counter() - started
         self.progress(self._progress("catching up", run_seconds, recorder, nodes))
-        head, caught_up = self._catch_up(target, tokens, nodes)
+        head, caught_up = self._catch_up(target, credentials[KOMINFO], nodes)
         return SimResult(
             verifying=self.trust is not None and config.mode is Mode.SYNCHRONIZE,
             split_views=list(self.gossip.split_views),
@@ -442,13 +480,13 @@ class Simulation:
             return None
         return down_at
 
-    def _catch_up(self, target: str, tokens: dict[str, str], nodes: list[Node]) -> tuple[int, bool]:
+    def _catch_up(self, target: str, kominfo: Credentials, nodes: list[Node]) -> tuple[int, bool]:
         """Let reports reach the register and every replica reach its head."""
         deadline = time.monotonic() + self.config.catch_up_timeout
         for node in nodes:
             if isinstance(node, SyncNode):
                 node.reporter.flush(max(deadline - time.monotonic(), 0.1))
-        head = head_sequence(target, tokens[KOMINFO], self.config.tls)
+        head = head_sequence(target, kominfo.token, kominfo.tls)
         caught_up = True
         for node in nodes:
             if isinstance(node, SyncNode):

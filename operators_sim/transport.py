@@ -12,8 +12,9 @@ A node only ever talks to the register through a ``CeirLink``; tests use
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -49,21 +50,102 @@ _DOWN = (
 
 @dataclass(frozen=True)
 class Tls:
-    """Connect with TLS: the CA that signed the CEIR's certificate, and the
-    name to expect in it when it is not the host dialled."""
+    """Connect with TLS: the CA that signed the CEIR's certificate, the
+    name to expect in it when it is not the host dialled, and for mutual TLS
+    the client certificate (chain) and its private key, PEM."""
 
     ca_cert: bytes
     server_name: str | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_cert is not None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How one organisation reaches the CEIR: its bearer token, its TLS
+    settings (with a client certificate: mutual TLS, no token needed), or both."""
+
+    token: str | None = None
+    tls: Tls | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata: the token, when there is one."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+def token_credentials(tokens: dict[str, str], tls: Tls | None = None) -> dict[str, Credentials]:
+    """Organisation -> credentials for bearer tokens over one transport."""
+    return {org: Credentials(token, tls) for org, token in tokens.items()}
+
+
+def describe_transport(credentials: Iterable[Credentials]) -> str:
+    """How a set of organisations connects, in words (for the report)."""
+    every = list(credentials)
+    if every and all(c.tls is not None and c.tls.mutual for c in every):
+        return "mutual TLS (a client certificate per organisation)"
+    if every and all(c.tls is not None for c in every):
+        return "TLS with bearer tokens"
+    if any(c.tls is not None for c in every):
+        return "mixed (TLS for some organisations)"
+    return "plain text with bearer tokens"
+
+
+class MissingCertificate(Exception):
+    """A client certificate directory lacks a file the simulation needs."""
+
+
+def client_certificates(
+    directory: Path,
+    organisations: Iterable[str],
+    ca_cert: bytes | None = None,
+    server_name: str | None = None,
+) -> dict[str, Credentials]:
+    """Mutual TLS credentials from a directory laid out as ``ceir pki init``
+    writes it: ``<org>.pem`` and ``<org>.key`` per organisation, and
+    ``ca.pem`` (the CA that signed the CEIR's certificate) unless ``ca_cert``
+    is given."""
+    wanted = list(organisations)
+    needed = [directory / f"{org}{suffix}" for org in wanted for suffix in (".pem", ".key")]
+    if ca_cert is None:
+        needed.insert(0, directory / "ca.pem")
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        raise MissingCertificate(
+            f"missing {', '.join(missing)}: the directory needs <org>.pem and <org>.key for "
+            f"each of {', '.join(wanted)}, and ca.pem"
+        )
+    root = ca_cert if ca_cert is not None else (directory / "ca.pem").read_bytes()
+    return {
+        org: Credentials(
+            tls=Tls(
+                root,
+                server_name,
+                client_cert=(directory / f"{org}.pem").read_bytes(),
+                client_key=(directory / f"{org}.key").read_bytes(),
+            )
+        )
+        for org in wanted
+    }
 
 
 def open_channel(
     target: str, tls: Tls | None = None, options: Sequence[tuple[str, object]] = ()
 ) -> grpc.Channel:
-    """A channel to the CEIR: TLS when ``tls`` is given, else plain text."""
+    """A channel to the CEIR: TLS when ``tls`` is given (mutual with its
+    client certificate), else plain text."""
     if tls is None:
         return grpc.insecure_channel(target, options=list(options))
     extra = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_cert,
+        private_key=tls.client_key,
+        certificate_chain=tls.client_cert,
+    )
     return grpc.secure_channel(target, credentials, options=[*options, *extra])
 
 
@@ -148,14 +230,15 @@ class _GrpcFeed:
 
 
 class GrpcLink:
-    """A ``CeirLink`` over one gRPC channel, with one organisation's token."""
+    """A ``CeirLink`` over one gRPC channel, as one organisation: with its
+    token, or without one over mutual TLS (``tls`` with a client certificate)."""
 
     def __init__(
-        self, target: str, token: str, timeout: float = 10.0, tls: Tls | None = None
+        self, target: str, token: str | None, timeout: float = 10.0, tls: Tls | None = None
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata = Credentials(token, tls).metadata
         self._channel = open_channel(target, tls, CHANNEL_OPTIONS)
         self._state = grpc.ChannelConnectivity.IDLE
         self._channel.subscribe(self._on_state, try_to_connect=True)
