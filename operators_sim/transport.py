@@ -113,11 +113,11 @@ def client_certificates(
     needed = [directory / f"{org}{suffix}" for org in wanted for suffix in (".pem", ".key")]
     if ca_cert is None:
         needed.insert(0, directory / "ca.pem")
-    missing = [str(path) for path in needed if not path.is_file()]
+    missing = [path.name for path in needed if not path.is_file()]
     if missing:
         raise MissingCertificate(
-            f"missing {', '.join(missing)}: the directory needs <org>.pem and <org>.key for "
-            f"each of {', '.join(wanted)}, and ca.pem"
+            f"{directory} lacks {', '.join(missing)} (it needs <org>.pem and <org>.key "
+            f"for each of {', '.join(wanted)}, and ca.pem)"
         )
     root = ca_cert if ca_cert is not None else (directory / "ca.pem").read_bytes()
     return {
