@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import machine, register, report
+from . import machine, register, report, sim, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,6 +31,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, help="parent of the temporary SQLite files")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("register", "sim", "trust"),
+        help="run only this section (repeatable): the register, the operator side, the log",
+    )
     return parser.parse_args(argv)
 
 
@@ -56,8 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
+    sections = ("register", "sim", "trust")
+    chosen = options.only or sections
+    results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
-        results = register.run(sizes(options), Path(workdir))
+        if "register" in chosen:
+            results += register.run(sizes(options), Path(workdir))
+        if "sim" in chosen:
+            results += sim.run(options.quick)
+        if "trust" in chosen:
+            results += trust.run(options.quick, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)
