@@ -240,3 +240,12 @@ def test_an_absent_policy_must_have_no_updated_by() -> None:
     data = _with(49, b"\x00" + bytes(21), data)
     with pytest.raises(LeafEncodingError, match="offset 49"):
         decode_change(data)
+
+
+@given(changes)
+def test_the_fast_path_gives_the_checked_path_s_bytes(change: Change) -> None:
+    from ceir.audit import leaf
+
+    fast = leaf._encode_plain(change)
+    if fast is not None:
+        assert fast == leaf._encode_checked(change)
