@@ -20,7 +20,7 @@ from ceir.audit import (
 from ceir.audit.note import valid_key_name
 from ceir.service.log_audit import AuditReport, audit_database, audit_export, export_log
 from ceir.service.merkle_log import DEFAULT_ORIGIN
-from ceir.storage import repository as repo
+from ceir.storage import log_repository as log_repo
 from ceir.storage.database import Database
 
 from ._output import err, fail, out, reporting_errors
@@ -177,7 +177,7 @@ def _log_origin(db: str | None, export: Path | None) -> str:
     database = Database(db)
     try:
         with database.read() as connection:
-            latest = repo.latest_checkpoint(connection)
+            latest = log_repo.latest_checkpoint(connection)
     finally:
         database.dispose()
     return latest[1].split("\n", 1)[0] if latest else DEFAULT_ORIGIN

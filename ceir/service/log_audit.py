@@ -41,6 +41,7 @@ from ceir.audit import (
 from ceir.audit.merkle import short
 from ceir.domain.lists import ListState
 from ceir.domain.model import Change
+from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 
@@ -179,11 +180,11 @@ def audit_database(
     """Audit the log and the lists of a register's database."""
     auditor = _Auditor(list(verifiers), origin)
     with db.read_snapshot() as connection:
-        notes = repo.stored_checkpoints(connection)
+        notes = log_repo.stored_checkpoints(connection)
         auditor.roots = {size: b"" for size, _ in notes}
         replayed = ListState()
         after = 0
-        while batch := repo.changes_with_hashes(connection, after, _BATCH):
+        while batch := log_repo.changes_with_hashes(connection, after, _BATCH):
             for change, recorded in batch:
                 auditor.leaf(change, recorded)
                 # A gap is reported by leaf(); the lists are compared anyway.
@@ -251,13 +252,13 @@ def _key(key: int | None) -> str:
 def export_log(db: Database, out: TextIO) -> int:
     """Write the log (leaves, stored hashes, checkpoints) as JSON lines; return the leaves."""
     with db.read_snapshot() as connection:
-        notes = repo.stored_checkpoints(connection)
+        notes = log_repo.stored_checkpoints(connection)
         leaves = repo.last_sequence(connection)
         origin = notes[-1][1].split("\n", 1)[0] if notes else ""
         header = {"format": EXPORT_FORMAT, "origin": origin, "leaves": leaves}
         out.write(json.dumps(header) + "\n")
         after = 0
-        while batch := repo.changes_with_hashes(connection, after, _BATCH):
+        while batch := log_repo.changes_with_hashes(connection, after, _BATCH):
             for change, recorded in batch:
                 line = {
                     "sequence": change.sequence,

@@ -40,6 +40,7 @@ from ceir.audit import (
     sign_checkpoint,
 )
 from ceir.domain.model import Change
+from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 
@@ -74,8 +75,8 @@ class DatabaseHashStore:
         """Stored hashes of nodes (level, start) to (level, end - 1)."""
         with self.db.read() as connection:
             if level == 0:
-                return repo.leaf_hashes(connection, start, end)
-            return repo.tree_node_hashes(connection, level, start, end)
+                return log_repo.leaf_hashes(connection, start, end)
+            return log_repo.tree_node_hashes(connection, level, start, end)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class MerkleLog:
         """Hash changes that have no leaf hash yet, then load the frontier."""
         with self.db.write() as session:
             head = repo.lock_state(session)
-            size = repo.logged_size(session)
+            size = log_repo.logged_size(session)
             if size < head:
                 log.warning(
                     "hashing changes written before the Merkle log",
@@ -128,15 +129,15 @@ class MerkleLog:
 
     def _stored_size(self) -> int:
         with self.db.read() as connection:
-            return repo.logged_size(connection)
+            return log_repo.logged_size(connection)
 
     def _backfill(self, session: Session, head: int) -> None:
         batch = repo.changes_after(session, self._frontier.size, BACKFILL_BATCH)
         append = self.prepare(batch, 0, sign=False)
-        repo.set_leaf_hashes(
+        log_repo.set_leaf_hashes(
             session, [(c.sequence, h) for c, h in zip(batch, append.leaf_hashes, strict=True)]
         )
-        repo.insert_tree_nodes(session, append.nodes)
+        log_repo.insert_tree_nodes(session, append.nodes)
         self._frontier = append.frontier
 
     def _rebuild(self, size: int) -> Frontier:
@@ -173,9 +174,9 @@ class MerkleLog:
 
     def store(self, session: Session, append: Append) -> None:
         """Write the append's tree nodes and checkpoint (the leaf hashes go with the changes)."""
-        repo.insert_tree_nodes(session, append.nodes)
+        log_repo.insert_tree_nodes(session, append.nodes)
         if append.note:
-            repo.insert_checkpoint(session, append.frontier.size, append.note, append.time_us)
+            log_repo.insert_checkpoint(session, append.frontier.size, append.note, append.time_us)
 
     def accept(self, append: Append) -> None:
         """Keep the append's frontier: its transaction committed."""
