@@ -37,7 +37,9 @@ different histories to different nodes.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,8 +251,13 @@ class Gossip:
     small exchange of signed notes (any channel will do: the notes are signed).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, proof_interval: float = 1.0) -> None:
+        """``proof_interval``: the least time between two consistency proofs
+        one node asks for about one peer (checkpoints of equal size are
+        compared every time: that needs no proof)."""
         self._lock = threading.Lock()
+        self._proof_interval = proof_interval
+        self._proved_at: dict[tuple[str, str], float] = {}
         self._latest: dict[str, Checkpoint] = {}
         # (publisher, peer) -> the peer's checkpoint already shown consistent
         # with one of the publisher's of at least its size: consistency along
@@ -269,8 +276,16 @@ class Gossip:
             self._latest[node.name] = checkpoint
             peers = [(n, c) for n, c in self._latest.items() if n != node.name]
         for peer, theirs in peers:
-            if self._settled.get((node.name, peer)) == theirs:
+            pair = (node.name, peer)
+            if self._settled.get(pair) == theirs:
                 continue
+            if theirs.size != checkpoint.size:
+                # A proof per feed message per peer would cost the register
+                # more than the feed itself: prove at most once an interval.
+                now = time.monotonic()
+                if now - self._proved_at.get(pair, -math.inf) < self._proof_interval:
+                    continue
+                self._proved_at[pair] = now
             problem = self._compare(node, checkpoint, theirs)
             if problem is None:
                 if theirs.size <= checkpoint.size:

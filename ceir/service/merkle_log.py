@@ -66,17 +66,38 @@ class CheckpointSigner:
 
 
 class DatabaseHashStore:
-    """``ceir.audit.HashStore`` over the register's tables (one read per call)."""
+    """``ceir.audit.HashStore`` over the register's tables.
+
+    Stored hashes never change, so each level keeps the prefix it has read
+    in memory: a proof then costs no database read, which matters when five
+    verifying operators ask for one per feed message. The cache stops
+    growing at ``CACHE_NODES`` hashes a level; beyond that reads go to the
+    database.
+    """
+
+    CACHE_NODES = 4_000_000
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._levels: dict[int, list[bytes]] = {}
 
     def node_hashes(self, level: int, start: int, end: int) -> Sequence[bytes]:
         """Stored hashes of nodes (level, start) to (level, end - 1)."""
+        cached = self._levels.setdefault(level, [])
+        if end <= len(cached):
+            return cached[start:end]
+        if len(cached) < self.CACHE_NODES and start <= len(cached):
+            read = self._read(level, len(cached), min(end, self.CACHE_NODES))
+            cached.extend(read)
+            if end <= len(cached):
+                return cached[start:end]
+        return self._read(level, start, end)
+
+    def _read(self, level: int, start: int, end: int) -> list[bytes]:
         with self.db.read() as connection:
             if level == 0:
-                return log_repo.leaf_hashes(connection, start, end)
-            return log_repo.tree_node_hashes(connection, level, start, end)
+                return list(log_repo.leaf_hashes(connection, start, end))
+            return list(log_repo.tree_node_hashes(connection, level, start, end))
 
 
 @dataclass

@@ -84,8 +84,15 @@ class SyncService:
     ) -> Iterator[tuple[list[Change], int]]:
         register = self.register
         while is_active() and not register.closed:
+            # Only what this process has applied (and so added to its log):
+            # a change read between its commit and that moment would come
+            # with a checkpoint and proofs the log cannot give yet.
+            head = register.state.sequence
+            if head <= cursor:
+                register.wait_for_change(cursor, timeout=1.0)
+                continue
             with register.db.read() as connection:
-                changes = repo.changes_after(connection, cursor, FEED_BATCH)
+                changes = repo.changes_after(connection, cursor, min(FEED_BATCH, head - cursor))
             if changes:
                 cursor = changes[-1].sequence
                 yield changes, max(cursor, register.state.sequence)
