@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ceir.domain.errors import InvalidArgument
+from ceir.domain.errors import InvalidArgument, PermissionDenied
 from ceir.domain.model import (
     Caller,
     DeviceRegistration,
     ImportRejection,
     ImportResult,
 )
-from ceir.domain.permissions import SOURCE_KINDS, Action, require
+from ceir.domain.permissions import Action, require, require_source
 from ceir.domain.validation import device_registration
 
 from .register import Committed, Register, Replayed, WriteUnit
@@ -116,12 +116,8 @@ def _validate(caller: Caller, row: ImportRow, now_us: int) -> DeviceRegistration
     except InvalidArgument as error:
         first = error.violations[0]
         return ImportRejection(row.row, first.field, first.description)
-    allowed = SOURCE_KINDS[device.source]
-    if allowed is not caller.kind:
-        return ImportRejection(
-            row.row,
-            "device.source",
-            f"{caller.name} ({caller.kind.value}) may not register "
-            f"{device.source.name} devices; only {allowed.value} may",
-        )
+    try:
+        require_source(caller, device.source)  # the same rule and words as RegisterDevice
+    except PermissionDenied as error:
+        return ImportRejection(row.row, "device.source", error.message)
     return device
