@@ -1,5 +1,8 @@
 """Building and running the CEIR gRPC server.
 
+The server is ``grpc.aio`` on an event loop in a thread of its own (see
+``calls`` for why); blocking work runs in a bounded pool of worker threads.
+
 ``create_server`` wires storage, services and servicers and binds a port
 (port 0 picks a free one, as tests do); ``serve`` runs until SIGINT/SIGTERM
 and shuts down gracefully: health goes NOT_SERVING first, then in-flight
@@ -21,16 +24,22 @@ verify its checkpoints after a restart).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import threading
+from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -49,44 +58,61 @@ from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
     equipment_check_pb2,
-    equipment_check_pb2_grpc,
     list_sync_pb2,
-    list_sync_pb2_grpc,
     policy_pb2,
-    policy_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
     transparency_pb2,
-    transparency_pb2_grpc,
 )
 
-from .interceptor import CallInterceptor
+from .calls import Gate
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
-    ListSyncServicer,
     PolicyServicer,
     RegistryServicer,
     TransparencyServicer,
 )
+from .streams import ChangeSignal, EquipmentCheckStreams, ImportStreams, ListSyncStreams
 
+aio_health: Any = health.aio  # type: ignore[attr-defined]  # the asyncio servicer
 log = logging.getLogger("ceir.server")
+T = TypeVar("T")
 
-SERVICE_NAMES = (
-    equipment_check_pb2.DESCRIPTOR.services_by_name["EquipmentCheckService"].full_name,
-    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-    list_sync_pb2.DESCRIPTOR.services_by_name["ListSyncService"].full_name,
-    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
-    transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"].full_name,
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    equipment_check_pb2.DESCRIPTOR.services_by_name["EquipmentCheckService"],
+    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+    list_sync_pb2.DESCRIPTOR.services_by_name["ListSyncService"],
+    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+    transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
 # comparison measures the register and not a difference in configuration.
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.so_reuseport", 0),
+    # One connection may hold at most this many calls at once: a client
+    # wanting more opens more connections, each of which it must keep alive.
+    ("grpc.max_concurrent_streams", 256),
+    # Ping a connection after 20 s without traffic and close it if the peer
+    # does not answer within 10 s: a client frozen behind a dead NAT loses
+    # its calls in about 30 s instead of holding them until TCP gives up.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Clients may ping every 10 s; one that pings faster is disconnected.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    # A connection with no call for 10 minutes is closed.
+    ("grpc.max_connection_idle_ms", 600_000),
 ]
-MAX_WORKERS = 32
+# Threads for blocking work (database, building large answers). Calls wait
+# on the event loop, never here, so this bounds work in progress, not callers.
+WORKER_THREADS = 16
+# Threads for credential lookups that the cache cannot answer.
+LOOKUP_THREADS = 2
 # The passphrase of an encrypted signing key file, if it is encrypted.
 SIGNING_KEY_PASSWORD_ENV = "CEIR_SIGNING_KEY_PASSWORD"
 
@@ -118,13 +144,15 @@ class ServerConfig:
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     register: Register
-    health: health.HealthServicer
+    health: Any
     metrics: Metrics
+    loop: asyncio.AbstractEventLoop
+    workers: futures.ThreadPoolExecutor
+    lookups: futures.ThreadPoolExecutor
     metrics_port: int | None = None
-    workers: futures.ThreadPoolExecutor | None = None
     token_port: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -133,18 +161,24 @@ class RunningServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.health.enter_graceful_shutdown()
+        self._on_loop(self.health.enter_graceful_shutdown())
         self.register.close()  # ends WatchChanges streams
-        self.server.stop(grace).wait()
-        # Handlers still running after the grace period finish before the
+        self._on_loop(self.server.stop(grace))
+        _stop_loop(self.loop)
+        # Work still running after the grace period finishes before the
         # pool closes, so no connection is left checked out of a closed pool.
-        if self.workers is not None:
-            self.workers.shutdown(wait=True, cancel_futures=True)
-        gc.collect()  # close the generators of cancelled streams (snapshots) now
+        self.workers.shutdown(wait=True, cancel_futures=True)
+        self.lookups.shutdown(wait=True, cancel_futures=True)
+        gc.collect()  # close the generators of cancelled snapshots now
         self.register.db.dispose()
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
 
 
 def create_server(config: ServerConfig) -> RunningServer:
+    """Open the database, load the lists and start serving (in a thread of
+    its own: the event loop's); returns once the ports are bound."""
     check_transport(config)  # before anything is opened
     db = Database(config.db)
     if config.migrate:
@@ -152,43 +186,48 @@ def create_server(config: ServerConfig) -> RunningServer:
     register = Register(db, config.clock, signer=checkpoint_signer(config))
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
-    certificates = CertificateAuthenticator(db) if config.client_ca is not None else None
-    interceptor = CallInterceptor(
-        Authenticator(db), metrics, access_log=config.access_log, certificates=certificates
-    )
-    workers = futures.ThreadPoolExecutor(max_workers=MAX_WORKERS)
-    server = grpc.server(
+    workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
+    lookups = futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="ceir-lookup")
+    gate = Gate(
+        Authenticator(db),
+        metrics,
         workers,
-        interceptors=[interceptor],
-        options=GRPC_OPTIONS,
+        lookups,
+        access_log=config.access_log,
+        certificates=CertificateAuthenticator(db) if config.client_ca is not None else None,
     )
-    equipment_check_pb2_grpc.add_EquipmentCheckServiceServicer_to_server(
-        EquipmentCheckServicer(CheckService(register)), server
-    )
-    registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(RegistryService(register), ImportService(register)), server
-    )
-    list_sync_pb2_grpc.add_ListSyncServiceServicer_to_server(
-        ListSyncServicer(SyncService(register)), server
-    )
-    policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-        PolicyServicer(PolicyService(register)), server
-    )
-    transparency_pb2_grpc.add_TransparencyServiceServicer_to_server(
-        TransparencyServicer(TransparencyService(register)), server
-    )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port, token_port = _bind(server, config)
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    loop = _start_loop()
+    signal = ChangeSignal(loop)
+    register.add_listener(signal.notify)
+    checks = CheckService(register)
+    sync = SyncService(register)
+    implementations = {
+        "EquipmentCheckService": (EquipmentCheckServicer(checks), EquipmentCheckStreams(checks)),
+        "RegistryService": (
+            RegistryServicer(RegistryService(register)),
+            ImportStreams(ImportService(register), register),
+        ),
+        "ListSyncService": (None, ListSyncStreams(sync, signal)),
+        "PolicyService": (PolicyServicer(PolicyService(register)), None),
+        "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
+    }
+    handlers = [
+        _service_handler(gate, service, *implementations[service.name]) for service in SERVICES
+    ]
+    try:
+        server, health_servicer, port, token_port = asyncio.run_coroutine_threadsafe(
+            _start(config, handlers), loop
+        ).result()
+    except BaseException:
+        _stop_loop(loop)
+        workers.shutdown()
+        lookups.shutdown()
+        register.close()
+        db.dispose()
+        raise
     metrics_port = None
     if config.metrics_port is not None:
         metrics_port = metrics.serve(config.metrics_port)
-    server.start()
     log.info(
         "serving",
         extra={
@@ -208,8 +247,75 @@ def create_server(config: ServerConfig) -> RunningServer:
         },
     )
     return RunningServer(
-        server, port, register, health_servicer, metrics, metrics_port, workers, token_port
+        server,
+        port,
+        register,
+        health_servicer,
+        metrics,
+        loop,
+        workers,
+        lookups,
+        metrics_port,
+        token_port,
     )
+
+
+async def _start(
+    config: ServerConfig, handlers: list[grpc.GenericRpcHandler[Any, Any]]
+) -> tuple[grpc.aio.Server, Any, int, int | None]:
+    """Build, bind and start the gRPC server (on the event loop)."""
+    server = grpc.aio.server(handlers=handlers, options=GRPC_OPTIONS)
+    health_servicer = aio_health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*(s.full_name for s in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port, token_port = _bind(server, config)
+    for name in ("", *(s.full_name for s in SERVICES)):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
+    return server, health_servicer, port, token_port
+
+
+def _service_handler(
+    gate: Gate, service: ServiceDescriptor, unary: object | None, streams: object | None
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """Every method of ``service``: unary ones from ``unary``, streaming ones from ``streams``."""
+    methods = {}
+    for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            methods[method.name] = gate.streaming(
+                method.name, getattr(streams, method.name), server_streaming=method.server_streaming
+            )
+        else:
+            request_type = message_factory.GetMessageClass(method.input_type)
+            methods[method.name] = gate.unary(
+                method.name, request_type, getattr(unary, method.name)
+            )
+    return grpc.method_handlers_generic_handler(service.full_name, methods)
+
+
+def _start_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop, running in a thread of its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_run_loop, args=(loop,), name="ceir-grpc", daemon=True)
+    thread.start()
+    return loop
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            loop.call_soon_threadsafe(loop.stop)
 
 
 def checkpoint_signer(config: ServerConfig) -> CheckpointSigner | None:
@@ -257,7 +363,7 @@ def check_transport(config: ServerConfig) -> None:
         raise ValueError("--token-listen is for a mutual-TLS server (--client-ca)")
 
 
-def _bind(server: grpc.Server, config: ServerConfig) -> tuple[int, int | None]:
+def _bind(server: grpc.aio.Server, config: ServerConfig) -> tuple[int, int | None]:
     """Listen on the configured address(es); return the port and the token port."""
     token_port: int | None = None
     if config.tls_key is not None and config.tls_cert is not None:

@@ -1,12 +1,14 @@
 """Thin servicers: request -> domain values -> service -> response.
 
-No business rule lives here. Mutations pass a ``render`` function so that
+No business rule lives here. These are the unary methods, each run in a
+worker thread once its request is in hand (``calls.Gate.unary``); the
+streaming ones are coroutines in ``streams``. Mutations pass a ``render`` function so that
 the first answer to a request id can be stored and replayed (AIP-155).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,36 +18,29 @@ from ceir.domain.errors import FieldViolation, InvalidArgument
 from ceir.domain.identifiers import format_imei_key
 from ceir.domain.validation import device_registration
 from ceir.service.checks import CheckQuery, CheckService
-from ceir.service.imports import MAX_CHUNK_ROWS, ImportRow, ImportService
+from ceir.service.imports import ImportRow
 from ceir.service.policy import POLICY_FIELDS, PolicyService
 from ceir.service.register import Committed, Replayed, fingerprint
 from ceir.service.registry import RegistryService
-from ceir.service.sync import SyncService
 from ceir.service.transparency import TransparencyService
 from ceir.v1 import equipment_check_pb2 as check_pb
-from ceir.v1 import equipment_check_pb2_grpc as check_grpc
-from ceir.v1 import list_sync_pb2 as sync_pb
-from ceir.v1 import list_sync_pb2_grpc as sync_grpc
 from ceir.v1 import policy_pb2 as policy_pb
-from ceir.v1 import policy_pb2_grpc as policy_grpc
 from ceir.v1 import registry_pb2 as registry_pb
-from ceir.v1 import registry_pb2_grpc as registry_grpc
 from ceir.v1 import transparency_pb2 as log_pb
-from ceir.v1 import transparency_pb2_grpc as log_grpc
 
 from . import convert
-from .interceptor import current_caller
+from .calls import current_caller
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 MAX_REJECTIONS = 10_000
 
 
-def _fingerprint(request: Message) -> str:
+def fingerprint_of(request: Message) -> str:
     return fingerprint(request.SerializeToString(deterministic=True))
 
 
-def _answer(
+def answer(
     outcome: Committed[R] | Replayed, response_type: type[M], build: Callable[[Committed[R]], M]
 ) -> M:
     """The response for a fresh outcome, or the stored one for a replay."""
@@ -65,11 +60,11 @@ def _keys_answer(response_type: type[M]) -> Callable[[Committed[list[int]]], M]:
     return build
 
 
-def _serialised(build: Callable[[Committed[R]], Message]) -> Callable[[Committed[R]], bytes]:
+def serialised(build: Callable[[Committed[R]], Message]) -> Callable[[Committed[R]], bytes]:
     return lambda value: build(value).SerializeToString(deterministic=True)
 
 
-class EquipmentCheckServicer(check_grpc.EquipmentCheckServiceServicer):
+class EquipmentCheckServicer:
     def __init__(self, checks: CheckService) -> None:
         self.checks = checks
 
@@ -90,30 +85,10 @@ class EquipmentCheckServicer(check_grpc.EquipmentCheckServiceServicer):
             convert.fill_decision(results.add(), decision)
         return response
 
-    def CheckEquipmentStream(
-        self,
-        request_iterator: Iterator[check_pb.CheckEquipmentStreamRequest],
-        context: grpc.ServicerContext,
-    ) -> Iterator[check_pb.CheckEquipmentStreamResponse]:
-        caller = current_caller()
-        self.checks.authorize(caller)
-        for request in request_iterator:
-            check = request.check
-            answer = check_pb.CheckEquipmentStreamResponse(correlation_id=request.correlation_id)
-            try:
-                decision = self.checks.check(
-                    caller, CheckQuery(check.imei, check.imsi, check.msisdn)
-                )
-                convert.fill_decision(answer.result, decision)
-            except InvalidArgument as error:  # one bad check does not end the stream
-                answer.error_message = error.message
-            yield answer
 
-
-class RegistryServicer(registry_grpc.RegistryServiceServicer):
-    def __init__(self, registry: RegistryService, imports: ImportService) -> None:
+class RegistryServicer:
+    def __init__(self, registry: RegistryService) -> None:
         self.registry = registry
-        self.imports = imports
 
     def RegisterDevice(
         self, request: registry_pb.RegisterDeviceRequest, context: grpc.ServicerContext
@@ -137,9 +112,9 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             )
 
         outcome = self.registry.register_device(
-            current_caller(), request.request_id, _fingerprint(request), value, _serialised(build)
+            current_caller(), request.request_id, fingerprint_of(request), value, serialised(build)
         )
-        return _answer(outcome, registry_pb.RegisterDeviceResponse, build)
+        return answer(outcome, registry_pb.RegisterDeviceResponse, build)
 
     def RevokeRegistration(
         self, request: registry_pb.RevokeRegistrationRequest, context: grpc.ServicerContext
@@ -148,12 +123,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         outcome = self.registry.revoke(
             current_caller(),
             request.request_id,
-            _fingerprint(request),
+            fingerprint_of(request),
             list(request.imeis),
             request.reason,
-            _serialised(build),
+            serialised(build),
         )
-        return _answer(outcome, registry_pb.RevokeRegistrationResponse, build)
+        return answer(outcome, registry_pb.RevokeRegistrationResponse, build)
 
     def ReportStolen(
         self, request: registry_pb.ReportStolenRequest, context: grpc.ServicerContext
@@ -162,13 +137,13 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         outcome = self.registry.report_stolen(
             current_caller(),
             request.request_id,
-            _fingerprint(request),
+            fingerprint_of(request),
             list(request.imeis),
             request.police_report,
             request.subscriber_imsi,
-            _serialised(build),
+            serialised(build),
         )
-        return _answer(outcome, registry_pb.ReportStolenResponse, build)
+        return answer(outcome, registry_pb.ReportStolenResponse, build)
 
     def ReportRecovered(
         self, request: registry_pb.ReportRecoveredRequest, context: grpc.ServicerContext
@@ -177,12 +152,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         outcome = self.registry.report_recovered(
             current_caller(),
             request.request_id,
-            _fingerprint(request),
+            fingerprint_of(request),
             list(request.imeis),
             request.police_report,
-            _serialised(build),
+            serialised(build),
         )
-        return _answer(outcome, registry_pb.ReportRecoveredResponse, build)
+        return answer(outcome, registry_pb.ReportRecoveredResponse, build)
 
     def AddException(
         self, request: registry_pb.AddExceptionRequest, context: grpc.ServicerContext
@@ -196,13 +171,13 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         outcome = self.registry.add_exception(
             current_caller(),
             request.request_id,
-            _fingerprint(request),
+            fingerprint_of(request),
             request.imei,
             request.imsi,
             request.reason,
-            _serialised(build),
+            serialised(build),
         )
-        return _answer(outcome, registry_pb.AddExceptionResponse, build)
+        return answer(outcome, registry_pb.AddExceptionResponse, build)
 
     def RemoveException(
         self, request: registry_pb.RemoveExceptionRequest, context: grpc.ServicerContext
@@ -213,12 +188,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         outcome = self.registry.remove_exception(
             current_caller(),
             request.request_id,
-            _fingerprint(request),
+            fingerprint_of(request),
             request.imei,
             request.imsi,
-            _serialised(build),
+            serialised(build),
         )
-        return _answer(outcome, registry_pb.RemoveExceptionResponse, build)
+        return answer(outcome, registry_pb.RemoveExceptionResponse, build)
 
     def ListNotifications(
         self, request: registry_pb.ListNotificationsRequest, context: grpc.ServicerContext
@@ -235,41 +210,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> registry_pb.GetImeiRecordResponse:
         return convert.imei_record(self.registry.imei_record(current_caller(), request.imei))
 
-    def ImportRegistrations(
-        self,
-        request_iterator: Iterator[registry_pb.ImportRegistrationsRequest],
-        context: grpc.ServicerContext,
-    ) -> registry_pb.ImportRegistrationsResponse:
-        caller = current_caller()
-        total = registry_pb.ImportRegistrationsResponse()
-        request_id = ""
-        for number, chunk in enumerate(request_iterator):
-            if number == 0:
-                request_id = chunk.request_id
-            if len(chunk.rows) > MAX_CHUNK_ROWS:
-                raise InvalidArgument.field(
-                    "rows", f"at most {MAX_CHUNK_ROWS} rows per message, got {len(chunk.rows)}"
-                )
-            rows = [_import_row(row) for row in chunk.rows]
-            outcome = self.imports.import_chunk(
-                caller, request_id, number, _fingerprint(chunk), rows, _serialised(_chunk_response)
-            )
-            part = _answer(outcome, registry_pb.ImportRegistrationsResponse, _chunk_response)
-            total.rows_received += part.rows_received
-            total.rows_accepted += part.rows_accepted
-            total.rows_rejected += part.rows_rejected
-            room = MAX_REJECTIONS - len(total.rejections)
-            total.rejections.extend(part.rejections[: max(room, 0)])
-            total.sequence = max(total.sequence, part.sequence)
-        if not total.sequence:
-            total.sequence = self._sequence()
-        return total
 
-    def _sequence(self) -> int:
-        return self.registry.register.state.sequence
-
-
-def _import_row(row: registry_pb.ImportRow) -> ImportRow:
+def import_row(row: registry_pb.ImportRow) -> ImportRow:
     device = row.device
     return ImportRow(
         row=row.row,
@@ -282,7 +224,7 @@ def _import_row(row: registry_pb.ImportRow) -> ImportRow:
     )
 
 
-def _chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsResponse:
+def chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsResponse:
     result = done.value
     return registry_pb.ImportRegistrationsResponse(
         rows_received=result.rows_received,
@@ -296,52 +238,7 @@ def _chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsResp
     )
 
 
-class ListSyncServicer(sync_grpc.ListSyncServiceServicer):
-    def __init__(self, sync: SyncService) -> None:
-        self.sync = sync
-
-    def GetSnapshot(
-        self, request: sync_pb.GetSnapshotRequest, context: grpc.ServicerContext
-    ) -> Iterator[sync_pb.GetSnapshotResponse]:
-        for chunk in self.sync.snapshot(current_caller(), request.chunk_size):
-            message = sync_pb.GetSnapshotResponse(
-                sequence=chunk.sequence,
-                list=_SNAPSHOT_LISTS[chunk.list_name],
-                last=chunk.last,
-                total_entries=chunk.total_entries,
-                checkpoint=chunk.checkpoint,
-            )
-            if chunk.policy is not None:
-                message.policy.CopyFrom(convert.policy(chunk.policy))
-            message.imei_keys.extend(chunk.imei_keys)
-            message.valid_until_unix.extend(chunk.valid_until_s)
-            message.blacklist_causes.extend(chunk.causes)  # type: ignore[arg-type]
-            message.imsis.extend(chunk.imsis)
-            message.msisdns.extend(chunk.msisdns)
-            message.block_dates_unix.extend(chunk.block_dates_s)
-            yield message
-
-    def WatchChanges(
-        self, request: sync_pb.WatchChangesRequest, context: grpc.ServicerContext
-    ) -> Iterator[sync_pb.WatchChangesResponse]:
-        feed = self.sync.watch(current_caller(), request.after_sequence, context.is_active)
-        for changes, head in feed:
-            yield sync_pb.WatchChangesResponse(
-                changes=[convert.change(c) for c in changes],
-                head_sequence=head,
-                checkpoint=self.sync.checkpoint_at(changes[-1].sequence),
-            )
-
-
-_SNAPSHOT_LISTS = {
-    "whitelist": sync_pb.SNAPSHOT_LIST_WHITELIST,
-    "blacklist": sync_pb.SNAPSHOT_LIST_BLACKLIST,
-    "notification": sync_pb.SNAPSHOT_LIST_NOTIFICATION,
-    "exception": sync_pb.SNAPSHOT_LIST_EXCEPTION,
-}
-
-
-class PolicyServicer(policy_grpc.PolicyServiceServicer):
+class PolicyServicer:
     def __init__(self, policies: PolicyService) -> None:
         self.policies = policies
 
@@ -373,12 +270,12 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
             return policy_pb.UpdatePolicyResponse(policy=convert.policy(done.value))
 
         outcome = self.policies.update(
-            current_caller(), request.request_id, _fingerprint(request), values, _serialised(build)
+            current_caller(), request.request_id, fingerprint_of(request), values, serialised(build)
         )
-        return _answer(outcome, policy_pb.UpdatePolicyResponse, build)
+        return answer(outcome, policy_pb.UpdatePolicyResponse, build)
 
 
-class TransparencyServicer(log_grpc.TransparencyServiceServicer):
+class TransparencyServicer:
     def __init__(self, transparency: TransparencyService) -> None:
         self.transparency = transparency
 

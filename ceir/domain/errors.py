@@ -8,7 +8,9 @@
     ├── PermissionDenied     the caller's organisation may not do this
     ├── NotFound             the thing named does not exist
     ├── AlreadyExists        the thing to create exists already
-    └── FailedPrecondition   the register's state forbids the operation now
+    ├── FailedPrecondition   the register's state forbids the operation now
+    ├── OutOfRange           a position past what the register has (a sequence ahead of its head)
+    └── ResourceExhausted    the server is at a limit it keeps for everyone's sake
 
 The API layer maps each class to a gRPC status code in one place.
 """
@@ -80,3 +82,11 @@ class AlreadyExists(CeirError):
 
 class FailedPrecondition(CeirError):
     reason = "FAILED_PRECONDITION"
+
+
+class OutOfRange(CeirError):
+    reason = "OUT_OF_RANGE"
+
+
+class ResourceExhausted(CeirError):
+    reason = "RESOURCE_EXHAUSTED"

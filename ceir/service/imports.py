@@ -42,6 +42,10 @@ class ImportService:
     def __init__(self, register: Register) -> None:
         self.register = register
 
+    def authorize(self, caller: Caller) -> None:
+        """Refuse a caller that may not import at all (before its first chunk)."""
+        require(caller, Action.REGISTER)
+
     def import_chunk(
         self,
         caller: Caller,

@@ -2,7 +2,8 @@
 
 Tokens are shown once, when created, and stored as SHA-256 hashes. The
 server keeps a short-lived cache of token lookups, so a revoked token stops
-working within ``CACHE_SECONDS``.
+working within ``CACHE_SECONDS`` (and open streams end within a second more:
+the server re-checks their credentials every second).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import hashlib
 import secrets
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from ceir.domain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from ceir.domain.identifiers import validate_mcc_mnc
@@ -22,7 +25,7 @@ from ceir.storage.schema import Organisation
 
 from .clock import Clock, SystemClock
 
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 2.0
 TOKEN_PREFIX = "ceir_"
 
 
@@ -86,46 +89,99 @@ def list_organisations(db: Database) -> list[tuple[str, str, str, bool]]:
         return [(o.name, o.kind, o.mcc_mncs, o.revoked_at_us is not None) for o in rows]
 
 
+class CredentialCache:
+    """Credential lookups, each trusted for ``CACHE_SECONDS``.
+
+    Bounded: past ``limit`` entries the oldest goes, so a stream of made-up
+    credentials costs the cache its oldest entries, never all of them at
+    once. ``cached`` never touches the database, so an event loop may call
+    it; ``get`` looks up what is missing or stale.
+    """
+
+    def __init__(self, lookup: Callable[[str], Caller | None], limit: int = 10_000) -> None:
+        self._lookup = lookup
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, key: str) -> tuple[bool, Caller | None]:
+        """(True, the caller or None if unknown) if a fresh lookup is held."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > CACHE_SECONDS:
+            return False, None
+        return True, entry[1]
+
+    def get(self, key: str) -> Caller | None:
+        """The caller for ``key`` (None if unknown), looked up if not fresh."""
+        fresh, caller = self.cached(key)
+        if fresh:
+            return caller
+        caller = self._lookup(key)
+        with self._lock:
+            self._entries[key] = (time.monotonic(), caller)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+        return caller
+
+
+class NeedsLookup(Exception):
+    """Raised by ``cached_caller_for`` when only the database can answer."""
+
+
 class Authenticator:
     """Turns a bearer token into a Caller, with a small time-limited cache."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
-        self._lock = threading.Lock()
-
-    def caller_for(self, authorization: str | None) -> Caller:
-        if not authorization:
-            raise Unauthenticated(
-                "missing 'authorization: Bearer <token>' metadata", reason="MISSING_TOKEN"
-            )
-        now = time.monotonic()
         # Keyed by the metadata as sent: a call with a cached token parses
         # and hashes nothing.
-        cached = self._cache.get(authorization)
-        if cached is None or now - cached[0] > CACHE_SECONDS:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated(
-                    "authorization metadata must be 'Bearer <token>'", reason="BAD_AUTHORIZATION"
-                )
-            cached = (now, self._lookup(hash_token(token.strip())))
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[authorization] = cached
-        if cached[1] is None:
-            raise Unauthenticated("unknown or revoked token", reason="INVALID_TOKEN")
-        return cached[1]
+        self._cache = CredentialCache(self._lookup_authorization)
 
-    def _lookup(self, digest: str) -> Caller | None:
-        with self.db.read() as connection:
-            row = connection.execute(
-                select(Organisation).where(
-                    Organisation.token_sha256 == digest, Organisation.revoked_at_us.is_(None)
-                )
-            ).first()
-        if row is None:
-            return None
-        codes = tuple(code for code in row.mcc_mncs.split(",") if code)
-        return Caller(name=row.name, kind=OrgKind(row.kind), mcc_mncs=codes)
+    def caller_for(self, authorization: str | None) -> Caller:
+        """The token's organisation; Unauthenticated if there is none."""
+        return self._answer(authorization, self._cache.get(_parse(authorization)))
+
+    def cached_caller_for(self, authorization: str | None) -> Caller:
+        """As ``caller_for`` from the cache alone; NeedsLookup if it cannot say."""
+        key = _parse(authorization)
+        fresh, caller = self._cache.cached(key)
+        if not fresh:
+            raise NeedsLookup(key)
+        return self._answer(authorization, caller)
+
+    @staticmethod
+    def _answer(authorization: str | None, caller: Caller | None) -> Caller:
+        if caller is None:
+            raise Unauthenticated("unknown or revoked token", reason="INVALID_TOKEN")
+        return caller
+
+    def _lookup_authorization(self, authorization: str) -> Caller | None:
+        token = authorization.partition(" ")[2].strip()
+        return lookup_organisation(self.db, Organisation.token_sha256 == hash_token(token))
+
+
+def _parse(authorization: str | None) -> str:
+    """The authorization metadata if it is well formed ("Bearer <token>")."""
+    if not authorization:
+        raise Unauthenticated(
+            "missing 'authorization: Bearer <token>' metadata", reason="MISSING_TOKEN"
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "authorization metadata must be 'Bearer <token>'", reason="BAD_AUTHORIZATION"
+        )
+    return authorization
+
+
+def lookup_organisation(db: Database, condition: ColumnElement[bool]) -> Caller | None:
+    """The active organisation that matches ``condition``, as a Caller."""
+    with db.read() as connection:
+        row = connection.execute(
+            select(Organisation).where(condition, Organisation.revoked_at_us.is_(None))
+        ).first()
+    if row is None:
+        return None
+    codes = tuple(code for code in row.mcc_mncs.split(",") if code)
+    return Caller(name=row.name, kind=OrgKind(row.kind), mcc_mncs=codes)

@@ -107,9 +107,11 @@ class Register:
         if merkle_log:
             self.log.open()
         self._write_lock = threading.RLock()
-        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
+        # Called after each applied batch of changes and on close, from the
+        # thread that applied them (the server wakes its feed watchers so).
+        self._listeners: list[Callable[[], None]] = []
         self.reload()
 
     # --- loading and following ------------------------------------------------------
@@ -128,10 +130,13 @@ class Register:
             )
             self._follower.start()
 
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the lists move on, and on close."""
+        self._listeners.append(listener)
+
     def close(self) -> None:
         self._stop.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._notify()
         if self._follower is not None:
             self._follower.join(timeout=5)
 
@@ -161,21 +166,17 @@ class Register:
     def _apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
             self.state.apply(change)
-        with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def copy_lists(self) -> ListsCopy:
         """The in-memory lists at one sequence (copied under the write lock,
         so no change lands half-way; the lock is held only for the copy)."""
         with self._write_lock:
             return self.state.copy()
-
-    def wait_for_change(self, after: int, timeout: float) -> bool:
-        """Block until the register is past ``after`` (or timeout/close)."""
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: self.state.sequence > after or self._stop.is_set(), timeout
-            )
 
     # --- writing ----------------------------------------------------------------------
 

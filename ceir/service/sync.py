@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceir.domain.errors import InvalidArgument
+from ceir.domain.errors import FieldViolation, InvalidArgument, OutOfRange
 from ceir.domain.lists import ListsCopy
 from ceir.domain.model import Caller, Change, Policy
 from ceir.domain.permissions import Action, require
@@ -44,7 +44,11 @@ class SyncService:
         self.register = register
 
     def snapshot(self, caller: Caller, chunk_size: int) -> Iterator[SnapshotChunk]:
-        """Every list at one sequence, in chunks (the last one has last=True)."""
+        """Every list at one sequence, in chunks (the last one has last=True).
+
+        The lists are copied at once (consistent at one sequence); the
+        chunks are cut from the copy one at a time, as the reader takes them.
+        """
         require(caller, Action.SYNC_LISTS)
         if chunk_size < 0 or chunk_size > MAX_CHUNK:
             raise InvalidArgument.field("chunk_size", f"0 (default) to {MAX_CHUNK}")
@@ -56,48 +60,57 @@ class SyncService:
         # write lock is consistent at one sequence and far faster than
         # reading rows back (the lists already follow the database exactly).
         lists = self.register.copy_lists()
-        chunks = list(_chunks(lists, size))
-        if not chunks:  # an empty register still answers with its sequence
-            chunks = [SnapshotChunk(lists.sequence, "whitelist")]
-        chunks[0].total_entries = lists.total_entries
-        chunks[0].policy = lists.policy
-        chunks[0].checkpoint = self.checkpoint_at(lists.sequence)
-        chunks[-1].last = True
-        yield from chunks
+        chunks = _chunks(lists, size)
+        first = next(chunks, None) or SnapshotChunk(lists.sequence, "whitelist")
+        first.total_entries = lists.total_entries
+        first.policy = lists.policy
+        first.checkpoint = self.checkpoint_at(lists.sequence)
+        current = first
+        for following in chunks:  # one ahead, to know which chunk is the last
+            yield current
+            current = following
+        current.last = True
+        yield current
 
     def checkpoint_at(self, size: int) -> str:
         """The signed checkpoint of the log at ``size`` ("" without a signing key)."""
         return self.register.log.checkpoint_at(size, self.register.clock.now_us())
 
-    def watch(
-        self, caller: Caller, after_sequence: int, is_active: Callable[[], bool]
-    ) -> Iterator[tuple[list[Change], int]]:
-        """Changes after ``after_sequence`` in order, then live, until the
-        caller goes away or the server stops."""
+    def open_feed(self, caller: Caller, after_sequence: int) -> int:
+        """Check a feed request; the sequence it starts after.
+
+        A client ahead of the register (restored from a newer backup, or
+        pointed at the wrong register) is told so, with the head, instead
+        of waiting for changes that may never be the ones it has.
+        """
         require(caller, Action.SYNC_LISTS)
         if not 0 <= after_sequence <= MAX_SEQUENCE:
             raise InvalidArgument.field("after_sequence", f"0 to {MAX_SEQUENCE}")
-        return self._watch(after_sequence, is_active)
+        head = self.register.state.sequence
+        if after_sequence > head:  # this process may lag the database: ask it
+            with self.register.db.read() as connection:
+                head = max(head, repo.last_sequence(connection))
+        if after_sequence > head:
+            raise OutOfRange(
+                f"after_sequence: {after_sequence} is beyond the register's head {head}; "
+                "resynchronise from a snapshot",
+                reason="SEQUENCE_AHEAD",
+                violations=[FieldViolation("after_sequence", f"beyond the register's head {head}")],
+            )
+        return after_sequence
 
-    def _watch(
-        self, cursor: int, is_active: Callable[[], bool]
-    ) -> Iterator[tuple[list[Change], int]]:
-        register = self.register
-        while is_active() and not register.closed:
-            # Only what this process has applied (and so added to its log):
-            # a change read between its commit and that moment would come
-            # with a checkpoint and proofs the log cannot give yet.
-            head = register.state.sequence
-            if head <= cursor:
-                register.wait_for_change(cursor, timeout=1.0)
-                continue
-            with register.db.read() as connection:
-                changes = repo.changes_after(connection, cursor, min(FEED_BATCH, head - cursor))
-            if changes:
-                cursor = changes[-1].sequence
-                yield changes, max(cursor, register.state.sequence)
-            else:
-                register.wait_for_change(cursor, timeout=1.0)
+    def changes_after(self, cursor: int) -> list[Change]:
+        """The next changes after ``cursor`` (at most FEED_BATCH), oldest first.
+
+        Only what this process has applied (and so added to its log): a
+        change read between its commit and that moment would come with a
+        checkpoint and proofs the log cannot give yet.
+        """
+        head = self.register.state.sequence
+        if head <= cursor:
+            return []
+        with self.register.db.read() as connection:
+            return repo.changes_after(connection, cursor, min(FEED_BATCH, head - cursor))
 
 
 def _chunks(lists: ListsCopy, size: int) -> Iterator[SnapshotChunk]:
