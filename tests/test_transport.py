@@ -12,7 +12,7 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-import ceir.service.certificates
+import ceir.service.orgs
 from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.cli import app
 from ceir.pki import PkiFiles, init_pki
@@ -169,7 +169,7 @@ def test_a_certificate_of_an_organisation_not_in_the_register_is_refused(mtls: M
 def test_revoking_the_organisation_locks_out_its_certificate(
     mtls: Mtls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ceir.service.certificates, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(ceir.service.orgs, "CACHE_SECONDS", 0.0)
     with mtls.channel("kominfo") as channel:
         _get_policy(channel)
         revoke_organisation(mtls.running.register.db, "kominfo")
