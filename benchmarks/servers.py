@@ -8,7 +8,9 @@ process answers two commands on a pipe: its CPU time so far, and stop.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -19,13 +21,14 @@ from typing import Any
 import grpc
 
 from ceir.api.observability import configure_logging
-from ceir.api.server import GRPC_OPTIONS, MAX_WORKERS, ServerConfig, create_server
+from ceir.api.server import GRPC_OPTIONS, ServerConfig, create_server
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import types_pb2
 
 _SPAWN = multiprocessing.get_context("spawn")
 START_TIMEOUT = 120.0
+ECHO_THREADS = 32  # the threaded echo server's pool, as the register once had
 
 
 class ServerProcess:
@@ -74,9 +77,10 @@ def ceir_server(db: str, access_log: bool, log_path: str) -> ServerProcess:
     return ServerProcess(_run_ceir, db, access_log, log_path)
 
 
-def echo_server() -> ServerProcess:
-    """A bare EquipmentCheckService with the register's server settings."""
-    return ServerProcess(_run_echo)
+def echo_server(kind: str = "threaded") -> ServerProcess:
+    """A bare EquipmentCheckService with the register's server settings:
+    ``threaded`` (a pool of threads) or ``asyncio`` (grpc.aio, as the register)."""
+    return ServerProcess(_run_echo if kind == "threaded" else _run_aio_echo)
 
 
 # --- in the child process -----------------------------------------------------------
@@ -99,6 +103,7 @@ ECHO_RESPONSE = check_pb.CheckEquipmentResponse(
     imei_key="35209900176148",
     sequence=200_123,
 )
+ECHO_BYTES = ECHO_RESPONSE.SerializeToString()
 
 
 class EchoServicer(check_grpc.EquipmentCheckServiceServicer):
@@ -123,13 +128,44 @@ class EchoServicer(check_grpc.EquipmentCheckServiceServicer):
 
 
 def _run_echo(pipe: Connection) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS), options=GRPC_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=ECHO_THREADS), options=GRPC_OPTIONS)
     check_grpc.add_EquipmentCheckServiceServicer_to_server(EchoServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
 
     def stop() -> None:
         server.stop(1.0).wait()
+
+    _answer(pipe, port, stop)
+
+
+def _run_aio_echo(pipe: Connection) -> None:
+    loop = asyncio.new_event_loop()
+
+    async def check(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        return ECHO_BYTES
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        handler = grpc.unary_unary_rpc_method_handler(check)  # raw bytes both ways
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "ceir.v1.EquipmentCheckService", {"CheckEquipment": handler}
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(server.stop(1.0), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
 
     _answer(pipe, port, stop)
 
