@@ -82,9 +82,10 @@ class Call:
 
     async def read(self, request_type: type[M], timeout: float | None = None) -> M | None:
         """The next request message, or None at the end of the client's stream."""
-        read = self.context.read()
         try:
-            raw = await (read if timeout is None else asyncio.wait_for(read, timeout))
+            # asyncio.timeout, not wait_for: no task per read on the unary path.
+            async with asyncio.timeout(timeout):
+                raw = await self.context.read()
         except TimeoutError:
             raise InvalidArgument(
                 f"no request message within {timeout:.0f} s of the call's start",
@@ -105,7 +106,8 @@ class Call:
         """Send one response message, waiting (not a thread) for a slow reader."""
         raw = message if isinstance(message, bytes) else message.SerializeToString()
         try:
-            await asyncio.wait_for(self.context.write(raw), WRITE_STALL_SECONDS)
+            async with asyncio.timeout(WRITE_STALL_SECONDS):
+                await self.context.write(raw)
         except TimeoutError:
             raise ResourceExhausted(
                 f"the stream's reader took no message for {WRITE_STALL_SECONDS:.0f} s; "
