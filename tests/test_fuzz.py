@@ -367,7 +367,13 @@ def device_is_garbage(device: registry_pb2.DeviceRegistration) -> bool:
         or not text_ok(device.model, 64)
         or (device.source != types_pb2.REGISTRATION_SOURCE_TOURIST)
         == device.HasField("valid_until")
+        or (device.HasField("valid_until") and not timestamp_ok(device.valid_until))
     )
+
+
+def timestamp_ok(stamp: Timestamp) -> bool:
+    """Within what a Timestamp may hold: years 1 to 9999, nanos within a second."""
+    return TIMESTAMP_MIN <= stamp.seconds <= TIMESTAMP_MAX and 0 <= stamp.nanos <= 999_999_999
 
 
 def caller_for(usual: str) -> st.SearchStrategy[str]:

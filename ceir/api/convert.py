@@ -6,7 +6,9 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ceir.domain import model
+from ceir.domain.errors import FieldViolation
 from ceir.domain.identifiers import format_imei_key
+from ceir.domain.validation import timestamp_micros
 from ceir.v1 import types_pb2 as pb
 from ceir.v1.equipment_check_pb2 import CheckEquipmentResponse
 from ceir.v1.registry_pb2 import (
@@ -26,13 +28,25 @@ def timestamp(micros: int | None) -> Timestamp | None:
     return stamp
 
 
+def request_micros(
+    stamp: Timestamp, present: bool, field: str, violations: list[FieldViolation]
+) -> int | None:
+    """Microseconds of a request's Timestamp field, or None when the field is
+    unset or out of range (then a violation names ``field.seconds`` or
+    ``field.nanos``, to be reported with the request's other violations)."""
+    if not present:
+        return None
+    return timestamp_micros(stamp.seconds, stamp.nanos, field, violations)
+
+
 def micros(stamp: Timestamp, present: bool) -> int | None:
-    """Microseconds of a Timestamp field, or None when the field is unset.
+    """Microseconds of a Timestamp field of a message the register sent, or
+    None when the field is unset.
 
     Plain arithmetic rather than ``ToMicroseconds``, which raises for a
-    Timestamp outside years 1 to 9999: such a value must reach validation
-    and be refused there with the field named ("must be in the future"),
-    not fail the call with an internal error.
+    Timestamp outside years 1 to 9999: a client recomputes a change's leaf
+    from exactly the fields it received. Requests go through
+    ``request_micros``, which refuses such values.
     """
     return stamp.seconds * 1_000_000 + stamp.nanos // 1_000 if present else None
 

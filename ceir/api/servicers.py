@@ -96,14 +96,18 @@ class RegistryServicer:
         if not request.HasField("device"):
             raise InvalidArgument.field("device", "a device is required")
         device = request.device
+        found: list[FieldViolation] = []
         value = device_registration(
             imeis=list(device.imeis),
             source=device.source,
             reference=device.reference,
-            valid_until_us=convert.micros(device.valid_until, device.HasField("valid_until")),
+            valid_until_us=convert.request_micros(
+                device.valid_until, device.HasField("valid_until"), "device.valid_until", found
+            ),
             brand=device.brand,
             model=device.model,
             now_us=self.registry.register.clock.now_us(),
+            found=found,
         )
 
         def build(done: Committed[Any]) -> registry_pb.RegisterDeviceResponse:
@@ -213,14 +217,19 @@ class RegistryServicer:
 
 def import_row(row: registry_pb.ImportRow) -> ImportRow:
     device = row.device
+    found: list[FieldViolation] = []
+    valid_until_us = convert.request_micros(
+        device.valid_until, device.HasField("valid_until"), "device.valid_until", found
+    )
     return ImportRow(
         row=row.row,
         imeis=list(device.imeis),
         source=device.source,
         reference=device.reference,
-        valid_until_us=convert.micros(device.valid_until, device.HasField("valid_until")),
+        valid_until_us=valid_until_us,
         brand=device.brand,
         model=device.model,
+        found=tuple(found),
     )
 
 

@@ -7,6 +7,7 @@ caller fixes its request in one go.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .errors import FieldViolation, InvalidArgument
 from .identifiers import describe_malformed_imei, imei_key
@@ -14,6 +15,11 @@ from .model import DAY_MICROS, DeviceRegistration, RegistrationSource
 
 MAX_SLOTS = 8
 MAX_TOURIST_DAYS = 90
+# What a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z, nanos within one second.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+MAX_NANOS = 999_999_999
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _SOURCES = frozenset(RegistrationSource)
 
@@ -24,6 +30,30 @@ def check_request_id(request_id: str) -> None:
         raise InvalidArgument.field(
             "request_id", "1 to 128 characters of A-Z a-z 0-9 . _ : -", reason="BAD_REQUEST_ID"
         )
+
+
+def timestamp_micros(
+    seconds: int, nanos: int, field: str, violations: list[FieldViolation]
+) -> int | None:
+    """Microseconds of a timestamp given as seconds and nanos (a protobuf
+    Timestamp's fields), or None with a violation naming ``field.seconds``
+    or ``field.nanos`` when it is outside what a Timestamp may hold."""
+    before = len(violations)
+    if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
+        violations.append(
+            FieldViolation(
+                f"{field}.seconds",
+                f"must be {TIMESTAMP_MIN_SECONDS:,} to {TIMESTAMP_MAX_SECONDS:,} "
+                f"(0001-01-01 to 9999-12-31), got {seconds:,}",
+            )
+        )
+    if not 0 <= nanos <= MAX_NANOS:
+        violations.append(
+            FieldViolation(f"{field}.nanos", f"must be 0 to {MAX_NANOS:,}, got {nanos:,}")
+        )
+    if len(violations) > before:
+        return None
+    return seconds * 1_000_000 + nanos // 1_000
 
 
 def check_text(
@@ -75,9 +105,15 @@ def device_registration(
     model: str,
     now_us: int,
     prefix: str = "device",
+    found: Sequence[FieldViolation] = (),
 ) -> DeviceRegistration:
-    """Validate one device; raise InvalidArgument naming every wrong field."""
-    violations: list[FieldViolation] = []
+    """Validate one device; raise InvalidArgument naming every wrong field.
+
+    ``found`` are violations the caller met while converting the request (a
+    ``valid_until`` outside a Timestamp's range); they are reported with the
+    others, and ``valid_until_us`` is then None.
+    """
+    violations: list[FieldViolation] = list(found)
     keys = _check_device(
         imeis=imeis,
         source=source,
@@ -115,9 +151,10 @@ def device_violations(
     model: str,
     now_us: int,
     prefix: str = "device",
+    found: Sequence[FieldViolation] = (),
 ) -> list[FieldViolation]:
     """Everything wrong with one device registration (empty if nothing)."""
-    violations: list[FieldViolation] = []
+    violations: list[FieldViolation] = list(found)
     _check_device(
         imeis=imeis,
         source=source,
@@ -153,7 +190,9 @@ def _check_device(
     check_text(reference, f"{prefix}.reference", 128, violations)
     check_text(brand, f"{prefix}.brand", 64, violations)
     check_text(model, f"{prefix}.model", 64, violations)
-    if source == RegistrationSource.TOURIST:
+    if any(v.field.startswith(f"{prefix}.valid_until.") for v in violations):
+        pass  # a timestamp out of range, already named
+    elif source == RegistrationSource.TOURIST:
         if valid_until_us is None:
             violations.append(FieldViolation(f"{prefix}.valid_until", "required for tourists"))
         elif valid_until_us <= now_us:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ceir.domain.errors import InvalidArgument, PermissionDenied
+from ceir.domain.errors import FieldViolation, InvalidArgument, PermissionDenied
 from ceir.domain.model import (
     Caller,
     DeviceRegistration,
@@ -36,6 +36,8 @@ class ImportRow:
     valid_until_us: int | None
     brand: str
     model: str
+    # What converting the row found wrong (a timestamp out of range).
+    found: tuple[FieldViolation, ...] = ()
 
 
 class ImportService:
@@ -116,6 +118,7 @@ def _validate(caller: Caller, row: ImportRow, now_us: int) -> DeviceRegistration
             brand=row.brand,
             model=row.model,
             now_us=now_us,
+            found=row.found,
         )
     except InvalidArgument as error:
         first = error.violations[0]

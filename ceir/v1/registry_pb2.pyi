@@ -51,7 +51,9 @@ class DeviceRegistration(_message.Message):
     @_builtins.property
     def valid_until(self) -> _timestamp_pb2.Timestamp:
         """Required for tourists (at most 90 days after now); must be unset
-        otherwise.
+        otherwise. A value a Timestamp may not hold (seconds outside 0001-01-01
+        to 9999-12-31, nanos outside 0 to 999,999,999) is refused, naming
+        device.valid_until.seconds or device.valid_until.nanos.
         """
 
     def __init__(
