@@ -369,7 +369,10 @@ def _tally(response: check_pb.CheckEquipmentBatchResponse) -> str:
 def _report_stolen(ceir: ServerProcess, tokens: Tokens, keys: Sequence[int]) -> None:
     requests = [
         registry_pb.ReportStolenRequest(
-            request_id=f"stolen-{key}", imeis=[full_imei(key)], police_report=f"LP/{key}/2020"
+            request_id=f"stolen-{key}",
+            imeis=[full_imei(key)],
+            police_report=f"LP/{key}/2020",
+            subscriber_imsi=f"51010{key % 10**10:010d}",  # the operator's own (510-10)
         )
         for key in keys
     ]

@@ -199,12 +199,16 @@ class Demo:
         telkomsel = self.orgs["telkomsel"]
         telkomsel.registry.ReportStolen(
             registry_pb2.ReportStolenRequest(
-                request_id="demo-stolen-1", imeis=[imei(9)], police_report="LP/123/IX/2020/Polda"
+                request_id="demo-stolen-1",
+                imeis=[imei(9)],
+                police_report="LP/123/IX/2020/Polda",
+                subscriber_imsi=SUBSCRIBER["telkomsel"],
             ),
             metadata=telkomsel.metadata,
         )
         self.console.print(
-            f"  telkomsel   reported stolen {imei(9)} (police report LP/123/IX/2020)"
+            f"  telkomsel   reported stolen {imei(9)} for its subscriber "
+            f"{SUBSCRIBER['telkomsel']} (police report LP/123/IX/2020)"
         )
         telkomsel.registry.AddException(
             registry_pb2.AddExceptionRequest(

@@ -72,7 +72,9 @@ def test_inbound_roamer_is_whitelisted_even_when_stolen(clients: dict[str, Clien
     clients["kemenperin"].register(device)
     clients["telkomsel"].call(
         clients["telkomsel"].registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[device], police_report="P1"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[device], police_report="P1", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     answer = clients["telkomsel"].check_imei(device, imsi=ROAMER_IMSI)
     assert status_names(answer) == ("EQUIPMENT_STATUS_WHITELISTED", ["REASON_INBOUND_ROAMER"])
@@ -83,7 +85,9 @@ def test_exception_pair_beats_the_blacklist(clients: dict[str, Client]) -> None:
     op = clients["telkomsel"]
     op.call(
         op.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[device], police_report="P2"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[device], police_report="P2", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     op.call(
         op.registry.AddException,
@@ -106,7 +110,9 @@ def test_stolen_then_recovered(clients: dict[str, Client]) -> None:
     op = clients["telkomsel"]
     op.call(
         op.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[device], police_report="P3"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[device], police_report="P3", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     assert status_names(op.check_imei(device)) == (
         "EQUIPMENT_STATUS_BLACKLISTED",
@@ -212,7 +218,9 @@ def test_batch_answers_in_request_order(clients: dict[str, Client]) -> None:
     op = clients["telkomsel"]
     op.call(
         op.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[stolen], police_report="P4"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[stolen], police_report="P4", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     request = check_pb.CheckEquipmentBatchRequest(
         checks=[

@@ -27,17 +27,30 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
 import ceir.v1
 from ceir.api.errors import CODES
+from ceir.domain.errors import PermissionDenied
 from ceir.domain.lists import Effect, GraceExpired, ListState, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
+    BlacklistEntry,
+    Caller,
     Change,
     ChangeKind,
     Decision,
     OrgKind,
     Phase,
     Policy,
+    Registration,
+    RegistrationSource,
 )
-from ceir.domain.permissions import ACTION_KINDS, SOURCE_KINDS, Action
+from ceir.domain.permissions import (
+    ACTION_KINDS,
+    SOURCE_KINDS,
+    Action,
+    require,
+    require_may_recover,
+    require_may_revoke,
+    require_own_imsi,
+)
 from ceir.domain.validation import raise_if
 from ceir.v1 import types_pb2
 
@@ -127,7 +140,8 @@ REGULATOR_ROWS = {
     "register devices": (Action.REGISTER,),
     "revoke registrations": (Action.REVOKE,),
     "pair an IMEI with an IMSI (complaint desk)": (Action.MANAGE_EXCEPTIONS,),
-    "report stolen or recovered devices": (Action.REPORT_STOLEN, Action.REPORT_RECOVERED),
+    "report stolen devices (for the police)": (Action.REPORT_STOLEN,),
+    "lift a stolen report (report recovered)": (Action.REPORT_RECOVERED,),
 }
 
 
@@ -145,6 +159,114 @@ def test_regulators_table_matches_action_kinds() -> None:
 def test_every_action_is_in_the_permission_table() -> None:
     # ACTION_KINDS could miss an Action; then the doc would silently miss it too.
     assert set(ACTION_KINDS) == set(Action)
+
+
+# --- acting on an entry: who may revoke, report stolen, lift a stolen report ---------------
+
+ENTRY_HEADER = ["operation", *KIND_COLUMNS]
+OWN_IMSI, FOREIGN_IMSI = "510101234567890", "510011234567890"  # 510-10's, 510-01's
+
+
+def _caller(kind: OrgKind, name: str = "caller") -> Caller:
+    return Caller(name, kind, ("510-10",) if kind is OrgKind.OPERATOR else ())
+
+
+def _allowed(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except PermissionDenied:
+        return False
+    return True
+
+
+def _revoke_cell(kind: OrgKind, source: RegistrationSource) -> str:
+    caller = _caller(kind)
+
+    def revoke(registered_by: str) -> bool:
+        registration = Registration("D1", (KEY,), source, "", None, "", "", registered_by, 0)
+        return _allowed(lambda: require(caller, Action.REVOKE)) and _allowed(
+            lambda: require_may_revoke(caller, KEY, registration)
+        )
+
+    allowed = {name for name, by in (("own", "caller"), ("other", "other")) if revoke(by)}
+    return {frozenset({"own", "other"}): "any", frozenset({"own"}): "if it made it"}.get(
+        frozenset(allowed), "no" if not allowed else f"unexpected {sorted(allowed)}"
+    )
+
+
+def _stolen_cell(kind: OrgKind) -> str:
+    caller = _caller(kind)
+
+    def report(imsi: str) -> bool:
+        return _allowed(lambda: require(caller, Action.REPORT_STOLEN)) and _allowed(
+            lambda: require_own_imsi(caller, imsi, "subscriber_imsi")
+        )
+
+    allowed = {name for name, imsi in (("own", OWN_IMSI), ("other", FOREIGN_IMSI)) if report(imsi)}
+    return {
+        frozenset({"own", "other"}): "for any subscriber",
+        frozenset({"own"}): "for its own subscribers",
+    }.get(frozenset(allowed), "no" if not allowed else f"unexpected {sorted(allowed)}")
+
+
+def _lift_cell(kind: OrgKind, *, names_subscriber: bool) -> str:
+    caller = _caller(kind)
+
+    def lift(blocked_by: str, imsi: str) -> bool:
+        entry = BlacklistEntry(KEY, BlacklistCause.STOLEN, "LP/1", blocked_by, 0, imsi)
+        return _allowed(lambda: require(caller, Action.REPORT_RECOVERED)) and _allowed(
+            lambda: require_may_recover(caller, KEY, entry)
+        )
+
+    if names_subscriber:
+        cases = {
+            "filed": ("caller", FOREIGN_IMSI),
+            "subscriber": ("other", OWN_IMSI),
+            "other": ("other", FOREIGN_IMSI),
+        }
+    else:
+        cases = {"filed": ("caller", ""), "subscriber": ("other", ""), "other": ("other", "")}
+    allowed = frozenset(name for name, (by, imsi) in cases.items() if lift(by, imsi))
+    if allowed == set(cases):
+        return "any"
+    words = {
+        frozenset(): "no",
+        frozenset({"filed"}): "if it filed it",
+        frozenset({"filed", "subscriber"}): "if it filed it, or for its own subscribers",
+    }
+    return words.get(allowed, f"unexpected {sorted(allowed)}")
+
+
+def entry_rules_in_code() -> dict[str, dict[str, str]]:
+    """The "Acting on an entry" table as the code decides it, cell by cell."""
+    rows: dict[str, Callable[[OrgKind], str]] = {
+        f"revoke a REGISTRATION_SOURCE_{source.name} registration": (
+            lambda kind, source=source: _revoke_cell(kind, source)  # type: ignore[misc]
+        )
+        for source in RegistrationSource
+    }
+    rows["report a device stolen"] = _stolen_cell
+    rows["lift a stolen report"] = lambda kind: _lift_cell(kind, names_subscriber=True)
+    rows["lift a stolen report that names no subscriber"] = lambda kind: _lift_cell(
+        kind, names_subscriber=False
+    )
+    return {
+        operation: {kind.value: cell(kind) for kind in OrgKind} for operation, cell in rows.items()
+    }
+
+
+def test_entry_rules_table_matches_the_code() -> None:
+    rows = markdown_table(integration_doc(), ENTRY_HEADER)
+    documented = {row["operation"]: {k: row[k] for k in KIND_COLUMNS} for row in rows}
+    assert documented == entry_rules_in_code()
+
+
+def test_entry_rules_are_not_all_or_nothing() -> None:
+    # Guards the comparison above against cells that cannot tell the cases apart.
+    code = entry_rules_in_code()
+    assert code["revoke a REGISTRATION_SOURCE_TOURIST registration"]["operator"] == "if it made it"
+    assert code["lift a stolen report"]["operator"] == "if it filed it, or for its own subscribers"
+    assert code["lift a stolen report that names no subscriber"]["kominfo"] == "if it filed it"
 
 
 # --- the published API --------------------------------------------------------------------

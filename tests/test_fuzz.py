@@ -74,6 +74,8 @@ POLICY_LIMITS = {
     "clone_threshold": (1, 1_000),
     "clone_window_seconds": (60, 2_592_000),
 }
+# The IMSI prefixes of each operator among the callers (helpers.ORGS).
+OPERATOR_PREFIXES = {"telkomsel": ("51010",), "indosat": ("51001", "51021"), "xl": ("51011",)}
 SOURCE_OWNERS = {
     1: "kemenperin",
     2: "kemenperin",
@@ -534,7 +536,9 @@ def seeded(fuzzer: Fuzzer) -> Fuzzer:
     for serial in range(0, 20, 2):
         telkomsel.call(
             telkomsel.registry.ReportStolen,
-            registry_pb2.ReportStolenRequest(imeis=[imei(serial)], police_report="P-1"),
+            registry_pb2.ReportStolenRequest(
+                imeis=[imei(serial)], police_report="P-1", subscriber_imsi=TELKOMSEL_IMSI
+            ),
         )
         telkomsel.call(
             telkomsel.registry.AddException,
@@ -730,7 +734,7 @@ def imeis_are_garbage(values: Sequence[str], limit: int) -> bool:
         request_id=A_REQUEST_ID,
         imeis=SOME_IMEIS,
         police_report=A_TEXT,
-        subscriber_imsi=(st.sampled_from(["", TELKOMSEL_IMSI]), IMSIS),
+        subscriber_imsi=(st.sampled_from([TELKOMSEL_IMSI, INDOSAT_IMSI]), IMSIS),
     ),
 )
 def test_report_stolen_survives_anything(
@@ -741,10 +745,15 @@ def test_report_stolen_survives_anything(
     if (
         imeis_are_garbage(request.imeis, 8)
         or not text_ok(request.police_report, 128, required=True)
-        or (request.subscriber_imsi != "" and not imsi_ok(request.subscriber_imsi))
+        or not imsi_ok(request.subscriber_imsi)  # required
         or not request_id_ok(request.request_id)
     ):
         assert isinstance(outcome, grpc.RpcError), f"accepted garbage: {request}"
+    elif caller in OPERATOR_PREFIXES and not request.subscriber_imsi.startswith(
+        OPERATOR_PREFIXES[caller]
+    ):
+        # An operator reports only its own subscribers' devices.
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED, outcome
 
 
 @FUZZ

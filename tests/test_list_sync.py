@@ -32,7 +32,9 @@ def test_snapshot_holds_every_list_at_one_sequence(clients: dict[str, Client]) -
     kemenperin.register(imei(1), imei(2))
     op.call(
         op.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[imei(3)], police_report="P"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[imei(3)], police_report="P", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     op.call(
         op.registry.AddException,
@@ -115,7 +117,9 @@ def test_feed_goes_live_after_the_backlog(clients: dict[str, Client]) -> None:
     kemenperin.register(imei(31))
     op.call(
         op.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[imei(31)], police_report="P"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[imei(31)], police_report="P", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     listener.join(timeout=30)
     assert not listener.is_alive()

@@ -63,8 +63,8 @@ MATRIX = """
 | EquipmentCheckService.CheckEquipmentStream | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.RegisterDevice | allowed | allowed | allowed | allowed | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.RevokeRegistration | allowed | allowed | allowed | allowed | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
-| RegistryService.ReportStolen | allowed | denied | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
-| RegistryService.ReportRecovered | allowed | denied | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| RegistryService.ReportStolen | allowed | denied | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| RegistryService.ReportRecovered | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.AddException | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.RemoveException | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.ListNotifications | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |

@@ -309,7 +309,9 @@ def test_operators_close_only_their_own_cases(
     assert error_reason(error) == "NOT_REGISTRANT"
     telkomsel.call(
         telkomsel.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[imei(501)], police_report="P"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[imei(501)], police_report="P", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     error = fails(
         grpc.StatusCode.PERMISSION_DENIED,

@@ -96,7 +96,9 @@ def populate(clients: dict[str, Client]) -> None:
         kemenperin.register(imei(serial))
     telkomsel.call(
         telkomsel.registry.ReportStolen,
-        registry_pb2.ReportStolenRequest(imeis=[imei(1), imei(2)], police_report="P-1"),
+        registry_pb2.ReportStolenRequest(
+            imeis=[imei(1), imei(2)], police_report="P-1", subscriber_imsi=TELKOMSEL_IMSI
+        ),
     )
     telkomsel.call(
         telkomsel.registry.AddException,

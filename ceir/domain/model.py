@@ -166,6 +166,9 @@ class BlacklistEntry:
     police_report: str
     blocked_by: str
     blocked_at_us: int
+    # The subscriber a stolen report was filed for; empty for an expired
+    # notification's block and for reports stored before migration 0003.
+    subscriber_imsi: str = ""
 
 
 @dataclass(frozen=True)

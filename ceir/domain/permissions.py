@@ -8,7 +8,8 @@ from __future__ import annotations
 import enum
 
 from .errors import PermissionDenied
-from .model import Caller, OrgKind, RegistrationSource
+from .identifiers import home_mcc_mnc
+from .model import BlacklistEntry, Caller, OrgKind, Registration, RegistrationSource
 
 _ALL = frozenset(OrgKind)
 _OP = OrgKind.OPERATOR
@@ -37,8 +38,12 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # Narrowed per registration source by SOURCE_KINDS.
     Action.REGISTER: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.CUSTOMS, OrgKind.KEMLU}),
     Action.REVOKE: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.CUSTOMS, OrgKind.KEMLU}),
-    Action.REPORT_STOLEN: frozenset({_OP}),
-    Action.REPORT_RECOVERED: frozenset({_OP}),
+    # An operator reports for its own subscribers (require_own_imsi); Kominfo,
+    # for the police, for any subscriber.
+    Action.REPORT_STOLEN: frozenset({_OP, OrgKind.KOMINFO}),
+    # Narrowed per report by require_may_recover: Kemenperin's complaint and
+    # case process lifts any report.
+    Action.REPORT_RECOVERED: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.MANAGE_EXCEPTIONS: frozenset({_OP, OrgKind.KEMENPERIN}),
     Action.LIST_NOTIFICATIONS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.READ_RECORD: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
@@ -78,6 +83,42 @@ def require_source(caller: Caller, source: RegistrationSource) -> None:
             f"only {allowed.value} may",
             reason="SOURCE_NOT_ALLOWED",
         )
+
+
+def require_may_revoke(caller: Caller, key: int, registration: Registration) -> None:
+    """Kemenperin revokes any registration; the others only registrations of
+    the sources they may register, and an operator only those it made."""
+    if caller.kind is OrgKind.KEMENPERIN:
+        return
+    require_source(caller, registration.source)
+    if caller.kind is OrgKind.OPERATOR and registration.registered_by != caller.name:
+        raise PermissionDenied(
+            f"IMEI {key:014d} was registered by {registration.registered_by}, not {caller.name}",
+            reason="NOT_REGISTRANT",
+        )
+
+
+def require_may_recover(caller: Caller, key: int, entry: BlacklistEntry) -> None:
+    """Who may lift a stolen report: the organisation that filed it, the
+    operator of the subscriber it names (whoever filed it), and Kemenperin.
+
+    A report stored before subscriber IMSIs were (migration 0003) names no
+    subscriber: only its reporter and Kemenperin may lift it.
+    """
+    if caller.kind is OrgKind.KEMENPERIN or caller.name == entry.blocked_by:
+        return
+    subscriber = entry.subscriber_imsi
+    if subscriber and caller.kind is OrgKind.OPERATOR and caller.owns_imsi(subscriber):
+        return
+    if subscriber:
+        who = f"{entry.blocked_by}, the subscriber's operator ({home_mcc_mnc(subscriber)})"
+    else:  # filed before subscribers were stored
+        who = f"{entry.blocked_by} (the report names no subscriber)"
+    raise PermissionDenied(
+        f"IMEI {key:014d} was reported stolen by {entry.blocked_by}; only {who} "
+        "or kemenperin may report it recovered",
+        reason="NOT_REPORTER",
+    )
 
 
 def require_own_imsi(caller: Caller, imsi: str, field: str) -> None:

@@ -14,7 +14,6 @@ from ceir.domain.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from ceir.domain.identifiers import parse_imei, validate_imsi
 from ceir.domain.model import (
@@ -33,6 +32,8 @@ from ceir.domain.model import (
 from ceir.domain.permissions import (
     Action,
     require,
+    require_may_recover,
+    require_may_revoke,
     require_own_imsi,
     require_source,
 )
@@ -164,18 +165,8 @@ class RegistryService:
                 )
             for key in keys:
                 registration = repo.registration_of(unit.session, key)
-                if registration is not None and caller.kind is not OrgKind.KEMENPERIN:
-                    require_source(caller, registration.source)
-                    # An operator revokes only what it registered itself.
-                    if (
-                        caller.kind is OrgKind.OPERATOR
-                        and registration.registered_by != caller.name
-                    ):
-                        raise PermissionDenied(
-                            f"IMEI {key:014d} was registered by {registration.registered_by}, "
-                            f"not {caller.name}",
-                            reason="NOT_REGISTRANT",
-                        )
+                if registration is not None:
+                    require_may_revoke(caller, key, registration)
             for key in keys:
                 unit.add(Change(ChangeKind.WHITELIST_REMOVED, key))
             repo.delete_whitelist(unit.session, keys)
@@ -199,14 +190,20 @@ class RegistryService:
         violations: list[FieldViolation] = []
         keys = imei_keys(imeis, "imeis", violations, limit=8)
         report = check_text(police_report, "police_report", 128, violations, required=True)
-        if subscriber_imsi:
+        if not subscriber_imsi:
+            violations.append(
+                FieldViolation(
+                    "subscriber_imsi", "is required: the IMSI of the subscriber whose device it is"
+                )
+            )
+        else:
             try:
                 validate_imsi(subscriber_imsi, "subscriber_imsi")
             except InvalidArgument as error:
                 violations.extend(error.violations)
         raise_if(violations)
-        if subscriber_imsi:
-            require_own_imsi(caller, subscriber_imsi, "subscriber_imsi")
+        # An operator reports for its own subscribers; Kominfo for any.
+        require_own_imsi(caller, subscriber_imsi, "subscriber_imsi")
 
         def work(unit: WriteUnit) -> list[int]:
             blocked = [
@@ -229,7 +226,9 @@ class RegistryService:
             repo.insert_blacklist(
                 unit.session,
                 [
-                    BlacklistEntry(k, BlacklistCause.STOLEN, report, caller.name, unit.now_us)
+                    BlacklistEntry(
+                        k, BlacklistCause.STOLEN, report, caller.name, unit.now_us, subscriber_imsi
+                    )
                     for k in keys
                 ],
             )
@@ -265,13 +264,8 @@ class RegistryService:
                 )
             for key in keys:
                 entry = repo.blacklist_entry(unit.session, key)
-                # The operator that took the police report closes the case.
-                if entry is not None and entry.blocked_by != caller.name:
-                    raise PermissionDenied(
-                        f"IMEI {key:014d} was reported stolen by {entry.blocked_by}; only "
-                        f"{entry.blocked_by} may report it recovered",
-                        reason="NOT_REPORTER",
-                    )
+                if entry is not None:
+                    require_may_recover(caller, key, entry)
             for key in keys:
                 unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key))
             repo.delete_blacklist(unit.session, keys)

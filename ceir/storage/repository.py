@@ -356,6 +356,7 @@ def insert_blacklist(
                 "blocked_by": e.blocked_by,
                 "blocked_at_us": e.blocked_at_us,
                 "block_date_us": date,
+                "subscriber_imsi": e.subscriber_imsi,
             }
             for e, date in zip(entries, dates, strict=True)
         ],
@@ -377,6 +378,7 @@ def blacklist_entry(connection: Executor, key: int) -> BlacklistEntry | None:
         row.police_report,
         row.blocked_by,
         row.blocked_at_us,
+        row.subscriber_imsi,
     )
 
 

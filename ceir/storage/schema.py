@@ -95,6 +95,9 @@ class BlacklistEntry(Base):
     blocked_by: Mapped[str] = mapped_column(String(64))
     blocked_at_us: Mapped[Micros]
     block_date_us: Mapped[OptionalMicros]
+    # The subscriber of a stolen report (migration 0003); empty otherwise,
+    # and for reports stored before it.
+    subscriber_imsi: Mapped[Imsi] = mapped_column(server_default="")
 
 
 class NotificationEntry(Base):

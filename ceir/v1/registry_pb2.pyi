@@ -267,8 +267,10 @@ class ReportStolenRequest(_message.Message):
     police_report: _builtins.str
     """The police report number. Required, up to 128 characters."""
     subscriber_imsi: _builtins.str
-    """The IMSI of the reporting subscriber; when set it must belong to the
-    calling operator.
+    """The IMSI of the subscriber whose device it is (6 to 15 digits).
+    Required. A calling operator must own it (its MCC-MNC); Kominfo may
+    name any subscriber. Stored with the blacklist entry: the subscriber's
+    operator may report the device recovered.
     """
     @_builtins.property
     def imeis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -334,7 +336,7 @@ class ReportRecoveredRequest(_message.Message):
     @_builtins.property
     def imeis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The IMEIs to unblock. Required, 1 to 8; each must be blacklisted as
-        stolen.
+        stolen, by a report the caller may lift (see ReportRecovered).
         """
 
     def __init__(
@@ -629,6 +631,7 @@ class BlacklistEntry(_message.Message):
     POLICE_REPORT_FIELD_NUMBER: _builtins.int
     BLOCKED_BY_FIELD_NUMBER: _builtins.int
     BLOCK_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_IMSI_FIELD_NUMBER: _builtins.int
     imei_key: _builtins.str
     """The 14-digit IMEI key."""
     cause: _types_pb2.BlacklistCause.ValueType
@@ -637,6 +640,12 @@ class BlacklistEntry(_message.Message):
     """The police report number, for stolen devices."""
     blocked_by: _builtins.str
     """The organisation that blocked it (or "ceir" for expired notifications)."""
+    subscriber_imsi: _builtins.str
+    """For a stolen report: the IMSI of the subscriber it was filed for. Empty
+    for an expired notification's block, for reports filed before the
+    register stored it, and when an operator reads a report for another
+    operator's subscriber.
+    """
     @_builtins.property
     def block_time(self) -> _timestamp_pb2.Timestamp:
         """When it was blocked."""
@@ -649,10 +658,11 @@ class BlacklistEntry(_message.Message):
         police_report: _builtins.str = ...,
         blocked_by: _builtins.str = ...,
         block_time: _timestamp_pb2.Timestamp | None = ...,
+        subscriber_imsi: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block_time", b"block_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_time", b"block_time", "blocked_by", b"blocked_by", "cause", b"cause", "imei_key", b"imei_key", "police_report", b"police_report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_time", b"block_time", "blocked_by", b"blocked_by", "cause", b"cause", "imei_key", b"imei_key", "police_report", b"police_report", "subscriber_imsi", b"subscriber_imsi"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,7 +34,9 @@ class RegistryServiceStub:
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     def __init__(self, channel):
@@ -99,7 +101,9 @@ class RegistryServiceServicer:
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     def RegisterDevice(self, request, context):
@@ -118,14 +122,22 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportStolen(self, request, context):
-        """ReportStolen puts IMEIs on the blacklist with a police report number.
+        """ReportStolen puts IMEIs on the blacklist with a police report number,
+        for one subscriber. An operator reports only for its own subscribers
+        (PERMISSION_DENIED, reason FOREIGN_SUBSCRIBER, otherwise); Kominfo, for
+        the police, for any subscriber.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportRecovered(self, request, context):
-        """ReportRecovered takes stolen IMEIs off the blacklist.
+        """ReportRecovered takes stolen IMEIs off the blacklist. Each report may
+        be lifted by the organisation that filed it, by the operator of the
+        subscriber it names (whoever filed it), and by Kemenperin; a report
+        stored before subscribers were recorded names none, and only its
+        reporter and Kemenperin may lift it (PERMISSION_DENIED, reason
+        NOT_REPORTER, otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -238,7 +250,9 @@ class RegistryService:
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     @staticmethod

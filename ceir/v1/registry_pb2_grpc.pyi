@@ -35,7 +35,9 @@ class RegistryServiceStub:
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     @_typing.overload
@@ -49,9 +51,19 @@ class RegistryServiceStub:
     RevokeRegistration: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RevokeRegistrationRequest, _registry_pb2.RevokeRegistrationResponse]
     """RevokeRegistration takes IMEIs off the whitelist."""
     ReportStolen: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportStolenRequest, _registry_pb2.ReportStolenResponse]
-    """ReportStolen puts IMEIs on the blacklist with a police report number."""
+    """ReportStolen puts IMEIs on the blacklist with a police report number,
+    for one subscriber. An operator reports only for its own subscribers
+    (PERMISSION_DENIED, reason FOREIGN_SUBSCRIBER, otherwise); Kominfo, for
+    the police, for any subscriber.
+    """
     ReportRecovered: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportRecoveredRequest, _registry_pb2.ReportRecoveredResponse]
-    """ReportRecovered takes stolen IMEIs off the blacklist."""
+    """ReportRecovered takes stolen IMEIs off the blacklist. Each report may
+    be lifted by the organisation that filed it, by the operator of the
+    subscriber it names (whoever filed it), and by Kemenperin; a report
+    stored before subscribers were recorded names none, and only its
+    reporter and Kemenperin may lift it (PERMISSION_DENIED, reason
+    NOT_REPORTER, otherwise).
+    """
     AddException: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AddExceptionRequest, _registry_pb2.AddExceptionResponse]
     """AddException pairs an IMEI with an IMSI: the pair may attach whatever
     the IMEI's status.
@@ -84,7 +96,9 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -95,9 +109,19 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     RevokeRegistration: _aio.UnaryUnaryMultiCallable[_registry_pb2.RevokeRegistrationRequest, _registry_pb2.RevokeRegistrationResponse]  # type: ignore[assignment]
     """RevokeRegistration takes IMEIs off the whitelist."""
     ReportStolen: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportStolenRequest, _registry_pb2.ReportStolenResponse]  # type: ignore[assignment]
-    """ReportStolen puts IMEIs on the blacklist with a police report number."""
+    """ReportStolen puts IMEIs on the blacklist with a police report number,
+    for one subscriber. An operator reports only for its own subscribers
+    (PERMISSION_DENIED, reason FOREIGN_SUBSCRIBER, otherwise); Kominfo, for
+    the police, for any subscriber.
+    """
     ReportRecovered: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportRecoveredRequest, _registry_pb2.ReportRecoveredResponse]  # type: ignore[assignment]
-    """ReportRecovered takes stolen IMEIs off the blacklist."""
+    """ReportRecovered takes stolen IMEIs off the blacklist. Each report may
+    be lifted by the organisation that filed it, by the operator of the
+    subscriber it names (whoever filed it), and by Kemenperin; a report
+    stored before subscribers were recorded names none, and only its
+    reporter and Kemenperin may lift it (PERMISSION_DENIED, reason
+    NOT_REPORTER, otherwise).
+    """
     AddException: _aio.UnaryUnaryMultiCallable[_registry_pb2.AddExceptionRequest, _registry_pb2.AddExceptionResponse]  # type: ignore[assignment]
     """AddException pairs an IMEI with an IMSI: the pair may attach whatever
     the IMEI's status.
@@ -129,7 +153,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     Who may do what follows the brief: Kemenperin registers TPP devices,
     customs registers personal imports, Kemlu registers diplomats' devices, an
     operator registers tourists, uploads its pre-cut-off dump (grandfathered),
-    reports stolen and recovered devices and pairs IMEIs with its own IMSIs.
+    reports stolen and recovered devices of its own subscribers and pairs
+    IMEIs with its own IMSIs. Kominfo reports stolen devices for the police;
+    Kemenperin's complaint and case process may lift any stolen report.
     """
 
     @_abc_1.abstractmethod
@@ -156,7 +182,11 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ReportStolenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportStolenResponse, _abc.Awaitable[_registry_pb2.ReportStolenResponse]]:
-        """ReportStolen puts IMEIs on the blacklist with a police report number."""
+        """ReportStolen puts IMEIs on the blacklist with a police report number,
+        for one subscriber. An operator reports only for its own subscribers
+        (PERMISSION_DENIED, reason FOREIGN_SUBSCRIBER, otherwise); Kominfo, for
+        the police, for any subscriber.
+        """
 
     @_abc_1.abstractmethod
     def ReportRecovered(
@@ -164,7 +194,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ReportRecoveredRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportRecoveredResponse, _abc.Awaitable[_registry_pb2.ReportRecoveredResponse]]:
-        """ReportRecovered takes stolen IMEIs off the blacklist."""
+        """ReportRecovered takes stolen IMEIs off the blacklist. Each report may
+        be lifted by the organisation that filed it, by the operator of the
+        subscriber it names (whoever filed it), and by Kemenperin; a report
+        stored before subscribers were recorded names none, and only its
+        reporter and Kemenperin may lift it (PERMISSION_DENIED, reason
+        NOT_REPORTER, otherwise).
+        """
 
     @_abc_1.abstractmethod
     def AddException(
