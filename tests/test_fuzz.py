@@ -930,6 +930,15 @@ PAGE_TOKENS = st.one_of(
     ).map(lambda t: base64.urlsafe_b64encode(f"v1:{t[0]}:{t[1]}".encode()).decode()),
     overlong("A="),
 )
+# History tokens of GetImeiRecord: "h1:<key>:<sequence>", also for other IMEIs,
+# negative, overlong and BIGINT-overflowing sequences.
+HISTORY_TOKENS = st.one_of(
+    PAGE_TOKENS,
+    st.tuples(
+        st.one_of(WELL_FORMED_IMEIS.map(lambda v: v[:14]), st.integers(-(10**20), 10**20)),
+        st.one_of(st.integers(-5, 50), st.integers(2**63 - 2, 2**64), st.text(max_size=5)),
+    ).map(lambda t: base64.urlsafe_b64encode(f"h1:{t[0]}:{t[1]}".encode()).decode()),
+)
 
 
 @FUZZ
@@ -977,23 +986,46 @@ def test_list_notifications_survives_anything(
 @FUZZ
 @given(
     caller=caller_for("telkomsel"),
-    request=st.builds(registry_pb2.GetImeiRecordRequest, imei=IMEIS),
+    request=st.builds(
+        registry_pb2.GetImeiRecordRequest,
+        imei=IMEIS,
+        page_size=st.one_of(st.just(0), st.integers(1, 5), INT32),
+        page_token=st.one_of(st.just(""), st.just(""), HISTORY_TOKENS),
+    ),
 )
 def test_get_imei_record_survives_anything(
-    fuzzer: Fuzzer, caller: str, request: registry_pb2.GetImeiRecordRequest
+    seeded: Fuzzer, caller: str, request: registry_pb2.GetImeiRecordRequest
 ) -> None:
-    client = fuzzer.clients[caller]
-    outcome = fuzzer.attempt(request, lambda: client.call(client.registry.GetImeiRecord, request))
+    client = seeded.clients[caller]
+    outcome = seeded.attempt(request, lambda: client.call(client.registry.GetImeiRecord, request))
     key = imei_key_of(request.imei)
     if caller in ("customs", "kemlu"):
         assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
     elif key is None:
         assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
         assert isinstance(outcome, grpc.RpcError)
-        assert [field for field, _ in violations(outcome)] == ["imei"]
+        assert "imei" in [field for field, _ in violations(outcome)]
+    elif request.page_size < 0 or request.page_token:
+        # A token is the server's for this very IMEI, or refused.
+        if isinstance(outcome, grpc.RpcError):
+            assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
     else:
         assert isinstance(outcome, registry_pb2.GetImeiRecordResponse), outcome
-        assert outcome.imei_key == f"{key:014d}"
+    while isinstance(outcome, registry_pb2.GetImeiRecordResponse):
+        assert key is not None and outcome.imei_key == f"{key:014d}"
+        assert len(outcome.history) <= min(request.page_size or 100, 1_000)
+        assert len(outcome.notifications) <= 100 and len(outcome.exceptions) <= 100
+        if caller in OPERATOR_PREFIXES:  # only its own subscribers' IMSIs
+            imsis = {e.imsi for e in outcome.exceptions} | {n.imsi for n in outcome.notifications}
+            imsis |= {c.imsi for c in outcome.history} | {outcome.blacklist.subscriber_imsi}
+            assert all(imsi.startswith(OPERATOR_PREFIXES[caller]) for imsi in imsis - {""})
+        if not outcome.next_page_token:
+            break
+        # The server's own token always works.
+        request = registry_pb2.GetImeiRecordRequest(
+            imei=request.imei, page_size=request.page_size, page_token=outcome.next_page_token
+        )
+        outcome = client.call(client.registry.GetImeiRecord, request)
 
 
 @FUZZ

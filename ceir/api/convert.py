@@ -182,6 +182,9 @@ def imei_record(value: model.ImeiRecord) -> GetImeiRecordResponse:
             for e in value.exceptions
         ],
         history=[change(c) for c in value.history],
+        next_page_token=value.next_page_token,
+        notifications_truncated=value.notifications_truncated,
+        exceptions_truncated=value.exceptions_truncated,
     )
     if value.registration is not None:
         message.registration.CopyFrom(registration(value.registration))
@@ -193,6 +196,7 @@ def imei_record(value: model.ImeiRecord) -> GetImeiRecordResponse:
                 cause=entry.cause.value,  # type: ignore[arg-type]
                 police_report=entry.police_report,
                 blocked_by=entry.blocked_by,
+                subscriber_imsi=entry.subscriber_imsi,
             )
         )
         message.blacklist.block_time.FromMicroseconds(entry.blocked_at_us)

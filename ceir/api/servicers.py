@@ -212,7 +212,10 @@ class RegistryServicer:
     def GetImeiRecord(
         self, request: registry_pb.GetImeiRecordRequest, context: grpc.ServicerContext
     ) -> registry_pb.GetImeiRecordResponse:
-        return convert.imei_record(self.registry.imei_record(current_caller(), request.imei))
+        record = self.registry.imei_record(
+            current_caller(), request.imei, request.page_size, request.page_token
+        )
+        return convert.imei_record(record)
 
 
 def import_row(row: registry_pb.ImportRow) -> ImportRow:

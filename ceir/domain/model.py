@@ -98,7 +98,12 @@ class Caller:
 
     def owns_imsi(self, imsi: str) -> bool:
         """True if the IMSI belongs to one of this operator's MCC-MNCs."""
-        return any(imsi.startswith(code.replace("-", "")) for code in self.mcc_mncs)
+        return imsi.startswith(self.imsi_prefixes)
+
+    @property
+    def imsi_prefixes(self) -> tuple[str, ...]:
+        """How this operator's IMSIs start: its MCC-MNCs without the dash."""
+        return tuple(code.replace("-", "") for code in self.mcc_mncs)
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,9 @@ class ExceptionEntry:
 
 @dataclass(frozen=True)
 class ImeiRecord:
-    """Everything the register knows about one IMEI."""
+    """What the register knows about one IMEI, as one caller may see it: at
+    most a bounded number of notifications and pairs (``*_truncated`` when
+    there are more) and one page of its history."""
 
     imei_key: int
     registration: Registration | None
@@ -199,6 +206,9 @@ class ImeiRecord:
     notifications: list[Notification] = field(default_factory=list)
     exceptions: list[ExceptionEntry] = field(default_factory=list)
     history: list[Change] = field(default_factory=list)
+    notifications_truncated: bool = False
+    exceptions_truncated: bool = False
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True)

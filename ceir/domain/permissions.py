@@ -1,15 +1,18 @@
 """Who may do what: the brief's table of organisations, in one place.
 
-The API documentation reproduces ``ACTION_KINDS``; a test walks it.
+The API documentation reproduces ``ACTION_KINDS``; a test walks it. Below
+it: what each may do to an existing entry, and whose subscribers' IMSIs and
+MSISDNs each may read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 from .errors import PermissionDenied
 from .identifiers import home_mcc_mnc
-from .model import BlacklistEntry, Caller, OrgKind, Registration, RegistrationSource
+from .model import BlacklistEntry, Caller, Change, OrgKind, Registration, RegistrationSource
 
 _ALL = frozenset(OrgKind)
 _OP = OrgKind.OPERATOR
@@ -129,3 +132,38 @@ def require_own_imsi(caller: Caller, imsi: str, field: str) -> None:
             f"({', '.join(caller.mcc_mncs) or 'no MCC-MNC'})",
             reason="FOREIGN_SUBSCRIBER",
         )
+
+
+# --- whose subscribers a caller reads -------------------------------------------------
+
+# Regulators read every subscriber's IMSI and MSISDN in records and
+# notification lists; an operator only its own subscribers'.
+SEES_EVERY_SUBSCRIBER = frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO})
+
+
+def visible_imsi_prefixes(caller: Caller) -> tuple[str, ...] | None:
+    """How the IMSIs start whose subscribers the caller may read; None for all."""
+    if caller.kind in SEES_EVERY_SUBSCRIBER:
+        return None
+    return caller.imsi_prefixes if caller.kind is OrgKind.OPERATOR else ()
+
+
+def sees_subscriber(caller: Caller, imsi: str) -> bool:
+    """True if the caller may read this subscriber's IMSI and MSISDN (an
+    empty IMSI belongs to no operator: regulators only)."""
+    prefixes = visible_imsi_prefixes(caller)
+    return prefixes is None or imsi.startswith(prefixes)
+
+
+def change_as_seen(caller: Caller, change: Change) -> Change:
+    """The change with the IMSI and MSISDN blanked unless the caller may read them."""
+    if (change.imsi or change.msisdn) and not sees_subscriber(caller, change.imsi):
+        return dataclasses.replace(change, imsi="", msisdn="")
+    return change
+
+
+def blacklist_as_seen(caller: Caller, entry: BlacklistEntry) -> BlacklistEntry:
+    """The entry with the stolen report's subscriber blanked unless the caller may read it."""
+    if entry.subscriber_imsi and not sees_subscriber(caller, entry.subscriber_imsi):
+        return dataclasses.replace(entry, subscriber_imsi="")
+    return entry

@@ -26,16 +26,19 @@ from ceir.domain.model import (
     ExceptionEntry,
     ImeiRecord,
     Notification,
-    OrgKind,
     Registration,
 )
 from ceir.domain.permissions import (
+    SEES_EVERY_SUBSCRIBER,
     Action,
+    blacklist_as_seen,
+    change_as_seen,
     require,
     require_may_recover,
     require_may_revoke,
     require_own_imsi,
     require_source,
+    visible_imsi_prefixes,
 )
 from ceir.domain.validation import check_text, imei_keys, raise_if
 from ceir.storage import repository as repo
@@ -46,6 +49,10 @@ T = TypeVar("T")
 Render = Callable[[Committed[T]], bytes]
 MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
+# At most this many notifications and exception pairs in an IMEI's record;
+# the response says when there are more.
+RECORD_NOTIFICATIONS = 100
+RECORD_EXCEPTIONS = 100
 
 
 def registered_validly(unit: WriteUnit, key: int) -> bool:
@@ -335,11 +342,12 @@ class RegistryService:
         self, caller: Caller, page_size: int, page_token: str
     ) -> tuple[list[Notification], str]:
         require(caller, Action.LIST_NOTIFICATIONS)
-        if page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
-        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        size = _page_size(page_size)
         after = _decode_token(page_token)
-        operators = list(caller.mcc_mncs) if caller.kind is OrgKind.OPERATOR else None
+        # An operator lists its own subscribers' entries (the operator column
+        # is the IMSI's MCC-MNC); regulators every operator's, and entries
+        # without an IMSI.
+        operators = None if caller.kind in SEES_EVERY_SUBSCRIBER else list(caller.mcc_mncs)
         with self.register.db.read() as connection:
             rows = repo.notifications_page(connection, operators, after, size + 1)
         token = ""
@@ -348,18 +356,41 @@ class RegistryService:
             token = _encode_token(rows[-1].imei_key, rows[-1].imsi)
         return rows, token
 
-    def imei_record(self, caller: Caller, imei: str) -> ImeiRecord:
+    def imei_record(
+        self, caller: Caller, imei: str, page_size: int = 0, page_token: str = ""
+    ) -> ImeiRecord:
+        """The IMEI's record with one page of its history (AIP-158), as the
+        caller may see it: an operator gets its own subscribers'
+        notifications and pairs only, and the IMSIs and MSISDNs of other
+        subscribers blanked in the history and the blacklist entry."""
         require(caller, Action.READ_RECORD)
         key = parse_imei(imei, "imei")
+        size = _page_size(page_size)
+        after = _decode_history_token(page_token, key)
+        prefixes = visible_imsi_prefixes(caller)
         with self.register.db.read() as connection:
-            return ImeiRecord(
-                imei_key=key,
-                registration=repo.registration_of(connection, key),
-                blacklist=repo.blacklist_entry(connection, key),
-                notifications=repo.notifications_of_imei(connection, key),
-                exceptions=repo.exceptions_of_imei(connection, key),
-                history=repo.changes_of_imei(connection, key),
+            registration = repo.registration_of(connection, key)
+            blacklist = repo.blacklist_entry(connection, key)
+            notifications = repo.notifications_of_imei(
+                connection, key, prefixes, RECORD_NOTIFICATIONS + 1
             )
+            exceptions = repo.exceptions_of_imei(connection, key, prefixes, RECORD_EXCEPTIONS + 1)
+            history = repo.changes_of_imei(connection, key, size + 1, after)
+        token = ""
+        if len(history) > size:
+            history = history[:size]
+            token = _encode_history_token(key, history[-1].sequence)
+        return ImeiRecord(
+            imei_key=key,
+            registration=registration,
+            blacklist=None if blacklist is None else blacklist_as_seen(caller, blacklist),
+            notifications=notifications[:RECORD_NOTIFICATIONS],
+            exceptions=exceptions[:RECORD_EXCEPTIONS],
+            history=[change_as_seen(caller, change) for change in history],
+            notifications_truncated=len(notifications) > RECORD_NOTIFICATIONS,
+            exceptions_truncated=len(exceptions) > RECORD_EXCEPTIONS,
+            next_page_token=token,
+        )
 
 
 def _pair(imei: str, imsi: str) -> tuple[int, str]:
@@ -374,6 +405,48 @@ def _pair(imei: str, imsi: str) -> tuple[int, str]:
             violations.extend(error.violations)
     raise_if(violations)
     return key, imsi
+
+
+def _page_size(page_size: int) -> int:
+    """AIP-158: 0 means the default; more than the maximum means the maximum."""
+    if page_size < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    return min(page_size or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _encode_history_token(key: int, sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"h1:{key}:{sequence}".encode()).decode()
+
+
+def _decode_history_token(token: str, key: int) -> int:
+    """The sequence a history page starts after (0 for the first page).
+
+    The token names the IMEI it pages: another IMEI's token is refused
+    rather than silently skipping that IMEI's changes.
+    """
+    if not token:
+        return 0
+    try:
+        version, token_key, sequence = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        # Within what the server hands out: a 14-digit key and a sequence
+        # that fits the BIGINT column.
+        if (
+            version != "h1"
+            or not _ascii_digits(token_key, 1, 14)
+            or not _ascii_digits(sequence, 1, 18)
+        ):
+            raise ValueError(token)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidArgument.field(
+            "page_token", "not a token this server gave", reason="BAD_PAGE_TOKEN"
+        ) from None
+    if int(token_key) != key:
+        raise InvalidArgument.field(
+            "page_token",
+            f"a token for IMEI {int(token_key):014d}, not {key:014d}",
+            reason="BAD_PAGE_TOKEN",
+        )
+    return int(sequence)
 
 
 def _encode_token(key: int, imsi: str) -> str:

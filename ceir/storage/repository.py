@@ -12,11 +12,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     Table,
     delete,
+    false,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -142,10 +145,13 @@ def changes_after(connection: Executor, after: int, limit: int) -> list[Change]:
     return [change_from_row(row) for row in rows]
 
 
-def changes_of_imei(connection: Executor, key: int, limit: int = 1_000) -> list[Change]:
+def changes_of_imei(
+    connection: Executor, key: int, limit: int = 1_000, after: int = 0
+) -> list[Change]:
+    """Up to ``limit`` changes of one IMEI with a sequence greater than ``after``, in order."""
     rows = connection.execute(
         select(_changes)
-        .where(_changes.c.imei_key == key)
+        .where(_changes.c.imei_key == key, _changes.c.sequence > after)
         .order_by(_changes.c.sequence)
         .limit(limit)
     )
@@ -412,13 +418,24 @@ def delete_notifications(session: Session, pairs: Sequence[tuple[int, str]]) -> 
         )
 
 
-def notifications_of_imei(connection: Executor, key: int) -> list[Notification]:
-    rows = connection.execute(
-        select(_notifications)
-        .where(_notifications.c.imei_key == key)
-        .order_by(_notifications.c.imsi)
-    )
+def notifications_of_imei(
+    connection: Executor,
+    key: int,
+    imsi_prefixes: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[Notification]:
+    """The first ``limit`` notifications of one IMEI by IMSI, only of IMSIs
+    starting with one of ``imsi_prefixes`` (None: all)."""
+    query = select(_notifications).where(_notifications.c.imei_key == key)
+    if imsi_prefixes is not None:
+        query = query.where(_starts_with_any(_notifications.c.imsi, imsi_prefixes))
+    rows = connection.execute(query.order_by(_notifications.c.imsi).limit(limit))
     return [_notification(row) for row in rows]
+
+
+def _starts_with_any(column: ColumnElement[str], prefixes: Sequence[str]) -> ColumnElement[bool]:
+    """``column`` starts with one of the prefixes (false for none)."""
+    return or_(false(), *(column.startswith(prefix, autoescape=True) for prefix in prefixes))
 
 
 def notifications_page(
@@ -467,10 +484,18 @@ def delete_exception(session: Session, key: int, imsi: str) -> None:
     )
 
 
-def exceptions_of_imei(connection: Executor, key: int) -> list[ExceptionEntry]:
-    rows = connection.execute(
-        select(_exceptions).where(_exceptions.c.imei_key == key).order_by(_exceptions.c.imsi)
-    )
+def exceptions_of_imei(
+    connection: Executor,
+    key: int,
+    imsi_prefixes: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[ExceptionEntry]:
+    """The first ``limit`` pairs of one IMEI by IMSI, only of IMSIs starting
+    with one of ``imsi_prefixes`` (None: all)."""
+    query = select(_exceptions).where(_exceptions.c.imei_key == key)
+    if imsi_prefixes is not None:
+        query = query.where(_starts_with_any(_exceptions.c.imsi, imsi_prefixes))
+    rows = connection.execute(query.order_by(_exceptions.c.imsi).limit(limit))
     return [ExceptionEntry(r.imei_key, r.imsi, r.reason, r.added_by) for r in rows]
 
 

@@ -600,21 +600,32 @@ Global___ListNotificationsResponse: _TypeAlias = ListNotificationsResponse  # no
 
 @_typing.final
 class GetImeiRecordRequest(_message.Message):
-    """GetImeiRecordRequest names one IMEI."""
+    """GetImeiRecordRequest names one IMEI and a page of its history."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     IMEI_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     imei: _builtins.str
     """The IMEI (14, 15 or 16 digits). Required."""
+    page_size: _builtins.int
+    """At most this many history entries (default 100, at most 1,000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of this IMEI's record; empty
+    for the first page. A token of another IMEI is refused
+    (INVALID_ARGUMENT, reason BAD_PAGE_TOKEN).
+    """
     def __init__(
         self,
         *,
         imei: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["imei", b"imei"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["imei", b"imei", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -704,7 +715,11 @@ Global___ExceptionEntry: _TypeAlias = ExceptionEntry  # noqa: Y015
 
 @_typing.final
 class GetImeiRecordResponse(_message.Message):
-    """GetImeiRecordResponse is everything the register knows about one IMEI."""
+    """GetImeiRecordResponse is what the register knows about one IMEI, as the
+    caller may see it, and one page of its history. Every page carries the
+    registration, blacklist entry, notifications and exception pairs as they
+    are when the page is read.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -714,8 +729,21 @@ class GetImeiRecordResponse(_message.Message):
     NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     EXCEPTIONS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    EXCEPTIONS_TRUNCATED_FIELD_NUMBER: _builtins.int
     imei_key: _builtins.str
     """The 14-digit IMEI key."""
+    next_page_token: _builtins.str
+    """Token for the next page of history; empty on the last page."""
+    notifications_truncated: _builtins.bool
+    """True if the IMEI has more notifications the caller may see than are
+    listed (ListNotifications lists them all).
+    """
+    exceptions_truncated: _builtins.bool
+    """True if the IMEI has more exception pairs the caller may see than are
+    listed.
+    """
     @_builtins.property
     def registration(self) -> Global___Registration:
         """The registration, if the IMEI is (or was, for expired tourists) on the
@@ -728,15 +756,22 @@ class GetImeiRecordResponse(_message.Message):
 
     @_builtins.property
     def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Notification]:
-        """Notifications for this IMEI."""
+        """Notifications for this IMEI that the caller may see (an operator: its
+        own subscribers'), ordered by IMSI; at most 100.
+        """
 
     @_builtins.property
     def exceptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExceptionEntry]:
-        """Exception pairs for this IMEI."""
+        """Exception pairs for this IMEI that the caller may see (an operator: its
+        own subscribers'), ordered by IMSI; at most 100.
+        """
 
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ListChange]:
-        """Every change to this IMEI, oldest first."""
+        """One page of the changes to this IMEI, oldest first. For an operator,
+        imsi and msisdn are blank in changes about another operator's
+        subscriber (or about no IMSI).
+        """
 
     def __init__(
         self,
@@ -747,10 +782,13 @@ class GetImeiRecordResponse(_message.Message):
         notifications: _abc.Iterable[Global___Notification] | None = ...,
         exceptions: _abc.Iterable[Global___ExceptionEntry] | None = ...,
         history: _abc.Iterable[_types_pb2.ListChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+        notifications_truncated: _builtins.bool = ...,
+        exceptions_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "exceptions", b"exceptions", "history", b"history", "imei_key", b"imei_key", "notifications", b"notifications", "registration", b"registration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "exceptions", b"exceptions", "exceptions_truncated", b"exceptions_truncated", "history", b"history", "imei_key", b"imei_key", "next_page_token", b"next_page_token", "notifications", b"notifications", "notifications_truncated", b"notifications_truncated", "registration", b"registration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -161,15 +161,18 @@ class RegistryServiceServicer:
     def ListNotifications(self, request, context):
         """ListNotifications lists the notification list of the calling operator
         (only IMSIs of its own MCC-MNCs). Kemenperin and Kominfo see every
-        operator's entries. AIP-158 pagination.
+        operator's entries, and those without an IMSI. AIP-158 pagination.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetImeiRecord(self, request, context):
-        """GetImeiRecord returns everything the register knows about one IMEI,
-        with its history of changes.
+        """GetImeiRecord returns what the register knows about one IMEI, with one
+        page of its history of changes (AIP-158). An operator sees only its own
+        subscribers' notifications and exception pairs, and the IMSIs and
+        MSISDNs of other operators' subscribers are blank in the history and the
+        blacklist entry; Kemenperin and Kominfo see every subscriber.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

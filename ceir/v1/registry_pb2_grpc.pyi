@@ -73,11 +73,14 @@ class RegistryServiceStub:
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListNotificationsRequest, _registry_pb2.ListNotificationsResponse]
     """ListNotifications lists the notification list of the calling operator
     (only IMSIs of its own MCC-MNCs). Kemenperin and Kominfo see every
-    operator's entries. AIP-158 pagination.
+    operator's entries, and those without an IMSI. AIP-158 pagination.
     """
     GetImeiRecord: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetImeiRecordRequest, _registry_pb2.GetImeiRecordResponse]
-    """GetImeiRecord returns everything the register knows about one IMEI,
-    with its history of changes.
+    """GetImeiRecord returns what the register knows about one IMEI, with one
+    page of its history of changes (AIP-158). An operator sees only its own
+    subscribers' notifications and exception pairs, and the IMSIs and
+    MSISDNs of other operators' subscribers are blank in the history and the
+    blacklist entry; Kemenperin and Kominfo see every subscriber.
     """
     ImportRegistrations: _grpc.StreamUnaryMultiCallable[_registry_pb2.ImportRegistrationsRequest, _registry_pb2.ImportRegistrationsResponse]
     """ImportRegistrations loads registrations in bulk. The client streams
@@ -131,11 +134,14 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListNotifications: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListNotificationsRequest, _registry_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """ListNotifications lists the notification list of the calling operator
     (only IMSIs of its own MCC-MNCs). Kemenperin and Kominfo see every
-    operator's entries. AIP-158 pagination.
+    operator's entries, and those without an IMSI. AIP-158 pagination.
     """
     GetImeiRecord: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetImeiRecordRequest, _registry_pb2.GetImeiRecordResponse]  # type: ignore[assignment]
-    """GetImeiRecord returns everything the register knows about one IMEI,
-    with its history of changes.
+    """GetImeiRecord returns what the register knows about one IMEI, with one
+    page of its history of changes (AIP-158). An operator sees only its own
+    subscribers' notifications and exception pairs, and the IMSIs and
+    MSISDNs of other operators' subscribers are blank in the history and the
+    blacklist entry; Kemenperin and Kominfo see every subscriber.
     """
     ImportRegistrations: _aio.StreamUnaryMultiCallable[_registry_pb2.ImportRegistrationsRequest, _registry_pb2.ImportRegistrationsResponse]  # type: ignore[assignment]
     """ImportRegistrations loads registrations in bulk. The client streams
@@ -228,7 +234,7 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ListNotificationsResponse, _abc.Awaitable[_registry_pb2.ListNotificationsResponse]]:
         """ListNotifications lists the notification list of the calling operator
         (only IMSIs of its own MCC-MNCs). Kemenperin and Kominfo see every
-        operator's entries. AIP-158 pagination.
+        operator's entries, and those without an IMSI. AIP-158 pagination.
         """
 
     @_abc_1.abstractmethod
@@ -237,8 +243,11 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetImeiRecordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetImeiRecordResponse, _abc.Awaitable[_registry_pb2.GetImeiRecordResponse]]:
-        """GetImeiRecord returns everything the register knows about one IMEI,
-        with its history of changes.
+        """GetImeiRecord returns what the register knows about one IMEI, with one
+        page of its history of changes (AIP-158). An operator sees only its own
+        subscribers' notifications and exception pairs, and the IMSIs and
+        MSISDNs of other operators' subscribers are blank in the history and the
+        blacklist entry; Kemenperin and Kominfo see every subscriber.
         """
 
     @_abc_1.abstractmethod
