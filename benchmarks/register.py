@@ -121,10 +121,11 @@ def _prepare(db: Path) -> Tokens:
     importer = add_organisation(database, IMPORTER, "kemenperin", [])
     operator = add_organisation(database, OPERATOR, "operator", ["510-10"])
     database.dispose()
-    return Tokens(_bearer(importer), _bearer(operator))
+    return Tokens(bearer(importer), bearer(operator))
 
 
-def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that presents ``token``."""
     return (("authorization", f"Bearer {token}"),)
 
 
@@ -388,7 +389,7 @@ def _report_stolen(ceir: ServerProcess, tokens: Tokens, keys: Sequence[int]) -> 
 def import_figure(
     db: Path, log: str, tokens: Tokens, keys: Sequence[int], sizes: Sizes, workdir: Path
 ) -> report.Figure:
-    chunks = list(_import_chunks(keys, sizes.chunk_rows))
+    chunks = list(import_requests(keys, sizes.chunk_rows))
     report.progress(f"importing {len(keys):,} devices in chunks of {sizes.chunk_rows:,}")
     with ceir_server(str(db), True, log) as ceir, grpc.insecure_channel(ceir.target) as channel:
         stub = registry_grpc.RegistryServiceStub(channel)
@@ -433,9 +434,11 @@ def import_figure(
     )
 
 
-def _import_chunks(
+def import_requests(
     keys: Sequence[int], chunk_rows: int
 ) -> Iterator[registry_pb.ImportRegistrationsRequest]:
+    """An ``ImportRegistrations`` stream registering one device per key, as
+    a TPP importer would, ``chunk_rows`` rows a message."""
     for start in range(0, len(keys), chunk_rows):
         rows = [
             registry_pb.ImportRow(
