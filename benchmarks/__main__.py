@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import machine, register, report, sim, trust
+from . import hostile, machine, register, report, sim, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,8 +34,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust"),
-        help="run only this section (repeatable): the register, the operator side, the log",
+        choices=("register", "sim", "trust", "hostile"),
+        help="run only this section (repeatable): the register, the operator side, the log, "
+        "check latency under hostile connections",
     )
     return parser.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
-    sections = ("register", "sim", "trust")
+    sections = ("register", "sim", "trust", "hostile")
     chosen = options.only or sections
     results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += sim.run(options.quick)
         if "trust" in chosen:
             results += trust.run(options.quick, Path(workdir))
+        if "hostile" in chosen:
+            results += hostile.run(hostile.QUICK if options.quick else hostile.FULL, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)
