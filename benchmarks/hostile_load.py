@@ -327,6 +327,15 @@ def _raise_file_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
+def _quiet_stderr() -> None:
+    """Send this process's stderr to /dev/null. Thawed after the server closed
+    its connections, grpc logs a line per connection there; how the calls
+    ended reaches the parent through the pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stderr.fileno())
+    os.close(devnull)
+
+
 # Every call of the load: each may receive responses, though few do.
 _StreamingCall = grpc.aio.UnaryStreamCall[Any, Any] | grpc.aio.StreamStreamCall[Any, Any]
 
@@ -374,6 +383,8 @@ class _Holder:
                 self.pipe.send(f"{type(error).__name__}: {error}")
                 return
             await asyncio.sleep(SETTLE)
+            if plan.kind == "frozen":
+                _quiet_stderr()
             self.pipe.send(self.tally())
             deadline = loop.time() + plan.lifetime
             while True:
