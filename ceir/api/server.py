@@ -100,6 +100,9 @@ GRPC_OPTIONS = [
     # its calls in about 30 s instead of holding them until TCP gives up.
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # gRPC 1.85 waits for a ping's answer for this long, whatever the keepalive
+    # timeout says (60 s by default).
+    ("grpc.http2.ping_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # Clients may ping every 10 s; one that pings faster is disconnected.
@@ -107,6 +110,11 @@ GRPC_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 2),
     # A connection with no call for 10 minutes is closed.
     ("grpc.max_connection_idle_ms", 600_000),
+    # Calls not yet taken up by the event loop: past the soft limit (1,000 by
+    # default) gRPC cancels new ones at random, so a burst of reconnecting
+    # replicas, or idle hostile calls, would cut off legitimate ones.
+    ("grpc.server.max_pending_requests", 10_000),
+    ("grpc.server.max_pending_requests_hard_limit", 20_000),
 ]
 # Threads for blocking work (database, building large answers). Calls wait
 # on the event loop, never here, so this bounds work in progress, not callers.
