@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ceir.domain.lists import GraceExpired, ListState, NewNotification
 from ceir.domain.model import (
@@ -85,3 +87,15 @@ def test_clone_window_forgets_old_sightings() -> None:
     assert state.decide(IMEI, "510100000000002", "", NOW)[0].status is EquipmentStatus.GREYLISTED
     later = NOW + 120 * 1_000_000
     assert state.decide(IMEI, "510100000000003", "", later)[0].status is EquipmentStatus.WHITELISTED
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.integers(1, 4)), max_size=60))
+def test_the_block_date_is_the_earliest_of_the_pairs_after_any_changes(
+    steps: list[tuple[bool, int, int]],
+) -> None:
+    state = ListState()
+    for add, imsi, date in steps:
+        kind = ChangeKind.NOTIFICATION_NEW if add else ChangeKind.NOTIFICATION_RESOLVED
+        feed(state, Change(kind, KEY, imsi=f"51010000000000{imsi}", block_date_us=date))
+        pairs = state.notified.get(KEY)
+        assert state.block_date_of(KEY) == (min(pairs.values()) if pairs else None)

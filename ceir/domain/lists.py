@@ -92,8 +92,12 @@ class ListState:
         self.whitelist: dict[int, int | None] = {}  # key -> valid_until_us (None: no expiry)
         self.blacklist: dict[int, tuple[BlacklistCause, int | None]] = {}  # key -> (cause, block)
         self.exceptions: set[tuple[int, str]] = set()
+        # Change through add_notification and remove_notification only: they
+        # keep _earliest, which spares a check a scan of the IMEI's pairs.
         self.notified: dict[int, dict[str, int]] = {}  # key -> {imsi: block_date_us}
         self.msisdns: dict[tuple[int, str], str] = {}  # notified pair -> MSISDN, when known
+        # key -> (earliest block date of its pairs, how many pairs have it)
+        self._earliest: dict[int, tuple[int, int]] = {}
         # key -> {imsi: last seen}; fed by checks, not by the change feed.
         self._seen: dict[int, dict[str, int]] = {}
 
@@ -121,28 +125,58 @@ class ListState:
             self.blacklist.pop(key, None)
         elif kind is ChangeKind.NOTIFICATION_NEW:
             assert change.block_date_us is not None
-            self.notified.setdefault(key, {})[change.imsi] = change.block_date_us
-            if change.msisdn:
-                self.msisdns[(key, change.imsi)] = change.msisdn
+            self.add_notification(key, change.imsi, change.msisdn, change.block_date_us)
         elif kind in (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED):
-            pairs = self.notified.get(key)
-            self.msisdns.pop((key, change.imsi), None)
-            if pairs is not None:
-                pairs.pop(change.imsi, None)
-                if not pairs:
-                    del self.notified[key]
+            self.remove_notification(key, change.imsi)
         elif kind is ChangeKind.EXCEPTION_ADDED:
             self.exceptions.add((key, change.imsi))
         elif kind is ChangeKind.EXCEPTION_REMOVED:
             self.exceptions.discard((key, change.imsi))
         self.sequence = change.sequence
 
+    def add_notification(self, key: int, imsi: str, msisdn: str, block_date_us: int) -> None:
+        """Put a pair on the notification list (or give it a new block date)."""
+        if imsi in self.notified.get(key, ()):
+            self.remove_notification(key, imsi)
+        # The block date before the pair: a check deciding meanwhile (checks
+        # take no lock) sees the IMEI's block date, at worst without the pair.
+        earliest = self._earliest.get(key)
+        if earliest is None or block_date_us < earliest[0]:
+            self._earliest[key] = (block_date_us, 1)
+        elif block_date_us == earliest[0]:
+            self._earliest[key] = (block_date_us, earliest[1] + 1)
+        if msisdn:
+            self.msisdns[(key, imsi)] = msisdn
+        self.notified.setdefault(key, {})[imsi] = block_date_us
+
+    def remove_notification(self, key: int, imsi: str) -> None:
+        """Take a pair off the notification list, if it is on it."""
+        self.msisdns.pop((key, imsi), None)
+        pairs = self.notified.get(key)
+        if pairs is None or imsi not in pairs:
+            return
+        block_date_us = pairs.pop(imsi)
+        if not pairs:
+            del self.notified[key]
+            del self._earliest[key]
+            return
+        date, count = self._earliest[key]
+        if block_date_us != date:
+            return
+        if count > 1:
+            self._earliest[key] = (date, count - 1)
+        else:
+            # The register gives every pair of an IMEI the same block date,
+            # so this scan is for lists written otherwise; it stays rare.
+            date = min(pairs.values())
+            self._earliest[key] = (date, sum(1 for d in pairs.values() if d == date))
+
     # --- deciding ------------------------------------------------------------------
 
     def block_date_of(self, key: int) -> int | None:
         """The IMEI's block date: the earliest of its notifications'."""
-        pairs = self.notified.get(key)
-        return min(pairs.values()) if pairs else None
+        earliest = self._earliest.get(key)
+        return None if earliest is None else earliest[0]
 
     def decide(
         self, imei: str, imsi: str, msisdn: str, now_us: int
@@ -192,8 +226,11 @@ class ListState:
         if block_date is None:
             block_date = grace_end(now_us, policy)
             effect = NewNotification(key, imsi, msisdn, block_date)
-        elif imsi not in self.notified[key]:
-            effect = NewNotification(key, imsi, msisdn, block_date)
+        else:
+            # get: a writer may have just taken the IMEI's last pair off.
+            pairs = self.notified.get(key, {})
+            if imsi not in pairs:
+                effect = NewNotification(key, imsi, msisdn, block_date)
         reasons = (first, Reason.NOTIFICATION_PENDING)
         return Decision(EquipmentStatus.GREYLISTED, reasons, key, sequence, block_date), effect
 

@@ -287,7 +287,5 @@ def load_state(connection: Connection) -> ListState:
         connection, "notifications", ("imei_key", "imsi", "msisdn", "block_date_us"), 50_000
     ):
         for row in rows:
-            state.notified.setdefault(row.imei_key, {})[row.imsi] = row.block_date_us
-            if row.msisdn:
-                state.msisdns[(row.imei_key, row.imsi)] = row.msisdn
+            state.add_notification(row.imei_key, row.imsi, row.msisdn, row.block_date_us)
     return state
