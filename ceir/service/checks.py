@@ -1,5 +1,12 @@
 """Equipment checks: decided from the in-memory lists, with the notification
-list written when a check finds an unregistered device."""
+list written when a check finds an unregistered device.
+
+A check decides without the write lock, so by the time it writes its effect
+(a notification, a block for an expired grace) the IMEI may have been
+registered, paired or blocked, by this process or another one sharing the
+database. The write therefore decides each such check again against the
+lists as committed, and records only what that decision still calls for.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from ceir.domain.identifiers import (
     validate_imsi,
     validate_msisdn,
 )
-from ceir.domain.lists import Effect, GraceExpired, NewNotification
+from ceir.domain.lists import GraceExpired, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
     BlacklistEntry,
@@ -115,47 +122,57 @@ class CheckService:
         now_us = self.register.clock.now_us()
         decisions: list[Decision] = []
         pending: list[int] = []
-        effects: list[Effect] = []
         decide = state.decide
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
             decisions.append(decision)
             if effect is not None:
                 pending.append(index)
-                effects.append(effect)
-        if effects:
-            self.register.write(caller.name, lambda unit: _record(unit, effects))
-            # Decide again against the lists that now hold the effects: the
-            # answers then carry the new sequence and the block date stored.
+        if pending:
+            due = [valid[index] for index in pending]
+            now_us = self.register.write(caller.name, lambda unit: _record(unit, due))
+            # Decide again against the lists that now hold the effects, at the
+            # time they were decided at: the answers then carry the new
+            # sequence and the block date stored.
             state = self.register.state
             for index in pending:
                 decisions[index] = state.decide(*valid[index], now_us)[0]
         return decisions
 
 
-def _record(unit: WriteUnit, effects: Sequence[Effect]) -> None:
-    """Write the checks' effects, skipping what another writer did meanwhile."""
+def _record(unit: WriteUnit, queries: Sequence[tuple[str, str, str]]) -> int:
+    """Decide the queries again and write the effects they still call for.
+
+    The unit holds the write lock and its lists have caught up with the
+    database's head, so a registration, pairing, block or notification that
+    committed after the check decided is seen here, and the effect it makes
+    void is dropped. Returns the time the queries were decided at.
+    """
     state = unit.state
+    now_us = unit.now_us
     new: dict[tuple[int, str], Notification] = {}
-    new_blocks: dict[int, int] = {}  # block dates given in this unit, by IMEI
     expired: dict[int, int] = {}
-    for effect in effects:
+    for imei, imsi, msisdn in queries:
+        effect = state.decide(imei, imsi, msisdn, now_us)[1]
+        if effect is None:
+            continue
         key = effect.imei_key
         if isinstance(effect, GraceExpired):
-            if key not in state.blacklist:
-                expired[key] = effect.block_date_us
+            expired[key] = effect.block_date_us
             continue
         assert isinstance(effect, NewNotification)
-        if effect.imsi in state.notified.get(key, {}) or (key, effect.imsi) in new:
+        # The lists do not hold this unit's own notifications yet.
+        if (key, effect.imsi) in new:
             continue
-        block = state.block_date_of(key) or new_blocks.setdefault(key, effect.block_date_us)
+        # Every query of this IMEI decided at the same time against the same
+        # lists, so they all carry the same block date.
         new[(key, effect.imsi)] = Notification(
             imei_key=key,
             imsi=effect.imsi,
             msisdn=effect.msisdn,
             operator_mcc_mnc=home_mcc_mnc(effect.imsi) if effect.imsi else "",
-            first_seen_us=unit.now_us,
-            block_date_us=block,
+            first_seen_us=now_us,
+            block_date_us=effect.block_date_us,
         )
     for notification in new.values():
         unit.add(
@@ -183,7 +200,6 @@ def _record(unit: WriteUnit, effects: Sequence[Effect]) -> None:
                 block_date_us=block_date,
             )
         )
-        blocked.append(
-            BlacklistEntry(key, BlacklistCause.NOTIFICATION_EXPIRED, "", "ceir", unit.now_us)
-        )
+        blocked.append(BlacklistEntry(key, BlacklistCause.NOTIFICATION_EXPIRED, "", "ceir", now_us))
     repo.insert_blacklist(unit.session, blocked, list(expired.values()))
+    return now_us
