@@ -284,13 +284,18 @@ class SyncNode(_Node):
         if rows.size == 0:
             return
         sightings = []
-        for index in rows.tolist():
+        notifying = effects.new_notification.size
+        for position, index in enumerate(rows.tolist()):
             code = int(batch.imsis[index])
+            imsi = imsi_text(code)
+            # The register records notifications only for the reporting
+            # operator's own subscribers: another's would be sent for nothing.
+            if position < notifying and not imsi.startswith(self._own_prefixes):
+                continue
             msisdn = int(batch.msisdns[index])
-            sightings.append(
-                Sighting(int(keys[index]), imsi_text(code), code, str(msisdn) if msisdn else "")
-            )
-        self.reporter.submit(sightings)
+            sightings.append(Sighting(int(keys[index]), imsi, code, str(msisdn) if msisdn else ""))
+        if sightings:
+            self.reporter.submit(sightings)
 
     def _on_changes(self, changes: Sequence[pb.ListChange], applied_at: float) -> None:
         for change in changes:

@@ -21,7 +21,7 @@ from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
 
-from .helpers import imei
+from .helpers import TELKOMSEL_IMSI, imei
 
 
 def test_health_reports_serving_without_a_token(channel: grpc.Channel) -> None:
@@ -129,7 +129,8 @@ def test_metrics_count_calls_by_method_and_code(
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = equipment_check_pb2_grpc.EquipmentCheckServiceStub(channel)
         stub.CheckEquipment(
-            equipment_check_pb2.CheckEquipmentRequest(imei=imei(1)),
+            # the operator's own subscriber: a notification
+            equipment_check_pb2.CheckEquipmentRequest(imei=imei(1), imsi=TELKOMSEL_IMSI),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=10,
         )

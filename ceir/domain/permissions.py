@@ -134,6 +134,20 @@ def require_own_imsi(caller: Caller, imsi: str, field: str) -> None:
         )
 
 
+def may_notify(caller: Caller, imsi: str) -> bool:
+    """Whether a check by this caller may put (IMEI, IMSI) on the notification list.
+
+    A notification is the subscriber's network telling its subscriber to
+    register the phone before the block date, so only the operator that owns
+    the IMSI records one; another operator's check of that IMSI, a check
+    without an IMSI, and the regulators' checks are answered alike but leave
+    no notification (they would start another operator's block clock and fill
+    its SMS queue). A block for a grace that has run out is no one's message
+    but a fact about the IMEI, so any check may record that.
+    """
+    return caller.kind is OrgKind.OPERATOR and bool(imsi) and caller.owns_imsi(imsi)
+
+
 # --- whose subscribers a caller reads -------------------------------------------------
 
 # Regulators read every subscriber's IMSI and MSISDN in records and

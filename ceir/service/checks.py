@@ -21,7 +21,7 @@ from ceir.domain.identifiers import (
     validate_imsi,
     validate_msisdn,
 )
-from ceir.domain.lists import GraceExpired, NewNotification
+from ceir.domain.lists import Effect, GraceExpired, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
     BlacklistEntry,
@@ -31,7 +31,7 @@ from ceir.domain.model import (
     Decision,
     Notification,
 )
-from ceir.domain.permissions import Action, require
+from ceir.domain.permissions import Action, may_notify, require
 from ceir.storage import repository as repo
 
 from .register import Register, WriteUnit
@@ -91,8 +91,8 @@ class CheckService:
         fields = _checked_fields(query)
         if fields is not None:
             decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
-            if effect is None:  # nothing to write: the common case
-                return decision
+            if effect is None or not _may_record(caller, effect):
+                return decision  # nothing to write: the common case
         # A wrong field, or a first sight to record: the general path (deciding
         # an unregistered device changes nothing, so deciding again is safe).
         return self.check_many(caller, [query], batch=False)[0]
@@ -126,11 +126,11 @@ class CheckService:
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
             decisions.append(decision)
-            if effect is not None:
+            if effect is not None and _may_record(caller, effect):
                 pending.append(index)
         if pending:
             due = [valid[index] for index in pending]
-            now_us = self.register.write(caller.name, lambda unit: _record(unit, due))
+            now_us = self.register.write(caller.name, lambda unit: _record(unit, caller, due))
             # Decide again against the lists that now hold the effects, at the
             # time they were decided at: the answers then carry the new
             # sequence and the block date stored.
@@ -140,7 +140,12 @@ class CheckService:
         return decisions
 
 
-def _record(unit: WriteUnit, queries: Sequence[tuple[str, str, str]]) -> int:
+def _may_record(caller: Caller, effect: Effect) -> bool:
+    """Whether this caller's check may leave this effect (see ``may_notify``)."""
+    return isinstance(effect, GraceExpired) or may_notify(caller, effect.imsi)
+
+
+def _record(unit: WriteUnit, caller: Caller, queries: Sequence[tuple[str, str, str]]) -> int:
     """Decide the queries again and write the effects they still call for.
 
     The unit holds the write lock and its lists have caught up with the
@@ -154,7 +159,7 @@ def _record(unit: WriteUnit, queries: Sequence[tuple[str, str, str]]) -> int:
     expired: dict[int, int] = {}
     for imei, imsi, msisdn in queries:
         effect = state.decide(imei, imsi, msisdn, now_us)[1]
-        if effect is None:
+        if effect is None or not _may_record(caller, effect):
             continue
         key = effect.imei_key
         if isinstance(effect, GraceExpired):
@@ -170,7 +175,7 @@ def _record(unit: WriteUnit, queries: Sequence[tuple[str, str, str]]) -> int:
             imei_key=key,
             imsi=effect.imsi,
             msisdn=effect.msisdn,
-            operator_mcc_mnc=home_mcc_mnc(effect.imsi) if effect.imsi else "",
+            operator_mcc_mnc=home_mcc_mnc(effect.imsi),
             first_seen_us=now_us,
             block_date_us=effect.block_date_us,
         )

@@ -13,7 +13,9 @@ decision must equal the answer exactly.
 
 One node sees every check here, as the CEIR does, so even clone suspicions
 must agree; ``test_sim_clone_scope`` covers what differs when each operator's
-node sees only its own subscribers.
+node sees only its own subscribers. Each check reaches the CEIR from the
+operator the SIM attaches to, as in the simulation: the CEIR records a
+notification only for the checking operator's own subscribers.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Differ:
         self.target = ceir.address
         self.token = tokens["kominfo"]
         self.node = node
-        self.ceir = GrpcLink(ceir.address, tokens["telkomsel"])
+        self.links = [GrpcLink(ceir.address, tokens[operator.name]) for operator in OPERATORS]
         self.compared = 0
         self.decided_again = 0
         self.outcomes: set[Outcome] = set()
@@ -54,9 +56,12 @@ class Differ:
         population = traffic.population
         for start in range(0, count, BATCH):
             rows = np.arange(start, min(start + BATCH, count))
-            self.compare(attaches.batch(population, rows))
+            for index, link in enumerate(self.links):
+                mine = rows[attaches.operator[rows] == index]
+                if mine.size:
+                    self.compare(attaches.batch(population, mine), link)
 
-    def compare(self, batch: AttachBatch) -> None:
+    def compare(self, batch: AttachBatch, ceir: GrpcLink) -> None:
         head = head_sequence(self.target, self.token)
         assert self.node.follower.wait_for(head, 30)
         local = self.node.decide_batch(batch, now_us())
@@ -68,7 +73,7 @@ class Differ:
             )
             for i in range(len(batch))
         ]
-        answers = self.ceir.check_batch(requests)
+        answers = ceir.check_batch(requests)
         later: list[int] = []
         for index, answer in enumerate(answers):
             if answer.sequence == head:
