@@ -18,7 +18,10 @@ check"); first matching rule wins:
 Where the register would also *write* (a new notification, a block for an
 expired grace period), ``decide`` returns the rows in ``Effects``: a node in
 synchronize mode reports those sightings to the register, which records them
-and publishes them in the feed.
+and publishes them in the feed. The register records a notification only
+for the reporting operator's own subscribers and at most
+``MAX_NOTIFICATIONS_PER_IMEI`` pairs per IMEI; the answer is the same either
+way (docs/integration-teams.md).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from .replica import GRACE_EXPIRED, STOLEN, Policy, Replica
 U64 = npt.NDArray[np.uint64]
 Indices = npt.NDArray[np.intp]
 MICROS = 1_000_000
+# The register's bound on the notified pairs of one IMEI (past it, a check
+# is answered as before and records nothing).
+MAX_NOTIFICATIONS_PER_IMEI = 16
 
 
 @dataclass
@@ -140,6 +146,6 @@ def decide(
                 else Outcome.NOT_REGISTERED_GRACE_EXPIRED
             )
             grace_expired.append(index)
-        elif int(imsis[index]) not in pairs:
+        elif int(imsis[index]) not in pairs and len(pairs) < MAX_NOTIFICATIONS_PER_IMEI:
             new_notification[index] = True
     return result, Effects(np.flatnonzero(new_notification), np.array(grace_expired, dtype=np.intp))

@@ -1,9 +1,11 @@
 """What a check leaves behind, through a real server on SQLite and PostgreSQL:
-a notification only for the checking operator's own subscribers, and a block
-for an expired grace whoever checks."""
+a notification only for the checking operator's own subscribers, at most
+``MAX_NOTIFICATIONS_PER_IMEI`` of them per IMEI, and a block for an expired
+grace whoever checks."""
 
 from __future__ import annotations
 
+from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI
 from ceir.service.clock import ManualClock
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import registry_pb2, types_pb2
@@ -90,3 +92,26 @@ def test_regulators_checks_notify_no_one_but_block_an_expired_grace(
     blocked = record(kominfo, device)
     assert blocked.blacklist.cause == types_pb2.BLACKLIST_CAUSE_NOTIFICATION_EXPIRED
     assert not blocked.notifications
+
+
+def test_an_imei_holds_a_bounded_number_of_notified_pairs(clients: dict[str, Client]) -> None:
+    device = imei(40)
+    telkomsel = clients["telkomsel"]
+    imsis = [f"510100000000{n:03d}" for n in range(MAX_NOTIFICATIONS_PER_IMEI + 6)]
+    # More than the bound in one batch, then more again, one check at a time.
+    first = telkomsel.call(
+        telkomsel.check.CheckEquipmentBatch,
+        check_pb.CheckEquipmentBatchRequest(
+            checks=[
+                check_pb.CheckEquipmentRequest(imei=device, imsi=imsi)
+                for imsi in imsis[: MAX_NOTIFICATIONS_PER_IMEI + 2]
+            ]
+        ),
+    ).results
+    later = [telkomsel.check_imei(device, imsi=imsi) for imsi in imsis[-4:]]
+    answers = [*first, *later]
+    # Past the bound a check is answered as before, with the IMEI's block date.
+    assert {status_names(a)[1][1] for a in answers} == {"REASON_NOTIFICATION_PENDING"}
+    assert {a.block_date.seconds for a in answers} == {first[0].block_date.seconds}
+    listed = own_notifications(telkomsel, device)
+    assert listed == imsis[:MAX_NOTIFICATIONS_PER_IMEI]

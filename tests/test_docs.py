@@ -28,7 +28,13 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor
 import ceir.v1
 from ceir.api.errors import CODES
 from ceir.domain.errors import PermissionDenied
-from ceir.domain.lists import Effect, GraceExpired, ListState, NewNotification
+from ceir.domain.lists import (
+    MAX_NOTIFICATIONS_PER_IMEI,
+    Effect,
+    GraceExpired,
+    ListState,
+    NewNotification,
+)
 from ceir.domain.model import (
     BlacklistCause,
     BlacklistEntry,
@@ -395,6 +401,10 @@ CASES: dict[str, Callable[[], Outcome]] = {
     "new-imsi": lambda: feed(ListState(), notified(OTHER_IMSI, NOW + DAY)).decide(
         IMEI, IMSI, "", NOW
     ),
+    "many-imsis": lambda: feed(
+        ListState(),
+        *(notified(f"5101099{n:08d}", NOW + DAY) for n in range(MAX_NOTIFICATIONS_PER_IMEI)),
+    ).decide(IMEI, IMSI, "", NOW),
     "expired-tourist": lambda: feed(ListState(), whitelisted(EXPIRED)).decide(IMEI, IMSI, "", NOW),
     "grace-over": lambda: feed(ListState(), notified(IMSI, NOW)).decide(IMEI, IMSI, "", NOW),
 }
@@ -440,6 +450,10 @@ def test_decision_table_row_matches_list_state(case: str) -> None:
         None if effect is None else type(effect),
     )
     assert documented == actual
+
+
+def test_the_documented_bound_on_notified_imsis_is_the_codes() -> None:
+    assert f"**At most {MAX_NOTIFICATIONS_PER_IMEI} notified IMSIs per IMEI**" in integration_doc()
 
 
 def test_a_new_imsi_keeps_the_imeis_block_date() -> None:

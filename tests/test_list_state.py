@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ceir.domain.lists import GraceExpired, ListState, NewNotification
+from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI, GraceExpired, ListState, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
     Change,
@@ -99,3 +99,22 @@ def test_the_block_date_is_the_earliest_of_the_pairs_after_any_changes(
         feed(state, Change(kind, KEY, imsi=f"51010000000000{imsi}", block_date_us=date))
         pairs = state.notified.get(KEY)
         assert state.block_date_of(KEY) == (min(pairs.values()) if pairs else None)
+
+
+def test_past_the_bound_a_new_imsi_is_answered_but_asks_for_no_notification() -> None:
+    state = ListState(Policy(phase=Phase.NOTIFY, grace_days=10))
+    block = NOW + 10 * 86_400_000_000
+    for n in range(MAX_NOTIFICATIONS_PER_IMEI):
+        feed(
+            state,
+            Change(
+                ChangeKind.NOTIFICATION_NEW, KEY, imsi=f"5101000000{n:05d}", block_date_us=block
+            ),
+        )
+    decision, effect = state.decide(IMEI, IMSI, "", NOW)
+    assert (decision.status, decision.reasons, decision.block_date_us) == (
+        EquipmentStatus.GREYLISTED,
+        (Reason.NOT_REGISTERED, Reason.NOTIFICATION_PENDING),
+        block,
+    )
+    assert effect is None

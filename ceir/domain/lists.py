@@ -25,6 +25,12 @@ from .model import (
     Reason,
 )
 
+# A phone has a SIM or two, so a real IMEI has a pair or two; beyond this many
+# the IMEI is a cloned or made-up one, and further pairs would only grow what
+# every later check of it, its record and the operators' SMS queues carry.
+# A check past the bound is answered as before and records nothing.
+MAX_NOTIFICATIONS_PER_IMEI = 16
+
 _MALFORMED = (Reason.MALFORMED_IMEI,)
 _ROAMER = (Reason.INBOUND_ROAMER,)
 _EXCEPTION = (Reason.EXCEPTION_PAIR,)
@@ -178,6 +184,11 @@ class ListState:
         earliest = self._earliest.get(key)
         return None if earliest is None else earliest[0]
 
+    def notifications_of(self, key: int) -> int:
+        """How many pairs of the IMEI are on the notification list."""
+        pairs = self.notified.get(key)
+        return 0 if pairs is None else len(pairs)
+
     def decide(
         self, imei: str, imsi: str, msisdn: str, now_us: int
     ) -> tuple[Decision, Effect | None]:
@@ -229,7 +240,7 @@ class ListState:
         else:
             # get: a writer may have just taken the IMEI's last pair off.
             pairs = self.notified.get(key, {})
-            if imsi not in pairs:
+            if imsi not in pairs and len(pairs) < MAX_NOTIFICATIONS_PER_IMEI:
                 effect = NewNotification(key, imsi, msisdn, block_date)
         reasons = (first, Reason.NOTIFICATION_PENDING)
         return Decision(EquipmentStatus.GREYLISTED, reasons, key, sequence, block_date), effect

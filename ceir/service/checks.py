@@ -21,7 +21,7 @@ from ceir.domain.identifiers import (
     validate_imsi,
     validate_msisdn,
 )
-from ceir.domain.lists import Effect, GraceExpired, NewNotification
+from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI, Effect, GraceExpired, NewNotification
 from ceir.domain.model import (
     BlacklistCause,
     BlacklistEntry,
@@ -156,6 +156,7 @@ def _record(unit: WriteUnit, caller: Caller, queries: Sequence[tuple[str, str, s
     state = unit.state
     now_us = unit.now_us
     new: dict[tuple[int, str], Notification] = {}
+    added: dict[int, int] = {}  # pairs notified in this unit, by IMEI
     expired: dict[int, int] = {}
     for imei, imsi, msisdn in queries:
         effect = state.decide(imei, imsi, msisdn, now_us)[1]
@@ -169,6 +170,9 @@ def _record(unit: WriteUnit, caller: Caller, queries: Sequence[tuple[str, str, s
         # The lists do not hold this unit's own notifications yet.
         if (key, effect.imsi) in new:
             continue
+        if state.notifications_of(key) + added.get(key, 0) >= MAX_NOTIFICATIONS_PER_IMEI:
+            continue
+        added[key] = added.get(key, 0) + 1
         # Every query of this IMEI decided at the same time against the same
         # lists, so they all carry the same block date.
         new[(key, effect.imsi)] = Notification(
