@@ -39,6 +39,14 @@ def check(key: int) -> check_pb.CheckEquipmentRequest:
     return check_pb.CheckEquipmentRequest(imei=imei, imsi=imsi, msisdn=msisdn(key))
 
 
+def first_sight(key: int) -> check_pb.CheckEquipmentRequest:
+    """An unregistered device on a SIM of the benchmark's operator (510-10):
+    the register notifies only the checking operator's own subscribers, so
+    each of these writes a notification."""
+    imsi = f"51010{key % 10**10:010d}"
+    return check_pb.CheckEquipmentRequest(imei=full_imei(key), imsi=imsi, msisdn=msisdn(key))
+
+
 def roamer_check(number: int) -> check_pb.CheckEquipmentRequest:
     key = ROAMING_TAC * 1_000_000 + number % 1_000_000
     foreign = FOREIGN_MCC_MNCS[number % len(FOREIGN_MCC_MNCS)]
@@ -96,7 +104,7 @@ class Batches:
         checks += [roamer_check(pick.randrange(10**9)) for _ in range(roamers)]
         checks += [malformed_check(pick.randrange(10**6)) for _ in range(malformed)]
         first = UNREGISTERED_TAC * 1_000_000 + self._fresh
-        checks += [check(key) for key in range(first, first + fresh)]
+        checks += [first_sight(key) for key in range(first, first + fresh)]
         self._fresh += fresh
         pick.shuffle(checks)
         return check_pb.CheckEquipmentBatchRequest(checks=checks)
