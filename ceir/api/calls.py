@@ -64,6 +64,7 @@ REAUTH_SECONDS = 1.0
 WRITE_STALL_SECONDS = 60.0
 
 UnaryBehaviour = Callable[[Any, Any], Message]
+AtOnce = Callable[[Any], Message | Callable[[], Message] | None]
 StreamBehaviour = Callable[["Call"], Awaitable[Message | None]]
 
 
@@ -160,11 +161,26 @@ class Gate:
     # --- the handlers gRPC is given --------------------------------------------------
 
     def unary(
-        self, method: str, request_type: type[Message], behaviour: UnaryBehaviour
+        self,
+        method: str,
+        request_type: type[Message],
+        behaviour: UnaryBehaviour,
+        at_once: AtOnce | None = None,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """A unary method whose ``behaviour(request, context)`` may block."""
+        """A unary method whose ``behaviour(request, context)`` may block.
+
+        ``at_once(request)``, if given, runs first on the event loop and must
+        never block: its answer; or the rest of the work, to run in a worker;
+        or None to run ``behaviour`` in a worker.
+        """
 
         async def handle(request: Message, call: Call) -> Message:
+            if at_once is not None:
+                answer = at_once(request)
+                if isinstance(answer, Message):
+                    return answer
+                if answer is not None:
+                    return await self.run(answer)
             return await self.run(behaviour, request, call.context)
 
         return self._handler(method, request_type, handle, server_streaming=False)

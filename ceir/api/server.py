@@ -64,7 +64,7 @@ from ceir.v1 import (
     transparency_pb2,
 )
 
-from .calls import Gate
+from .calls import AtOnce, Gate
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
@@ -208,9 +208,15 @@ def create_server(config: ServerConfig) -> RunningServer:
     signal = ChangeSignal(loop)
     register.add_listener(signal.notify)
     checks = CheckService(register)
+    check_servicer = EquipmentCheckServicer(checks)
     sync = SyncService(register)
+    # Methods answered on the event loop when they need no worker.
+    at_once: dict[str, AtOnce] = {
+        "CheckEquipment": check_servicer.check_at_once,
+        "CheckEquipmentBatch": check_servicer.check_batch_at_once,
+    }
     implementations = {
-        "EquipmentCheckService": (EquipmentCheckServicer(checks), EquipmentCheckStreams(checks)),
+        "EquipmentCheckService": (check_servicer, EquipmentCheckStreams(checks)),
         "RegistryService": (
             RegistryServicer(RegistryService(register)),
             ImportStreams(ImportService(register), register),
@@ -220,7 +226,8 @@ def create_server(config: ServerConfig) -> RunningServer:
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
     }
     handlers = [
-        _service_handler(gate, service, *implementations[service.name]) for service in SERVICES
+        _service_handler(gate, service, *implementations[service.name], at_once)
+        for service in SERVICES
     ]
     try:
         server, health_servicer, port, token_port = asyncio.run_coroutine_threadsafe(
@@ -286,7 +293,11 @@ async def _start(
 
 
 def _service_handler(
-    gate: Gate, service: ServiceDescriptor, unary: object | None, streams: object | None
+    gate: Gate,
+    service: ServiceDescriptor,
+    unary: object | None,
+    streams: object | None,
+    at_once: dict[str, AtOnce],
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Every method of ``service``: unary ones from ``unary``, streaming ones from ``streams``."""
     methods = {}
@@ -298,7 +309,7 @@ def _service_handler(
         else:
             request_type = message_factory.GetMessageClass(method.input_type)
             methods[method.name] = gate.unary(
-                method.name, request_type, getattr(unary, method.name)
+                method.name, request_type, getattr(unary, method.name), at_once.get(method.name)
             )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 

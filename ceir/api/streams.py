@@ -76,7 +76,23 @@ class EquipmentCheckStreams:
         self.checks.authorize(call.caller)  # before the first message
         request_type = check_pb.CheckEquipmentStreamRequest
         while (request := await call.read(request_type)) is not None:
-            await call.write(await call.run(self._answer, call.caller, request))
+            answer = self._answer_at_once(call.caller, request)
+            if answer is None:
+                answer = await call.run(self._answer, call.caller, request)
+            await call.write(answer)
+
+    def _answer_at_once(
+        self, caller: Caller, request: check_pb.CheckEquipmentStreamRequest
+    ) -> check_pb.CheckEquipmentStreamResponse | None:
+        """The answer if it needs no write (on the event loop), else None."""
+        check = request.check
+        query = CheckQuery(check.imei, check.imsi, check.msisdn)
+        decision = self.checks.decide_at_once(caller, query)
+        if decision is None:
+            return None
+        answer = check_pb.CheckEquipmentStreamResponse(correlation_id=request.correlation_id)
+        convert.fill_decision(answer.result, decision)
+        return answer
 
     def _answer(
         self, caller: Caller, request: check_pb.CheckEquipmentStreamRequest

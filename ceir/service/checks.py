@@ -77,6 +77,16 @@ def _checked_fields(query: CheckQuery) -> tuple[str, str, str] | None:
     return imei, imsi, msisdn
 
 
+@dataclass(frozen=True)
+class Decided:
+    """A batch decided against the lists without writing: its checked
+    fields, its decisions, and the indexes whose effects are to be recorded."""
+
+    valid: list[tuple[str, str, str]]
+    decisions: list[Decision]
+    pending: list[int]
+
+
 class CheckService:
     def __init__(self, register: Register) -> None:
         self.register = register
@@ -87,20 +97,56 @@ class CheckService:
 
     def check(self, caller: Caller, query: CheckQuery) -> Decision:
         """Decide one query: a network's real-time check."""
-        require(caller, Action.CHECK)
-        fields = _checked_fields(query)
-        if fields is not None:
-            decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
-            if effect is None or not _may_record(caller, effect):
-                return decision  # nothing to write: the common case
+        decision = self.decide_at_once(caller, query)
+        if decision is not None:
+            return decision
         # A wrong field, or a first sight to record: the general path (deciding
         # an unregistered device changes nothing, so deciding again is safe).
         return self.check_many(caller, [query], batch=False)[0]
+
+    def decide_at_once(self, caller: Caller, query: CheckQuery) -> Decision | None:
+        """The decision if it writes nothing (the common case), else None.
+
+        Touches no database and takes no lock, so the server's event loop
+        may call it; None sends the query to ``check``, in a worker thread.
+        """
+        require(caller, Action.CHECK)
+        fields = _checked_fields(query)
+        if fields is None:
+            return None
+        decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
+        if effect is None or not _may_record(caller, effect):
+            return decision
+        return None
 
     def check_many(
         self, caller: Caller, queries: Sequence[CheckQuery], *, batch: bool = True
     ) -> list[Decision]:
         """Decide up to MAX_BATCH queries, in order."""
+        return self.record(caller, self._decide_many(caller, queries, batch))
+
+    def decide_many_at_once(self, caller: Caller, queries: Sequence[CheckQuery]) -> Decided:
+        """A batch decided without writing (as ``decide_at_once``; wrong
+        fields raise, as in ``check_many``); ``record`` writes what it calls for."""
+        return self._decide_many(caller, queries, batch=True)
+
+    def record(self, caller: Caller, decided: Decided) -> list[Decision]:
+        """Write what a decided batch calls for (nothing if ``decided.pending``
+        is empty); the final decisions."""
+        valid, decisions, pending = decided.valid, decided.decisions, decided.pending
+        if pending:
+            due = [valid[index] for index in pending]
+            now_us = self.register.write(caller.name, lambda unit: _record(unit, caller, due))
+            # Decide again against the lists that now hold the effects, at the
+            # time they were decided at: the answers then carry the new
+            # sequence and the block date stored.
+            state = self.register.state
+            for index in pending:
+                decisions[index] = state.decide(*valid[index], now_us)[0]
+        return decisions
+
+    def _decide_many(self, caller: Caller, queries: Sequence[CheckQuery], batch: bool) -> Decided:
+        """The checked fields, the decisions, and which of them have an effect to record."""
         require(caller, Action.CHECK)
         if batch and not 1 <= len(queries) <= MAX_BATCH:
             raise InvalidArgument.field("checks", f"1 to {MAX_BATCH} checks, got {len(queries)}")
@@ -118,26 +164,16 @@ class CheckService:
                 reason="INVALID_CHECK",
                 violations=violations,
             )
-        state = self.register.state
         now_us = self.register.clock.now_us()
         decisions: list[Decision] = []
         pending: list[int] = []
-        decide = state.decide
+        decide = self.register.state.decide
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
             decisions.append(decision)
             if effect is not None and _may_record(caller, effect):
                 pending.append(index)
-        if pending:
-            due = [valid[index] for index in pending]
-            now_us = self.register.write(caller.name, lambda unit: _record(unit, caller, due))
-            # Decide again against the lists that now hold the effects, at the
-            # time they were decided at: the answers then carry the new
-            # sequence and the block date stored.
-            state = self.register.state
-            for index in pending:
-                decisions[index] = state.decide(*valid[index], now_us)[0]
-        return decisions
+        return Decided(valid, decisions, pending)
 
 
 def _may_record(caller: Caller, effect: Effect) -> bool:
