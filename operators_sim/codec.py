@@ -71,11 +71,6 @@ def imsi_text(code: int) -> str:
     return f"{value:0{length}d}"
 
 
-def is_inbound_roamer(imsi: str) -> bool:
-    """True for an IMSI whose MCC is not Indonesia's (the register's rule 2)."""
-    return bool(imsi) and not imsi.startswith("510")
-
-
 def imei_keys(values: npt.NDArray[np.bytes_]) -> U64:
     """Keys of a batch of IMEIs given as ASCII bytes (dtype ``S16`` or
     narrower); ``MALFORMED`` where an IMEI is malformed."""

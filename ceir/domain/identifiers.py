@@ -111,11 +111,6 @@ def validate_msisdn(value: str, field: str) -> str:
     return digits
 
 
-def is_inbound_roamer(imsi: str) -> bool:
-    """True if the IMSI's MCC is not Indonesia's."""
-    return not imsi.startswith(INDONESIA_MCC)
-
-
 def home_mcc_mnc(imsi: str) -> str:
     """The MCC-MNC of an IMSI, with a two-digit MNC as in Indonesia: '510-10'."""
     return f"{imsi[:3]}-{imsi[3:5]}"

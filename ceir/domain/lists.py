@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .identifiers import imei_key
+from .identifiers import INDONESIA_MCC, imei_key
 from .model import (
     BlacklistCause,
     Change,
@@ -198,7 +198,7 @@ class ListState:
         key = imei_key(imei)
         if key is None:
             return Decision(EquipmentStatus.BLACKLISTED, _MALFORMED, None, sequence), None
-        if imsi and not imsi.startswith("510"):
+        if imsi and not imsi.startswith(INDONESIA_MCC):  # an inbound roamer
             return Decision(EquipmentStatus.WHITELISTED, _ROAMER, key, sequence), None
         if imsi and (key, imsi) in self.exceptions:
             return Decision(EquipmentStatus.WHITELISTED, _EXCEPTION, key, sequence), None
