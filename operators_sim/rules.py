@@ -54,8 +54,9 @@ class Effects:
     grace_expired: Indices
 
 
-def grace_end(now_us: int, policy: Policy) -> int:
-    """The block date (Unix seconds) of a device first seen now."""
+def grace_end_s(now_us: int, policy: Policy) -> int:
+    """The block date of a device first seen now, in Unix seconds (as the
+    replica packs it): the register's ``grace_end_us`` divided by 10**6."""
     return now_us // MICROS + policy.grace_days * 86_400
 
 
@@ -128,7 +129,7 @@ def decide(
 
     outcome[rest & ~registered] = Outcome.NOT_REGISTERED_PENDING
     outcome[expired_registration] = Outcome.REGISTRATION_EXPIRED_PENDING
-    block[rest] = grace_end(now_us, policy)
+    block[rest] = grace_end_s(now_us, policy)
     notified = rest & replica.notifications.key_candidates(keys)
     new_notification = rest & ~notified  # first sighting of the IMEI
     grace_expired: list[int] = []

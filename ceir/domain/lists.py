@@ -235,7 +235,7 @@ class ListState:
             return decision, GraceExpired(key, block_date)
         effect: Effect | None = None
         if block_date is None:
-            block_date = grace_end(now_us, policy)
+            block_date = grace_end_us(now_us, policy)
             effect = NewNotification(key, imsi, msisdn, block_date)
         else:
             # get: a writer may have just taken the IMEI's last pair off.
@@ -293,7 +293,8 @@ class ListState:
         }
 
 
-def grace_end(now_us: int, policy: Policy) -> int:
-    """The block date of a device first seen now: whole seconds, so that
-    every replica computes the same instant."""
+def grace_end_us(now_us: int, policy: Policy) -> int:
+    """The block date of a device first seen now, in Unix microseconds (as
+    the register stores it), rounded to whole seconds so that every replica
+    computes the same instant (``operators_sim.rules.grace_end_s``)."""
     return (now_us // 1_000_000 + policy.grace_days * 86_400) * 1_000_000
