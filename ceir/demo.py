@@ -26,6 +26,7 @@ from ceir.api.observability import JsonFormatter
 from ceir.api.server import ServerConfig, create_server
 from ceir.audit import generate_signing_key, load_private_key, save_private_key, save_public_key
 from ceir.domain.identifiers import full_imei
+from ceir.organisations import BRIEF_ORGANISATIONS
 from ceir.pki import PkiFiles, init_pki
 from ceir.service.clock import ManualClock
 from ceir.service.orgs import add_organisation
@@ -44,17 +45,6 @@ from ceir.v1 import (
 
 DATA = Path("demo-data")
 DAY = 86_400
-ORGANISATIONS = {
-    "telkomsel": ("operator", ["510-10"]),
-    "indosat": ("operator", ["510-01", "510-21"]),
-    "xl": ("operator", ["510-11"]),
-    "tri": ("operator", ["510-89"]),
-    "smartfren": ("operator", ["510-09", "510-28"]),
-    "kemenperin": ("kemenperin", []),
-    "bea-cukai": ("customs", []),
-    "kemlu": ("kemlu", []),
-    "kominfo": ("kominfo", []),
-}
 SUBSCRIBER = {"telkomsel": "510101000000001", "indosat": "510011000000002", "xl": "510111000000003"}
 ROAMER = "525011000000009"  # a Singapore SIM
 
@@ -315,8 +305,8 @@ def main() -> int:
     db_path = DATA / "ceir.db"
     db = Database(str(db_path))
     db.migrate()
-    for name, (kind, codes) in ORGANISATIONS.items():
-        add_organisation(db, name, kind, codes)  # the demo needs no tokens: certificates
+    for org in BRIEF_ORGANISATIONS:  # the demo needs no tokens: certificates
+        add_organisation(db, org.name, org.kind, list(org.mcc_mncs))
     db.dispose()
     pki = init_pki(DATA / "pki")
     signing_key = DATA / "custodian.pem"  # the custodian's key: signs the change log
@@ -343,8 +333,8 @@ def main() -> int:
         with ExitStack() as stack:
             address = f"localhost:{running.port}"
             channels = {
-                name: stack.enter_context(mtls_channel(address, pki, name))
-                for name in ORGANISATIONS
+                org.name: stack.enter_context(mtls_channel(address, pki, org.name))
+                for org in BRIEF_ORGANISATIONS
             }
             demo = Demo(channels, clock)
             demo.load()

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ceir.organisations import BRIEF_ORGANISATIONS as _TABLE
+
 __all__ = [
     "BRIEF_ORGANISATIONS",
     "DEFAULT_DAYS",
@@ -63,17 +65,10 @@ class OrgIdentity:
     full_name: str
 
 
-BRIEF_ORGANISATIONS: tuple[OrgIdentity, ...] = (
-    OrgIdentity("telkomsel", "operator", "PT Telekomunikasi Selular"),
-    OrgIdentity("indosat", "operator", "PT Indosat Tbk"),
-    OrgIdentity("xl", "operator", "PT XL Axiata Tbk"),
-    OrgIdentity("tri", "operator", "PT Hutchison 3 Indonesia"),
-    OrgIdentity("smartfren", "operator", "PT Smartfren Telecom Tbk"),
-    OrgIdentity("kemenperin", "kemenperin", "Kementerian Perindustrian"),
-    OrgIdentity("bea-cukai", "customs", "Direktorat Jenderal Bea dan Cukai"),
-    OrgIdentity("kemlu", "kemlu", "Kementerian Luar Negeri"),
-    OrgIdentity("kominfo", "kominfo", "Kementerian Komunikasi dan Informatika"),
+BRIEF_ORGANISATIONS: tuple[OrgIdentity, ...] = tuple(
+    OrgIdentity(org.name, org.kind, org.full_name) for org in _TABLE
 )
+"""The certificate identities of ``ceir.organisations``' table, in its order."""
 
 
 @dataclass(frozen=True)

@@ -34,37 +34,23 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ceir.organisations import BRIEF_ORGANISATIONS
+
 if TYPE_CHECKING:
     from ceir.pki import PkiFiles
-
-ORGANISATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "kemenperin": ("kemenperin", ()),
-    "bea-cukai": ("customs", ()),
-    "kemlu": ("kemlu", ()),
-    "kominfo": ("kominfo", ()),
-    "telkomsel": ("operator", ("510-10",)),
-    "indosat": ("operator", ("510-01", "510-21")),
-    "xl": ("operator", ("510-11",)),
-    "tri": ("operator", ("510-89",)),
-    "smartfren": ("operator", ("510-09", "510-28")),
-}
-"""The organisations a simulation needs: name -> (kind, MCC-MNCs)."""
 
 
 def demo_pki(directory: Path) -> PkiFiles:
     """A new demo PKI in ``directory`` (emptied first), as ``ceir pki init``
     makes it: ``ca.pem``, ``server.pem`` for localhost and 127.0.0.1, and
-    ``<org>.pem``/``<org>.key`` for every organisation of ``ORGANISATIONS``."""
+    ``<org>.pem``/``<org>.key`` for every organisation of the brief
+    (``ceir.organisations``)."""
     import shutil
 
-    from ceir.pki import BRIEF_ORGANISATIONS, init_pki
+    from ceir.pki import init_pki
 
-    known = {org.name: org for org in BRIEF_ORGANISATIONS}
-    missing = sorted(set(ORGANISATIONS) - set(known))
-    if missing:
-        raise ValueError(f"no certificate identity for {', '.join(missing)}")
     shutil.rmtree(directory, ignore_errors=True)  # each run starts from new certificates
-    return init_pki(directory, organisations=tuple(known[name] for name in ORGANISATIONS))
+    return init_pki(directory)
 
 
 class EmbeddedCeir:
@@ -158,7 +144,7 @@ class EmbeddedCeir:
         self.port = int(line.split()[1])
 
     def create_organisations(self) -> dict[str, str]:
-        """Create every organisation of ``ORGANISATIONS``; name -> token.
+        """Create every organisation of the brief; name -> token.
         Call once the server has started (it creates the schema)."""
         from ceir.service.orgs import add_organisation
         from ceir.storage.database import Database
@@ -166,8 +152,8 @@ class EmbeddedCeir:
         db = Database(str(self.db_path))
         try:
             return {
-                name: add_organisation(db, name, kind, list(codes))
-                for name, (kind, codes) in ORGANISATIONS.items()
+                org.name: add_organisation(db, org.name, org.kind, list(org.mcc_mncs))
+                for org in BRIEF_ORGANISATIONS
             }
         finally:
             db.engine.dispose()

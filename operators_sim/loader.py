@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import field_mask_pb2
 
+from ceir.organisations import BRIEF_ORGANISATIONS
 from ceir.v1 import policy_pb2 as policy_pb
 from ceir.v1 import policy_pb2_grpc as policy_grpc
 from ceir.v1 import registry_pb2 as registry_pb
@@ -35,7 +36,7 @@ from .transport import Credentials, Tls, open_channel, token_credentials
 IMPORT_CHUNK = 10_000
 EXPIRED_TOURIST_SECONDS = 4
 KEMENPERIN, CUSTOMS, KEMLU, KOMINFO = "kemenperin", "bea-cukai", "kemlu", "kominfo"
-REQUIRED_ORGS = (KEMENPERIN, CUSTOMS, KEMLU, KOMINFO, *(op.name for op in OPERATORS))
+REQUIRED_ORGS = tuple(org.name for org in BRIEF_ORGANISATIONS)  # the brief's, in its order
 
 
 class MissingToken(Exception):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ceir.organisations import operators as brief_operators
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import types_pb2 as pb
 
@@ -69,13 +70,10 @@ class Operator:
         return any(imsi.startswith(code.replace("-", "")) for code in self.mcc_mncs)
 
 
-OPERATORS = (
-    Operator("telkomsel", "Telkomsel", ("510-10",), 0.47),
-    Operator("indosat", "Indosat Ooredoo", ("510-01", "510-21"), 0.17),
-    Operator("xl", "XL Axiata", ("510-11",), 0.16),
-    Operator("tri", "Tri (Hutchison 3)", ("510-89",), 0.12),
-    Operator("smartfren", "Smartfren", ("510-09", "510-28"), 0.08),
+OPERATORS = tuple(
+    Operator(org.name, org.display, org.mcc_mncs, org.market_share) for org in brief_operators()
 )
+"""The operators of ``ceir.organisations``' table, in its order."""
 
 
 @dataclass
