@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from ceir.api.server import RunningServer
+from ceir.service.orgs import add_organisation
 from ceir.v1 import registry_pb2, types_pb2
 
 from .helpers import INDOSAT_IMSI, TELKOMSEL_IMSI, Client, error_reason, imei, violations
@@ -147,6 +149,23 @@ def test_notification_lists_show_an_operator_only_its_own_subscribers(
     assert listed(indosat) == {(two, INDOSAT_IMSI, "6285600000002"), (three, INDOSAT_21_IMSI, "")}
     assert listed(clients["xl"]) == set()
     assert listed(clients["kominfo"]) == listed(telkomsel) | listed(indosat)
+
+
+def test_an_operator_with_a_three_digit_mnc_lists_its_own_notifications(
+    server: RunningServer, channel: grpc.Channel, clients: dict[str, Client]
+) -> None:
+    # The notification's operator column cannot be read off an IMSI with a
+    # 3-digit MNC; the list follows the IMSI, and the column the operator.
+    token = add_organisation(server.register.db, "three", "operator", ["510-123"])
+    three = Client(channel, token)
+    imsi = "510123000000001"
+    three.check_imei(device(4), imsi)
+    page = three.call(three.registry.ListNotifications, registry_pb2.ListNotificationsRequest())
+    assert [(n.imsi, n.operator_mcc_mnc) for n in page.notifications] == [(imsi, "510-123")]
+    others = clients["telkomsel"].call(
+        clients["telkomsel"].registry.ListNotifications, registry_pb2.ListNotificationsRequest()
+    )
+    assert list(others.notifications) == []
 
 
 # --- paging the history -------------------------------------------------------------------

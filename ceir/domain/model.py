@@ -100,6 +100,10 @@ class Caller:
         """True if the IMSI belongs to one of this operator's MCC-MNCs."""
         return imsi.startswith(self.imsi_prefixes)
 
+    def mcc_mnc_of(self, imsi: str) -> str | None:
+        """Which of this operator's MCC-MNCs the IMSI belongs to (None: none)."""
+        return next((c for c in self.mcc_mncs if imsi.startswith(c.replace("-", ""))), None)
+
     @property
     def imsi_prefixes(self) -> tuple[str, ...]:
         """How this operator's IMSIs start: its MCC-MNCs without the dash."""

@@ -215,7 +215,10 @@ def _record(unit: WriteUnit, caller: Caller, queries: Sequence[tuple[str, str, s
             imei_key=key,
             imsi=effect.imsi,
             msisdn=effect.msisdn,
-            operator_mcc_mnc=home_mcc_mnc(effect.imsi),
+            # The checking operator's own code (it notifies only its own
+            # subscribers): right for 3-digit MNCs too, which the IMSI alone
+            # cannot tell.
+            operator_mcc_mnc=caller.mcc_mnc_of(effect.imsi) or home_mcc_mnc(effect.imsi),
             first_seen_us=now_us,
             block_date_us=effect.block_date_us,
         )

@@ -29,7 +29,6 @@ from ceir.domain.model import (
     Registration,
 )
 from ceir.domain.permissions import (
-    SEES_EVERY_SUBSCRIBER,
     Action,
     blacklist_as_seen,
     change_as_seen,
@@ -344,12 +343,13 @@ class RegistryService:
         require(caller, Action.LIST_NOTIFICATIONS)
         size = _page_size(page_size)
         after = _decode_token(page_token)
-        # An operator lists its own subscribers' entries (the operator column
-        # is the IMSI's MCC-MNC); regulators every operator's, and entries
-        # without an IMSI.
-        operators = None if caller.kind in SEES_EVERY_SUBSCRIBER else list(caller.mcc_mncs)
+        # An operator lists its own subscribers' entries, by the IMSI itself
+        # (as GetImeiRecord does; the stored operator column assumes 2-digit
+        # MNCs); regulators every operator's, and entries without an IMSI.
         with self.register.db.read() as connection:
-            rows = repo.notifications_page(connection, operators, after, size + 1)
+            rows = repo.notifications_page(
+                connection, visible_imsi_prefixes(caller), after, size + 1
+            )
         token = ""
         if len(rows) > size:
             rows = rows[:size]

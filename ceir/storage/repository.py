@@ -439,13 +439,16 @@ def _starts_with_any(column: ColumnElement[str], prefixes: Sequence[str]) -> Col
 
 
 def notifications_page(
-    connection: Executor, operators: Sequence[str] | None, after: tuple[int, str] | None, limit: int
+    connection: Executor,
+    imsi_prefixes: Sequence[str] | None,
+    after: tuple[int, str] | None,
+    limit: int,
 ) -> list[Notification]:
-    """Notifications ordered by (IMEI key, IMSI), after a position, for some
-    operators (None: all)."""
+    """Notifications ordered by (IMEI key, IMSI), after a position, only of
+    IMSIs starting with one of ``imsi_prefixes`` (None: all)."""
     query = select(_notifications)
-    if operators is not None:
-        query = query.where(_notifications.c.operator_mcc_mnc.in_(list(operators)))
+    if imsi_prefixes is not None:
+        query = query.where(_starts_with_any(_notifications.c.imsi, imsi_prefixes))
     if after is not None:
         query = query.where(tuple_(_notifications.c.imei_key, _notifications.c.imsi) > after)
     query = query.order_by(_notifications.c.imei_key, _notifications.c.imsi).limit(limit)
