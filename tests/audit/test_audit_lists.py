@@ -8,9 +8,12 @@ not in the matrix: leaf version 1 does not carry its fields.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ceir.api.server import RunningServer
+from ceir.service.list_audit import LIST_TABLES
 from ceir.service.log_audit import AuditReport, audit_database
 from ceir.storage.database import Database
 
@@ -118,3 +121,12 @@ def test_the_cli_refuses_a_whitelist_row_that_no_change_explains(register: str) 
     assert result.exit_code == 1, result.output
     assert f"whitelist row for IMEI key {_key(900)}" in result.output
     assert "no change explains it" in result.output
+
+
+def test_the_regulators_page_lists_the_columns_the_audit_compares() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "regulators.md").read_text(encoding="utf-8")
+    section = page[page.index("### What `ceir audit verify` compares") :]
+    for table in LIST_TABLES:
+        columns = ", ".join(f"`{column}`" for column in table.values) or "(the key only)"
+        assert f"| `{table.name}` | " in section
+        assert f" | {columns} |" in section.split(f"| `{table.name}` | ", 1)[1].split("\n")[0]
