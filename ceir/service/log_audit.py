@@ -5,8 +5,9 @@ leaf from the change rows, compares each with the leaf hash stored beside
 it (the first mismatch names the altered change), rebuilds the tree and its
 tile nodes, checks every stored checkpoint's root against the rebuilt tree
 and the signature of the latest one, and (from a database) replays the
-changes into lists and compares them with the list tables, naming the first
-row that the log does not explain.
+changes into the rows each list table must hold and compares presence and
+values (``list_audit``), naming per table the first row that the log does not
+explain.
 
 An export (JSON lines) carries the leaf bytes, the stored leaf hashes and
 the signed checkpoints, so the same checks run where the database is not
@@ -20,7 +21,6 @@ reachable::
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,13 +39,12 @@ from ceir.audit import (
     open_checkpoint,
 )
 from ceir.audit.merkle import short
-from ceir.domain.lists import ListState
 from ceir.domain.model import Change
 from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 
-from .register import load_state
+from .list_audit import ReplayedLists, list_differences
 
 __all__ = ["EXPORT_FORMAT", "AuditReport", "audit_database", "audit_export", "export_log"]
 
@@ -182,19 +181,19 @@ def audit_database(
     with db.read_snapshot() as connection:
         notes = log_repo.stored_checkpoints(connection)
         auditor.roots = {size: b"" for size, _ in notes}
-        replayed = ListState()
+        replayed = ReplayedLists()
         after = 0
         while batch := log_repo.changes_with_hashes(connection, after, _BATCH):
             for change, recorded in batch:
                 auditor.leaf(change, recorded)
                 # A gap is reported by leaf(); the lists are compared anyway.
-                with contextlib.suppress(ValueError, AssertionError):
-                    replayed.apply(change)
+                replayed.apply(change)
             after = batch[-1][0].sequence
         auditor.report.leaves = auditor.frontier.size
         auditor.tree_nodes(_stored_nodes(connection))
         auditor.checkpoints(notes)
-        _compare_lists(auditor, replayed, load_state(connection), connection)
+        for difference in list_differences(connection, replayed):
+            auditor.problem(None, difference)
     return auditor.report
 
 
@@ -202,44 +201,6 @@ def _stored_nodes(connection: Any) -> Iterator[tuple[int, int, bytes]]:
     rows = connection.exec_driver_sql('SELECT level, "index", hash FROM tree_nodes')
     for level, index, digest in rows:
         yield int(level), int(index), bytes(digest)
-
-
-def _compare_lists(auditor: _Auditor, log: ListState, tables: ListState, connection: Any) -> None:
-    """Name the first list row that the replayed log does not explain."""
-    differences: list[tuple[str, int, str]] = []
-    for name, expected, actual in (
-        ("whitelist", log.whitelist, tables.whitelist),
-        ("blacklist", log.blacklist, tables.blacklist),
-        ("notifications", log.notified, tables.notified),
-    ):
-        for key in sorted(set(expected) | set(actual)):
-            if expected.get(key) != actual.get(key):
-                differences.append(
-                    (
-                        name,
-                        key,
-                        f"the log gives {_show(expected.get(key))}, "
-                        f"the table holds {_show(actual.get(key))}",
-                    )
-                )
-                break
-    extra = sorted(log.exceptions ^ tables.exceptions)
-    if extra:
-        key, imsi = extra[0]
-        where = "the table only" if (key, imsi) in tables.exceptions else "the log only"
-        differences.append(("exceptions", key, f"pair with IMSI {imsi} is in {where}"))
-    if log.policy != tables.policy:
-        differences.append(("register_state", 0, "the policy differs from the last change"))
-    for table, key, what in differences:
-        last = repo.changes_of_imei(connection, key) if key else []
-        touched = f"; its last change is {last[-1].sequence}" if last else ""
-        auditor.problem(
-            None, f"{table} row for IMEI key {_key(key)} is not what the log says: {what}{touched}"
-        )
-
-
-def _show(value: object) -> str:
-    return "no row" if value is None else repr(value)
 
 
 def _key(key: int | None) -> str:

@@ -158,6 +158,19 @@ def changes_of_imei(
     return [change_from_row(row) for row in rows]
 
 
+def last_change_of(
+    connection: Executor, key: int, kinds: Iterable[ChangeKind], imsi: str | None = None
+) -> Change | None:
+    """The latest change of one of ``kinds`` to an IMEI (and pair, given ``imsi``), if any."""
+    query = select(_changes).where(
+        _changes.c.imei_key == key, _changes.c.kind.in_([int(kind) for kind in kinds])
+    )
+    if imsi is not None:
+        query = query.where(_changes.c.imsi == imsi)
+    row = connection.execute(query.order_by(_changes.c.sequence.desc()).limit(1)).first()
+    return None if row is None else change_from_row(row)
+
+
 _CHANGE_COLUMNS = (
     "sequence",
     "kind",

@@ -1,0 +1,181 @@
+"""The list tables against the replay of the change log: presence, then values.
+
+Replaying the changes gives, for each list table, the rows it must hold,
+keyed by their primary key, with the columns the changes carry. A table row
+with no replayed counterpart was inserted behind the log's back; a replayed
+row missing from its table was deleted; a row on both sides whose columns
+differ was altered. Presence is compared on the keys, never through a value
+that could stand for "absent" (a whitelist entry without expiry has the
+value ``None``).
+
+Only the columns that the leaves determine are compared. The others (who
+blocked, when, the police report, an exception's reason) and the ``devices``
+table are not in leaf version 1, so the log cannot explain them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ceir.domain.model import Change, ChangeKind, Policy
+from ceir.storage import repository as repo
+
+__all__ = ["LIST_TABLES", "ListTable", "ReplayedLists", "list_differences"]
+
+Key = tuple[Any, ...]
+Values = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ListTable:
+    """A list table: its key, the columns the log determines, the changes that write it."""
+
+    name: str
+    key: tuple[str, ...]
+    values: tuple[str, ...]
+    adds: ChangeKind
+    removes: tuple[ChangeKind, ...]
+
+    @property
+    def kinds(self) -> tuple[ChangeKind, ...]:
+        return (self.adds, *self.removes)
+
+
+WHITELIST = ListTable(
+    "whitelist",
+    ("imei_key",),
+    ("device_id", "valid_until_us"),
+    ChangeKind.WHITELIST_ADDED,
+    (ChangeKind.WHITELIST_REMOVED,),
+)
+BLACKLIST = ListTable(
+    "blacklist",
+    ("imei_key",),
+    ("cause", "block_date_us"),
+    ChangeKind.BLACKLIST_BLOCKED,
+    (ChangeKind.BLACKLIST_UNBLOCKED,),
+)
+NOTIFICATIONS = ListTable(
+    "notifications",
+    ("imei_key", "imsi"),
+    ("msisdn", "operator_mcc_mnc", "block_date_us"),
+    ChangeKind.NOTIFICATION_NEW,
+    (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED),
+)
+EXCEPTIONS = ListTable(
+    "exceptions",
+    ("imei_key", "imsi"),
+    (),
+    ChangeKind.EXCEPTION_ADDED,
+    (ChangeKind.EXCEPTION_REMOVED,),
+)
+LIST_TABLES = (WHITELIST, BLACKLIST, NOTIFICATIONS, EXCEPTIONS)
+_TABLE_OF = {kind: table for table in LIST_TABLES for kind in table.kinds}
+
+
+def _row_of(table: ListTable, change: Change) -> tuple[Key, Values]:
+    key: Key = (change.imei_key,) if len(table.key) == 1 else (change.imei_key, change.imsi)
+    if table is WHITELIST:
+        return key, (change.device_id, change.valid_until_us)
+    if table is BLACKLIST:
+        cause = None if change.blacklist_cause is None else int(change.blacklist_cause)
+        return key, (cause, change.block_date_us)
+    if table is NOTIFICATIONS:
+        return key, (change.msisdn, change.operator_mcc_mnc, change.block_date_us)
+    return key, ()
+
+
+class ReplayedLists:
+    """The rows each list table must hold, from the changes applied in order."""
+
+    def __init__(self) -> None:
+        self.policy = Policy()
+        self.rows: dict[str, dict[Key, Values]] = {table.name: {} for table in LIST_TABLES}
+
+    def apply(self, change: Change) -> None:
+        """Apply the next change (a change without an IMEI key changes no list row)."""
+        if change.kind is ChangeKind.POLICY_CHANGED:
+            if change.policy is not None:
+                self.policy = change.policy
+            return
+        table = _TABLE_OF.get(change.kind)
+        if table is None or change.imei_key is None:
+            return
+        key, values = _row_of(table, change)
+        if change.kind is table.adds:
+            self.rows[table.name][key] = values
+        else:
+            self.rows[table.name].pop(key, None)
+
+
+def _table_rows(connection: Connection, table: ListTable) -> dict[Key, Values]:
+    width = len(table.key)
+    rows: dict[Key, Values] = {}
+    for batch in repo.iter_rows(connection, table.name, table.key + table.values, 50_000):
+        for row in batch:
+            rows[tuple(row[:width])] = tuple(row[width:])
+    return rows
+
+
+def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterator[str]:
+    """Per list table, the first row (in key order) that differs from the replay.
+
+    Each message names the table, the IMEI key (and IMSI), what differs, and
+    the last change of that row, which should have explained it.
+    """
+    for table in LIST_TABLES:
+        expected, actual = replayed.rows[table.name], _table_rows(connection, table)
+        differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
+        both = expected.keys() & actual.keys()
+        differing += [key for key in both if expected[key] != actual[key]]  # altered
+        if not differing:
+            continue
+        key = min(differing)
+        what = _what_differs(table, expected.get(key), actual.get(key))
+        others = len(differing) - 1
+        more = f" (and {others} more differing {table.name} rows)" if others else ""
+        yield (
+            f"{table.name} row for {_row_name(key)} is not what the log says: {what}; "
+            f"{_explanation(connection, table, key)}{more}"
+        )
+    if replayed.policy != repo.load_policy(connection):
+        yield "register_state: the policy differs from the last POLICY_CHANGED change"
+
+
+def _what_differs(table: ListTable, expected: Values | None, actual: Values | None) -> str:
+    if expected is None:
+        return f"the log gives no row, the table holds {_show(table, actual)}"
+    if actual is None:
+        return f"the log gives {_show(table, expected)}, the table holds no row"
+    return "; ".join(
+        f"{column}: the log gives {want!r}, the table holds {have!r}"
+        for column, want, have in zip(table.values, expected, actual, strict=True)
+        if want != have
+    )
+
+
+def _show(table: ListTable, values: Values | None) -> str:
+    if not table.values:
+        return "a row"
+    assert values is not None
+    pairs = ", ".join(
+        f"{column}={value!r}" for column, value in zip(table.values, values, strict=True)
+    )
+    return f"({pairs})"
+
+
+def _row_name(key: Key) -> str:
+    name = f"IMEI key {int(key[0]):014d}"
+    return f"{name}, IMSI {key[1]}" if len(key) > 1 else name
+
+
+def _explanation(connection: Connection, table: ListTable, key: Key) -> str:
+    imsi = key[1] if len(key) > 1 else None
+    last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
+    if last is None:
+        return "no change explains it"
+    return f"the last change of this row is {last.sequence} ({last.kind.name})"

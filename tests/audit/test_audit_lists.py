@@ -1,0 +1,132 @@
+"""``ceir audit verify --db`` against list tables changed behind the log's back.
+
+A matrix: each list table (whitelist, blacklist, notifications, exceptions)
+× a row inserted, a row deleted, a field altered, on SQLite and PostgreSQL.
+Every cell must fail verification and name the row. The ``devices`` table is
+not in the matrix: leaf version 1 does not carry its fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ceir.api.server import RunningServer
+from ceir.service.list_audit import LIST_TABLES
+from ceir.service.log_audit import AuditReport, audit_database
+from ceir.storage.database import Database
+
+from ..helpers import INDOSAT_IMSI, TELKOMSEL_IMSI, Client, imei
+from ..test_transparency import alter, cli, populate
+
+
+def _key(serial: int) -> str:
+    return imei(serial)[:14]
+
+
+# The row each cell tampers with, as the failure must name it, and the SQL.
+_NOW = 1_600_000_000_000_000
+TAMPERING: dict[tuple[str, str], tuple[str, str]] = {
+    # A device never registered, whitelisted without expiry (the issue 8 attack).
+    ("whitelist", "inserted"): (
+        f"whitelist row for IMEI key {_key(900)}",
+        f"INSERT INTO whitelist (imei_key, device_id, valid_until_us) "
+        f"VALUES ({_key(900)}, 'D1', NULL)",
+    ),
+    ("whitelist", "deleted"): (
+        f"whitelist row for IMEI key {_key(0)}",
+        f"DELETE FROM whitelist WHERE imei_key = {_key(0)}",
+    ),
+    ("whitelist", "altered"): (
+        f"whitelist row for IMEI key {_key(4)}",
+        f"UPDATE whitelist SET valid_until_us = {_NOW} WHERE imei_key = {_key(4)}",
+    ),
+    ("blacklist", "inserted"): (
+        f"blacklist row for IMEI key {_key(901)}",
+        "INSERT INTO blacklist (imei_key, cause, police_report, blocked_by, blocked_at_us, "
+        f"block_date_us, subscriber_imsi) VALUES ({_key(901)}, 1, 'P-9', 'polri', {_NOW}, "
+        "NULL, '')",
+    ),
+    ("blacklist", "deleted"): (
+        f"blacklist row for IMEI key {_key(1)}",
+        f"DELETE FROM blacklist WHERE imei_key = {_key(1)}",
+    ),
+    ("blacklist", "altered"): (
+        f"blacklist row for IMEI key {_key(2)}",
+        f"UPDATE blacklist SET cause = 2 WHERE imei_key = {_key(2)}",
+    ),
+    ("notifications", "inserted"): (
+        f"notifications row for IMEI key {_key(902)}, IMSI {TELKOMSEL_IMSI}",
+        "INSERT INTO notifications (imei_key, imsi, msisdn, operator_mcc_mnc, first_seen_us, "
+        f"block_date_us) VALUES ({_key(902)}, '{TELKOMSEL_IMSI}', '628111', '510-10', {_NOW}, "
+        f"{_NOW})",
+    ),
+    ("notifications", "deleted"): (
+        f"notifications row for IMEI key {_key(500)}, IMSI {TELKOMSEL_IMSI}",
+        f"DELETE FROM notifications WHERE imei_key = {_key(500)}",
+    ),
+    ("notifications", "altered"): (
+        f"notifications row for IMEI key {_key(500)}, IMSI {TELKOMSEL_IMSI}",
+        f"UPDATE notifications SET msisdn = '628999' WHERE imei_key = {_key(500)}",
+    ),
+    ("exceptions", "inserted"): (
+        f"exceptions row for IMEI key {_key(903)}, IMSI {TELKOMSEL_IMSI}",
+        "INSERT INTO exceptions (imei_key, imsi, reason, added_by, added_at_us) "
+        f"VALUES ({_key(903)}, '{TELKOMSEL_IMSI}', 'x', 'telkomsel', {_NOW})",
+    ),
+    ("exceptions", "deleted"): (
+        f"exceptions row for IMEI key {_key(3)}, IMSI {TELKOMSEL_IMSI}",
+        f"DELETE FROM exceptions WHERE imei_key = {_key(3)}",
+    ),
+    ("exceptions", "altered"): (
+        # The pair the log gave is gone: the first row in key order that differs.
+        f"exceptions row for IMEI key {_key(3)}, IMSI {INDOSAT_IMSI}",
+        f"UPDATE exceptions SET imsi = '{INDOSAT_IMSI}' WHERE imei_key = {_key(3)}",
+    ),
+}
+
+
+@pytest.fixture
+def register(clients: dict[str, Client], server: RunningServer, db_url: str) -> str:
+    """A small register built through the API; its database URL."""
+    populate(clients)
+    assert _audit(db_url).ok
+    return db_url
+
+
+def _audit(db_url: str) -> AuditReport:
+    db = Database(db_url)
+    try:
+        return audit_database(db, [])
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("tamper", ["inserted", "deleted", "altered"])
+@pytest.mark.parametrize("table", ["whitelist", "blacklist", "notifications", "exceptions"])
+def test_a_list_row_changed_behind_the_log_fails_verification_naming_it(
+    register: str, table: str, tamper: str
+) -> None:
+    named, statement = TAMPERING[(table, tamper)]
+    alter(register, statement)
+    report = _audit(register)
+    assert not report.ok
+    assert any(problem.startswith(named) for problem in report.problems), report.problems
+
+
+def test_the_cli_refuses_a_whitelist_row_that_no_change_explains(register: str) -> None:
+    alter(register, TAMPERING[("whitelist", "inserted")][1])
+    result = cli("audit", "verify", "--db", register)
+    assert result.exit_code == 1, result.output
+    assert f"whitelist row for IMEI key {_key(900)}" in result.output
+    assert "no change explains it" in result.output
+
+
+def test_the_regulators_page_lists_the_columns_the_audit_compares() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "regulators.md").read_text(encoding="utf-8")
+    section = page[page.index("### What `ceir audit verify` compares") :]
+    for table in LIST_TABLES:
+        columns = ", ".join(f"`{column}`" for column in table.values) or "(the key only)"
+        assert f"| `{table.name}` | " in section
+        assert f" | {columns} |" in section.split(f"| `{table.name}` | ", 1)[1].split("\n")[0]
