@@ -48,6 +48,7 @@ from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
 from ceir.service.imports import ImportService
+from ceir.service.list_audit import prove_lists
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -148,6 +149,9 @@ class ServerConfig:
     ephemeral_signing_key: bool = False
     # The log's origin line, also the name of the signing key.
     log_origin: str = DEFAULT_ORIGIN
+    # Refuse to start unless the list tables equal the replay of the change
+    # log (off only for tests of what a register does with tampered tables).
+    prove_lists: bool = True
 
 
 @dataclass
@@ -191,6 +195,12 @@ def create_server(config: ServerConfig) -> RunningServer:
     db = Database(config.db)
     if config.migrate:
         db.migrate()
+    if config.prove_lists:
+        try:
+            prove_lists(db)  # before anything is answered from the tables
+        except BaseException:
+            db.dispose()
+            raise
     register = Register(db, config.clock, signer=checkpoint_signer(config))
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)

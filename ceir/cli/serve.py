@@ -11,6 +11,7 @@ import typer
 from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.note import valid_key_name
+from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 
 from ._output import fail, reporting_errors
@@ -150,4 +151,7 @@ def serve_command(
     except ValueError as error:
         fail(str(error))
     with reporting_errors():
-        serve(config)
+        try:
+            serve(config)
+        except ListsNotFromLog as error:
+            fail(str(error))

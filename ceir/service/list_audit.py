@@ -23,8 +23,19 @@ from sqlalchemy import Connection
 
 from ceir.domain.model import Change, ChangeKind, Policy
 from ceir.storage import repository as repo
+from ceir.storage.database import Database
 
-__all__ = ["LIST_TABLES", "ListTable", "ReplayedLists", "list_differences"]
+_REPLAY_BATCH = 10_000
+
+__all__ = [
+    "LIST_TABLES",
+    "ListTable",
+    "ListsNotFromLog",
+    "ReplayedLists",
+    "list_differences",
+    "prove_lists",
+    "replay",
+]
 
 Key = tuple[Any, ...]
 Values = tuple[Any, ...]
@@ -179,3 +190,35 @@ def _explanation(connection: Connection, table: ListTable, key: Key) -> str:
     if last is None:
         return "no change explains it"
     return f"the last change of this row is {last.sequence} ({last.kind.name})"
+
+
+def replay(connection: Connection) -> ReplayedLists:
+    """Every change of the log, in order, replayed into the rows the tables must hold."""
+    replayed = ReplayedLists()
+    after = 0
+    while batch := repo.changes_after(connection, after, _REPLAY_BATCH):
+        for change in batch:
+            replayed.apply(change)
+        after = batch[-1].sequence
+    return replayed
+
+
+class ListsNotFromLog(Exception):
+    """The list tables hold rows that the change log does not explain."""
+
+    def __init__(self, differences: list[str]) -> None:
+        self.differences = differences
+        super().__init__(
+            "the list tables are not what the change log gives, so the register will not "
+            "answer from them: " + "; ".join(differences) + ". Run `ceir audit verify --db` "
+            "for the whole audit; restore the database from a copy the audit passes"
+        )
+
+
+def prove_lists(db: Database) -> None:
+    """Raise ListsNotFromLog unless every list table equals the replay of the
+    log (one consistent read: another server may be writing)."""
+    with db.read_snapshot() as connection:
+        differences = list(list_differences(connection, replay(connection)))
+    if differences:
+        raise ListsNotFromLog(differences)

@@ -2,8 +2,9 @@
 
 A matrix: each list table (whitelist, blacklist, notifications, exceptions)
 × a row inserted, a row deleted, a field altered, on SQLite and PostgreSQL.
-Every cell must fail verification and name the row. The ``devices`` table is
-not in the matrix: leaf version 1 does not carry its fields.
+Every cell must fail verification and name the row, and a server must refuse
+to start on it. The ``devices`` table is not in the matrix: leaf version 1
+does not carry its fields.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ceir.api.server import RunningServer
-from ceir.service.list_audit import LIST_TABLES
+from ceir.api.server import RunningServer, ServerConfig, create_server
+from ceir.service.list_audit import LIST_TABLES, ListsNotFromLog
 from ceir.service.log_audit import AuditReport, audit_database
 from ceir.storage.database import Database
 
@@ -113,6 +114,31 @@ def test_a_list_row_changed_behind_the_log_fails_verification_naming_it(
     report = _audit(register)
     assert not report.ok
     assert any(problem.startswith(named) for problem in report.problems), report.problems
+
+
+@pytest.mark.parametrize("tamper", ["inserted", "deleted", "altered"])
+@pytest.mark.parametrize("table", ["whitelist", "blacklist", "notifications", "exceptions"])
+def test_a_server_refuses_to_start_on_lists_the_log_does_not_explain(
+    register: str, table: str, tamper: str
+) -> None:
+    named, statement = TAMPERING[(table, tamper)]
+    alter(register, statement)
+    with pytest.raises(ListsNotFromLog) as refused:
+        create_server(ServerConfig(db=register, address="127.0.0.1:0", insecure=True))
+    assert any(d.startswith(named) for d in refused.value.differences), refused.value
+
+
+def test_a_server_starts_on_lists_the_log_explains(register: str) -> None:
+    running = create_server(ServerConfig(db=register, address="127.0.0.1:0", insecure=True))
+    running.stop(grace=0)
+
+
+def test_ceir_serve_refuses_a_whitelist_row_that_no_change_explains(register: str) -> None:
+    alter(register, TAMPERING[("whitelist", "inserted")][1])
+    result = cli("serve", "--db", register, "--insecure", "--listen", "127.0.0.1:0")
+    assert result.exit_code == 1, result.output
+    assert f"whitelist row for IMEI key {_key(900)}" in result.output
+    assert "will not answer" in result.output
 
 
 def test_the_cli_refuses_a_whitelist_row_that_no_change_explains(register: str) -> None:
