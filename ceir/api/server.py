@@ -1,7 +1,8 @@
 """Building and running the CEIR gRPC server.
 
-The server is ``grpc.aio`` on an event loop in a thread of its own (see
-``calls`` for why); blocking work runs in a bounded pool of worker threads.
+The server is ``grpc.aio`` on an event loop in a thread of its own, one for
+every server of the process (see ``calls`` for why); blocking work runs in a
+bounded pool of worker threads.
 
 ``create_server`` wires storage, services and servicers and binds a port
 (port 0 picks a free one, as tests do); ``serve`` runs until SIGINT/SIGTERM
@@ -25,7 +26,6 @@ verify its checkpoints after a restart).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -176,7 +176,6 @@ class RunningServer:
         self._on_loop(self.health.enter_graceful_shutdown())
         self.register.close()  # ends WatchChanges streams
         self._on_loop(self.server.stop(grace))
-        _stop_loop(self.loop)
         # Work still running after the grace period finishes before the
         # pool closes, so no connection is left checked out of a closed pool.
         self.workers.shutdown(wait=True, cancel_futures=True)
@@ -214,7 +213,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         access_log=config.access_log,
         certificates=CertificateAuthenticator(db) if config.client_ca is not None else None,
     )
-    loop = _start_loop()
+    loop = _event_loop()
     signal = ChangeSignal(loop)
     register.add_listener(signal.notify)
     checks = CheckService(register)
@@ -244,7 +243,6 @@ def create_server(config: ServerConfig) -> RunningServer:
             _start(config, handlers), loop
         ).result()
     except BaseException:
-        _stop_loop(loop)
         workers.shutdown()
         lookups.shutdown()
         register.close()
@@ -324,27 +322,26 @@ def _service_handler(
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
 
-def _start_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop, running in a thread of its own."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=_run_loop, args=(loop,), name="ceir-grpc", daemon=True)
-    thread.start()
-    return loop
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for gRPC servers, running in a daemon thread
+    (started on first use, never closed).
+
+    One loop for every server of the process (tests start many): grpc.aio's
+    completion-queue poller keeps calling each loop it has served, and a
+    closed one would make it raise on every event.
+    """
+    global _running_loop
+    with _loop_lock:
+        if _running_loop is None or not _running_loop[1].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="ceir-grpc", daemon=True)
+            thread.start()
+            _running_loop = (loop, thread)
+        return _running_loop[0]
 
 
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
-    if not loop.is_closed():
-        with contextlib.suppress(RuntimeError):  # closed meanwhile
-            loop.call_soon_threadsafe(loop.stop)
+_loop_lock = threading.Lock()
+_running_loop: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 
 
 def checkpoint_signer(config: ServerConfig) -> CheckpointSigner | None:
