@@ -226,7 +226,8 @@ def attach(
         custodian_key=custodian_key,
         log_origin=log_origin,
     )
-    from .report import print_summary, summarize, write_reports
+    from .report import print_summary, write_reports
+    from .summary import summarize
 
     if quiet or not console.is_terminal:
 
@@ -242,7 +243,7 @@ def attach(
     print_summary(summary, console)
     json_path, html_path = write_reports(summary, report)
     console.print(f"report: {html_path} and {json_path}")
-    if not summary["ok"]:
+    if not summary.ok:
         raise typer.Exit(1)
 
 

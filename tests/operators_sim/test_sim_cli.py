@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from operators_sim.cli import app
 from operators_sim.embedded import EmbeddedCeir
+from operators_sim.node import OPERATORS
 
 
 @pytest.mark.slow
@@ -46,6 +47,13 @@ def test_sim_attach_writes_reports_and_exits_zero(tmp_path: Path, mode: str) -> 
     assert summary["total"]["mismatches"] == 0
     assert summary["total"]["attaches"] > 0
     assert summary["config"]["mode"] == mode
+    # one name per concept: ``operator`` is the organisation, as in the examples
+    assert [row["operator"] for row in summary["operators"]] == [o.name for o in OPERATORS]
+    assert [row["display"] for row in summary["operators"]] == [o.display for o in OPERATORS]
+    sections = {"replica", "verification"} if mode == "synchronize" else {"cache"}
+    assert all(sections <= row.keys() for row in summary["operators"])
+    absent = "cache" if mode == "synchronize" else "replica"
+    assert all(absent not in row for row in summary["operators"])
     # by default: mutual TLS with a demo PKI made in the data directory
     assert summary["config"]["transport"].startswith("mutual TLS")
     assert "transport: mutual TLS" in result.output

@@ -11,15 +11,15 @@ import pytest
 
 from operators_sim.decision import Source
 from operators_sim.node import Failover, Mode, SyncNode
-from operators_sim.report import summarize
-from operators_sim.simulation import SimConfig, Simulation
+from operators_sim.simulation import SimConfig, SimResult, Simulation
+from operators_sim.summary import SimSummary, summarize
 
 OUTAGE = (2.0, 2.5)  # seconds into the run, seconds down
 
 
 def run(
     tmp_path: Path, mode: Mode, failover: Failover, phase: str = "enforce"
-) -> dict[str, object]:
+) -> tuple[SimResult, SimSummary]:
     config = SimConfig(
         devices=4_000,
         rate=400.0,
@@ -33,26 +33,23 @@ def run(
         outage=OUTAGE,
     )
     result = Simulation(config).run()
-    summary = summarize(result)
-    summary["_result"] = result
-    return summary
+    return result, summarize(result)
 
 
 @pytest.mark.slow
 def test_sim_sync_nodes_survive_a_killed_ceir_and_catch_up_without_mismatch(tmp_path: Path) -> None:
-    summary = run(tmp_path, Mode.SYNCHRONIZE, Failover.LAST_KNOWN)
-    result = summary["_result"]
-    assert result.outages, "the CEIR was killed and restarted"  # type: ignore[attr-defined]
-    total = summary["total"]
-    assert total["degraded_decisions"] > 0  # type: ignore[index]
-    assert total["forced_decisions"] == 0  # type: ignore[index]
-    assert total["mismatches"] == 0  # type: ignore[index]
-    assert summary["replicas_caught_up"] is True
-    records = result.records  # type: ignore[attr-defined]
+    result, summary = run(tmp_path, Mode.SYNCHRONIZE, Failover.LAST_KNOWN)
+    assert result.outages, "the CEIR was killed and restarted"
+    total = summary.total
+    assert total.degraded_decisions > 0
+    assert total.forced_decisions == 0
+    assert total.mismatches == 0
+    assert summary.replicas_caught_up is True
+    records = result.records
     assert bool((records.source == Source.LAST_KNOWN).any())
-    for node in result.nodes:  # type: ignore[attr-defined]
+    for node in result.nodes:
         assert isinstance(node, SyncNode)
-        assert node.applied_sequence == result.head_sequence  # type: ignore[attr-defined]
+        assert node.applied_sequence == result.head_sequence
         assert node.follower.stats.refused == 0  # no gap, no duplicate was ever offered
         assert node.follower.stats.reconnects > 0
         assert node.reporter.stats.queued == 0
@@ -60,12 +57,12 @@ def test_sim_sync_nodes_survive_a_killed_ceir_and_catch_up_without_mismatch(tmp_
 
 @pytest.mark.slow
 def test_sim_fail_closed_authorize_nodes_deny_while_the_ceir_is_down(tmp_path: Path) -> None:
-    summary = run(tmp_path, Mode.AUTHORIZE, Failover.FAIL_CLOSED)
-    records = summary["_result"].records  # type: ignore[attr-defined]
+    result, summary = run(tmp_path, Mode.AUTHORIZE, Failover.FAIL_CLOSED)
+    records = result.records
     forced = records.source == Source.FORCED
     assert forced.any()
-    assert summary["total"]["forced_decisions"] == int(forced.sum())  # type: ignore[index]
-    assert summary["total"]["mismatches"] == 0  # type: ignore[index]
+    assert summary.total.forced_decisions == int(forced.sum())
+    assert summary.total.mismatches == 0
     # once the CEIR is back, answers come from it again
     after = records.at > OUTAGE[0] + OUTAGE[1]
     assert bool((records.source[after] == Source.CEIR).any())
