@@ -9,6 +9,8 @@ does not carry its fields.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,18 @@ def test_a_server_starts_on_lists_the_log_explains(register: str) -> None:
     running.stop(grace=0)
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Give back the root logger as it was: `ceir serve` points it at the
+    CLI runner's stderr, which is closed once the command returns."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_ceir_serve_refuses_a_whitelist_row_that_no_change_explains(register: str) -> None:
     alter(register, TAMPERING[("whitelist", "inserted")][1])
     result = cli("serve", "--db", register, "--insecure", "--listen", "127.0.0.1:0")
