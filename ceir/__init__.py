@@ -1,7 +1,7 @@
 """A simulated CEIR (Centralized Equipment Identity Register).
 
-Layers, from the outside in: ``ceir.api`` (thin gRPC servicers and the one
-interceptor), ``ceir.service`` (domain services that own transactions),
+Layers, from the outside in: ``ceir.api`` (the asyncio gRPC server, the one
+gate every call passes, thin servicers), ``ceir.service`` (domain services that own transactions),
 ``ceir.domain`` (identifiers, decision rules, permissions, errors: pure
 Python, no protobuf) and ``ceir.storage`` (SQLAlchemy schema, migrations and
 repositories).

@@ -517,7 +517,9 @@ class Notification(_message.Message):
     msisdn: _builtins.str
     """The MSISDN, when the check carried one."""
     operator_mcc_mnc: _builtins.str
-    """The home operator of the IMSI (MCC-MNC)."""
+    """The operator the IMSI belongs to (MCC-MNC): the code of the operator whose
+    check recorded the notification.
+    """
     @_builtins.property
     def first_seen_time(self) -> _timestamp_pb2.Timestamp:
         """When the register first saw the pair."""

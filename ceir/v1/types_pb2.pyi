@@ -325,7 +325,9 @@ class ListChange(_message.Message):
     blacklist_cause: Global___BlacklistCause.ValueType
     """For BLACKLIST_BLOCKED: why the IMEI is blocked."""
     operator_mcc_mnc: _builtins.str
-    """For NOTIFICATION_NEW: the home operator (MCC-MNC) of the IMSI."""
+    """For NOTIFICATION_NEW: the MCC-MNC of the operator the IMSI belongs to (the
+    operator whose check recorded it).
+    """
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
