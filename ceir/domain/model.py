@@ -121,12 +121,23 @@ class Decision:
     block_date_us: int | None = None
 
 
+CURRENT_LEAF_VERSION = 2
+
+
 @dataclass(frozen=True)
 class Change:
-    """One change-feed entry. Unused fields stay at their defaults."""
+    """One change-feed entry. Unused fields stay at their defaults.
+
+    Everything a list row or device record holds is here, so the tables are
+    the replay of the changes (``docs/trust.md``). Leaf version 1 changes
+    (written before version 2) carry only the fields up to ``actor``.
+    """
 
     kind: ChangeKind
     imei_key: int | None = None
+    # The subscriber: a notification's or exception's pair, a stolen
+    # report's subscriber. Personal data: the leaf holds only a salted
+    # commitment to (imsi, msisdn), opened by subscriber_salt.
     imsi: str = ""
     msisdn: str = ""
     source: RegistrationSource | None = None
@@ -138,7 +149,16 @@ class Change:
     policy: Policy | None = None
     sequence: int = 0
     committed_at_us: int = 0
-    actor: str = ""
+    actor: str = ""  # the acting organisation (in the leaf from version 2)
+    # --- from leaf version 2 ---
+    reference: str = ""  # WHITELIST_ADDED: the TPP, customs or other reference
+    brand: str = ""  # WHITELIST_ADDED
+    model: str = ""  # WHITELIST_ADDED
+    device_imei_keys: tuple[int, ...] = ()  # WHITELIST_ADDED: every slot key, in slot order
+    police_report: str = ""  # stolen blocks and recoveries: the police report number
+    reason: str = ""  # revocations, recoveries, exceptions, automatic changes: why
+    subscriber_salt: bytes = b""  # 16 random bytes when imsi is set (one per list row)
+    leaf_version: int = CURRENT_LEAF_VERSION
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,9 @@ class GetSnapshotResponse(_message.Message):
     TOTAL_ENTRIES_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_COMMITMENTS_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_SALTS_FIELD_NUMBER: _builtins.int
+    LISTS_STATEMENT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The register version the whole snapshot reflects (same in every chunk)."""
     list: Global___SnapshotList.ValueType
@@ -107,6 +110,13 @@ class GetSnapshotResponse(_message.Message):
     """The signed checkpoint of the Merkle log at tree size = sequence (set on
     the first chunk; empty when the server has no signing key). The lists
     are the result of changes 1 to sequence, which that root commits to.
+    """
+    lists_statement: _builtins.str
+    """On the last chunk: a signed note (docs/trust.md, "Snapshot statement")
+    binding the digest of every list in this snapshot to the log's size and
+    root at sequence. Verify its signature, recompute the digest from the
+    chunks received and compare before serving from the snapshot. Empty
+    when the server has no signing key.
     """
     @_builtins.property
     def imei_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -140,6 +150,19 @@ class GetSnapshotResponse(_message.Message):
         replica decides with it until a POLICY_CHANGED change arrives.
         """
 
+    @_builtins.property
+    def subscriber_commitments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Notification and exception lists: each entry's subscriber commitment
+        (docs/trust.md), for every entry. An entry whose IMSI is not the
+        receiver's to see has imsis and msisdns empty and only this.
+        """
+
+    @_builtins.property
+    def subscriber_salts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Notification and exception lists: each entry's 16-byte salt, for the
+        entries whose IMSI is given; empty for the others.
+        """
+
     def __init__(
         self,
         *,
@@ -155,10 +178,13 @@ class GetSnapshotResponse(_message.Message):
         total_entries: _builtins.int = ...,
         policy: _types_pb2.Policy | None = ...,
         checkpoint: _builtins.str = ...,
+        subscriber_commitments: _abc.Iterable[_builtins.bytes] | None = ...,
+        subscriber_salts: _abc.Iterable[_builtins.bytes] | None = ...,
+        lists_statement: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "checkpoint", b"checkpoint", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "checkpoint", b"checkpoint", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "lists_statement", b"lists_statement", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "subscriber_commitments", b"subscriber_commitments", "subscriber_salts", b"subscriber_salts", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

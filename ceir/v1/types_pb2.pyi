@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -308,6 +310,16 @@ class ListChange(_message.Message):
     BLOCK_DATE_FIELD_NUMBER: _builtins.int
     OPERATOR_MCC_MNC_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    LEAF_VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    BRAND_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    DEVICE_IMEI_KEYS_FIELD_NUMBER: _builtins.int
+    POLICE_REPORT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_COMMITMENT_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_SALT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The register version this change created. The first change is 1."""
     kind: Global___ChangeKind.ValueType
@@ -315,9 +327,14 @@ class ListChange(_message.Message):
     imei_key: _builtins.str
     """The 14-digit IMEI key (TAC + SNR) the change is about."""
     imsi: _builtins.str
-    """The IMSI, for notification and exception changes."""
+    """The IMSI, for notification and exception changes and (version 2) a
+    stolen report's subscriber. From version 2, only the subscriber's own
+    operator and regulators receive it; others get it empty.
+    """
     msisdn: _builtins.str
-    """The MSISDN, for notification changes when known."""
+    """The MSISDN, for notification changes when known (version 2: also on
+    the changes that end the notification). Given out as imsi is.
+    """
     source: Global___RegistrationSource.ValueType
     """For WHITELIST_ADDED: the registration source."""
     device_id: _builtins.str
@@ -327,6 +344,45 @@ class ListChange(_message.Message):
     operator_mcc_mnc: _builtins.str
     """For NOTIFICATION_NEW: the MCC-MNC of the operator the IMSI belongs to (the
     operator whose check recorded it).
+    """
+    leaf_version: _builtins.int
+    """How this change's leaf in the Merkle log is encoded: 1 for changes
+    written before leaf version 2 existed, 2 for every later one. Rebuild
+    the leaf with the encoding this names (docs/trust.md).
+    """
+    actor: _builtins.str
+    """The organisation that made the change (leaf version 2): the registering
+    ministry or agency, the reporting operator, the operator whose check
+    recorded a notification, the regulator that changed the policy.
+    """
+    reference: _builtins.str
+    """For WHITELIST_ADDED (version 2): the TPP, customs or other reference
+    the registration was made on.
+    """
+    brand: _builtins.str
+    """For WHITELIST_ADDED (version 2): the device's brand."""
+    model: _builtins.str
+    """For WHITELIST_ADDED (version 2): the device's model."""
+    police_report: _builtins.str
+    """For BLACKLIST_BLOCKED with cause STOLEN and for BLACKLIST_UNBLOCKED by a
+    recovery (version 2): the police report number.
+    """
+    reason: _builtins.str
+    """Version 2: why the change was made, for revocations, recoveries,
+    exceptions and the register's own changes (for example "registered"
+    when a registration resolves a notification).
+    """
+    subscriber_commitment: _builtins.bytes
+    """Version 2, for changes about a subscriber (notification and exception
+    changes, a stolen report's block): SHA-256 commitment to the IMSI and
+    MSISDN (docs/trust.md). Always set, for every receiver; the leaf holds
+    it in place of the numbers.
+    """
+    subscriber_salt: _builtins.bytes
+    """The 16-byte salt of subscriber_commitment. Set, together with imsi and
+    msisdn, only for the subscriber's own operator and for regulators;
+    every other receiver gets imsi, msisdn and salt empty and can still
+    rebuild the leaf from the commitment.
     """
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
@@ -346,6 +402,12 @@ class ListChange(_message.Message):
     def policy(self) -> Global___Policy:
         """For POLICY_CHANGED: the policy in force from this sequence on."""
 
+    @_builtins.property
+    def device_imei_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For WHITELIST_ADDED (version 2): every 14-digit IMEI key of the device,
+        in slot order (the change's own imei_key is one of them).
+        """
+
     def __init__(
         self,
         *,
@@ -362,10 +424,20 @@ class ListChange(_message.Message):
         block_date: _timestamp_pb2.Timestamp | None = ...,
         operator_mcc_mnc: _builtins.str = ...,
         policy: Global___Policy | None = ...,
+        leaf_version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        brand: _builtins.str = ...,
+        model: _builtins.str = ...,
+        device_imei_keys: _abc.Iterable[_builtins.str] | None = ...,
+        police_report: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        subscriber_commitment: _builtins.bytes = ...,
+        subscriber_salt: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block_date", b"block_date", "commit_time", b"commit_time", "policy", b"policy", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_cause", b"blacklist_cause", "block_date", b"block_date", "commit_time", b"commit_time", "device_id", b"device_id", "imei_key", b"imei_key", "imsi", b"imsi", "kind", b"kind", "msisdn", b"msisdn", "operator_mcc_mnc", b"operator_mcc_mnc", "policy", b"policy", "sequence", b"sequence", "source", b"source", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "blacklist_cause", b"blacklist_cause", "block_date", b"block_date", "brand", b"brand", "commit_time", b"commit_time", "device_id", b"device_id", "device_imei_keys", b"device_imei_keys", "imei_key", b"imei_key", "imsi", b"imsi", "kind", b"kind", "leaf_version", b"leaf_version", "model", b"model", "msisdn", b"msisdn", "operator_mcc_mnc", b"operator_mcc_mnc", "police_report", b"police_report", "policy", b"policy", "reason", b"reason", "reference", b"reference", "sequence", b"sequence", "source", b"source", "subscriber_commitment", b"subscriber_commitment", "subscriber_salt", b"subscriber_salt", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
