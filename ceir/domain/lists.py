@@ -71,8 +71,8 @@ class ListsCopy:
     whitelist_keys: npt.NDArray[np.uint64]  # unsorted; parallel to the next column
     whitelist_valid_until_us: list[int | None]
     blacklist: list[tuple[int, BlacklistCause, int | None]]  # key, cause, block date
-    notifications: list[tuple[int, str, str, int]]  # key, IMSI, MSISDN, block date
-    exceptions: list[tuple[int, str]]  # key, IMSI
+    notifications: list[tuple[int, str, str, int, bytes]]  # key, IMSI, MSISDN, block date, salt
+    exceptions: list[tuple[int, str, bytes]]  # key, IMSI, salt
 
     @property
     def total_entries(self) -> int:
@@ -102,6 +102,11 @@ class ListState:
         # keep _earliest, which spares a check a scan of the IMEI's pairs.
         self.notified: dict[int, dict[str, int]] = {}  # key -> {imsi: block_date_us}
         self.msisdns: dict[tuple[int, str], str] = {}  # notified pair -> MSISDN, when known
+        # The salt of each notified or excepted pair's commitment (leaf
+        # version 2; pairs written before it have none). An exception and a
+        # notification of one pair are different rows with their own salts.
+        self.notification_salts: dict[tuple[int, str], bytes] = {}
+        self.exception_salts: dict[tuple[int, str], bytes] = {}
         # key -> (earliest block date of its pairs, how many pairs have it)
         self._earliest: dict[int, tuple[int, int]] = {}
         # key -> {imsi: last seen}; fed by checks, not by the change feed.
@@ -131,16 +136,23 @@ class ListState:
             self.blacklist.pop(key, None)
         elif kind is ChangeKind.NOTIFICATION_NEW:
             assert change.block_date_us is not None
-            self.add_notification(key, change.imsi, change.msisdn, change.block_date_us)
+            self.add_notification(
+                key, change.imsi, change.msisdn, change.block_date_us, change.subscriber_salt
+            )
         elif kind in (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED):
             self.remove_notification(key, change.imsi)
         elif kind is ChangeKind.EXCEPTION_ADDED:
             self.exceptions.add((key, change.imsi))
+            if change.subscriber_salt:
+                self.exception_salts[(key, change.imsi)] = change.subscriber_salt
         elif kind is ChangeKind.EXCEPTION_REMOVED:
             self.exceptions.discard((key, change.imsi))
+            self.exception_salts.pop((key, change.imsi), None)
         self.sequence = change.sequence
 
-    def add_notification(self, key: int, imsi: str, msisdn: str, block_date_us: int) -> None:
+    def add_notification(
+        self, key: int, imsi: str, msisdn: str, block_date_us: int, salt: bytes = b""
+    ) -> None:
         """Put a pair on the notification list (or give it a new block date)."""
         if imsi in self.notified.get(key, ()):
             self.remove_notification(key, imsi)
@@ -153,11 +165,14 @@ class ListState:
             self._earliest[key] = (block_date_us, earliest[1] + 1)
         if msisdn:
             self.msisdns[(key, imsi)] = msisdn
+        if salt:
+            self.notification_salts[(key, imsi)] = salt
         self.notified.setdefault(key, {})[imsi] = block_date_us
 
     def remove_notification(self, key: int, imsi: str) -> None:
         """Take a pair off the notification list, if it is on it."""
         self.msisdns.pop((key, imsi), None)
+        self.notification_salts.pop((key, imsi), None)
         pairs = self.notified.get(key)
         if pairs is None or imsi not in pairs:
             return
@@ -275,11 +290,20 @@ class ListState:
             whitelist_valid_until_us=list(self.whitelist.values()),
             blacklist=[(key, cause, date) for key, (cause, date) in self.blacklist.items()],
             notifications=[
-                (key, imsi, self.msisdns.get((key, imsi), ""), block)
+                (
+                    key,
+                    imsi,
+                    self.msisdns.get((key, imsi), ""),
+                    block,
+                    self.notification_salts.get((key, imsi), b""),
+                )
                 for key, pairs in self.notified.items()
                 for imsi, block in pairs.items()
             ],
-            exceptions=list(self.exceptions),
+            exceptions=[
+                (key, imsi, self.exception_salts.get((key, imsi), b""))
+                for key, imsi in self.exceptions
+            ],
         )
 
     # --- sizes, for metrics ----------------------------------------------------------
