@@ -201,3 +201,17 @@ def imei_record(value: model.ImeiRecord) -> GetImeiRecordResponse:
         )
         message.blacklist.block_time.FromMicroseconds(entry.blocked_at_us)
     return message
+
+
+def change_for(value: model.Change, prefixes: tuple[str, ...] | None) -> pb.ListChange:
+    """The change as a receiver sees it: ``prefixes`` are how the IMSIs start
+    whose subscribers it may read (None: every one). Another subscriber's
+    IMSI, MSISDN and salt are left out; the commitment, which is what the
+    leaf holds, stays, so the receiver still rebuilds the leaf."""
+    message = change(value)
+    hidden = prefixes is not None and not value.imsi.startswith(prefixes)
+    if value.imsi and value.subscriber_salt and hidden:
+        message.ClearField("imsi")
+        message.ClearField("msisdn")
+        message.ClearField("subscriber_salt")
+    return message

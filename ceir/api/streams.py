@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from ceir.domain.errors import InvalidArgument, ResourceExhausted
 from ceir.domain.model import Caller, Change
+from ceir.domain.permissions import visible_imsi_prefixes
 from ceir.service.checks import CheckQuery, CheckService
 from ceir.service.imports import MAX_CHUNK_ROWS, ImportService
 from ceir.service.register import Register
@@ -44,6 +45,7 @@ FEED_IDLE_SECONDS = 1.0
 SHARED_BATCHES = 64
 # The last sequence of a feed message and the message, serialised (None: nothing new).
 FeedBatch = tuple[int, bytes] | None
+BatchKey = tuple[int, int, tuple[str, ...] | None]  # cursor, head, view
 
 
 class ChangeSignal:
@@ -156,9 +158,11 @@ class ListSyncStreams:
         self.sync = sync
         self.signal = signal
         self._snapshots: dict[str, int] = {}  # organisation -> snapshots being sent
-        # (cursor, head) -> the next feed message: the many replicas that wait
-        # at the same cursor share one read and one serialisation of it.
-        self._batches: OrderedDict[tuple[int, int], asyncio.Future[FeedBatch]] = OrderedDict()
+        # (cursor, head, view) -> the next feed message: the many replicas
+        # that wait at the same cursor with the same view of subscribers (an
+        # operator's own, or all for regulators) share one read and one
+        # serialisation of it.
+        self._batches: OrderedDict[BatchKey, asyncio.Future[FeedBatch]] = OrderedDict()
 
     async def GetSnapshot(self, call: Call) -> None:
         request = await call.request(sync_pb.GetSnapshotRequest)
@@ -192,24 +196,26 @@ class ListSyncStreams:
     async def WatchChanges(self, call: Call) -> None:
         request = await call.request(sync_pb.WatchChangesRequest)
         cursor = await call.run(self.sync.open_feed, call.caller, request.after_sequence)
+        view = visible_imsi_prefixes(call.caller)
         register = self.sync.register
         while not register.closed:
             if register.state.sequence <= cursor:
                 await self.signal.wait(FEED_IDLE_SECONDS)
                 continue
-            batch = await self._next_batch(call, cursor)
+            batch = await self._next_batch(call, cursor, view)
             if batch is None:
                 await self.signal.wait(FEED_IDLE_SECONDS)
                 continue
             cursor, message = batch
             await call.write(message)
 
-    async def _next_batch(self, call: Call, cursor: int) -> FeedBatch:
-        """The feed message after ``cursor``, shared by every stream at that cursor."""
-        key = (cursor, self.sync.register.state.sequence)
+    async def _next_batch(self, call: Call, cursor: int, view: tuple[str, ...] | None) -> FeedBatch:
+        """The feed message after ``cursor``, shared by every stream at that
+        cursor with the same view."""
+        key = (cursor, self.sync.register.state.sequence, view)
         batch = self._batches.get(key)
         if batch is None:
-            batch = asyncio.ensure_future(call.run(self._feed_message, cursor))
+            batch = asyncio.ensure_future(call.run(self._feed_message, cursor, view))
             self._batches[key] = batch
             batch.add_done_callback(lambda done: self._forget_failed(key, done))
             while len(self._batches) > SHARED_BATCHES:
@@ -217,18 +223,19 @@ class ListSyncStreams:
         # Shielded: one reader that goes away must not cancel the others' read.
         return await asyncio.shield(batch)
 
-    def _forget_failed(self, key: tuple[int, int], batch: asyncio.Future[FeedBatch]) -> None:
+    def _forget_failed(self, key: BatchKey, batch: asyncio.Future[FeedBatch]) -> None:
         if (batch.cancelled() or batch.exception() is not None) and self._batches.get(key) is batch:
             del self._batches[key]
 
-    def _feed_message(self, cursor: int) -> FeedBatch:
-        """The next batch after ``cursor`` as a serialised message, and its last sequence."""
+    def _feed_message(self, cursor: int, view: tuple[str, ...] | None) -> FeedBatch:
+        """The next batch after ``cursor`` as a serialised message for
+        receivers of ``view``, and its last sequence."""
         changes: list[Change] = self.sync.changes_after(cursor)
         if not changes:
             return None
         last = changes[-1].sequence
         message = sync_pb.WatchChangesResponse(
-            changes=[convert.change(c) for c in changes],
+            changes=[convert.change_for(c, view) for c in changes],
             head_sequence=max(last, self.sync.register.state.sequence),
             checkpoint=self.sync.checkpoint_at(last),
         )
@@ -255,6 +262,10 @@ def _next_snapshot_message(chunks: Iterator[SnapshotChunk]) -> bytes | None:
     message.imsis.extend(chunk.imsis)
     message.msisdns.extend(chunk.msisdns)
     message.block_dates_unix.extend(chunk.block_dates_s)
+    message.subscriber_commitments.extend(chunk.commitments)
+    message.subscriber_salts.extend(chunk.salts)
+    message.lists_statement = chunk.statement
+    message.frontier_hashes.extend(chunk.frontier)
     return message.SerializeToString()
 
 

@@ -230,6 +230,14 @@ class MerkleLog:
             return note
         return self.signer.sign(size, self.root(size), now_us)
 
+    def frontier_hashes(self, size: int) -> list[bytes]:
+        """The roots of the perfect subtrees of the first ``size`` leaves, left to right."""
+        frontier = self._frontier
+        if size == frontier.size:
+            return list(frontier.hashes)
+        with self._prover_lock:
+            return list(self._prover.frontier(size).hashes)
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         with self._prover_lock:
             return self._prover.inclusion_proof(index, size)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceir.audit.snapshot import ListsDigest, ListsStatement, entry_identity, sign_statement
 from ceir.domain.errors import FieldViolation, InvalidArgument, OutOfRange
 from ceir.domain.lists import ListsCopy
 from ceir.domain.model import Caller, Change, Policy
-from ceir.domain.permissions import Action, require
+from ceir.domain.permissions import Action, require, visible_imsi_prefixes
 from ceir.storage import repository as repo
 
 from .register import Register
@@ -33,10 +34,14 @@ class SnapshotChunk:
     imsis: list[str] = field(default_factory=list)
     msisdns: list[str] = field(default_factory=list)
     block_dates_s: list[int] = field(default_factory=list)
+    commitments: list[bytes] = field(default_factory=list)
+    salts: list[bytes] = field(default_factory=list)
     last: bool = False
     total_entries: int = 0
     policy: Policy | None = None  # on the first chunk: the policy at this sequence
     checkpoint: str = ""  # on the first chunk: the signed checkpoint at this sequence
+    statement: str = ""  # on the last chunk: the signed lists statement
+    frontier: list[bytes] = field(default_factory=list)  # on the last chunk, with the statement
 
 
 class SyncService:
@@ -44,7 +49,9 @@ class SyncService:
         self.register = register
 
     def snapshot(self, caller: Caller, chunk_size: int) -> Iterator[SnapshotChunk]:
-        """Every list at one sequence, in chunks (the last one has last=True).
+        """Every list at one sequence, in chunks (the last one has last=True),
+        as the caller may see it: another operator's subscribers as their
+        commitments only.
 
         The lists are copied at once (consistent at one sequence); the
         chunks are cut from the copy one at a time, as the reader takes them.
@@ -53,14 +60,22 @@ class SyncService:
         if chunk_size < 0 or chunk_size > MAX_CHUNK:
             raise InvalidArgument.field("chunk_size", f"0 (default) to {MAX_CHUNK}")
         size = chunk_size or DEFAULT_CHUNK
-        return self._snapshot(size)
+        return self._snapshot(size, visible_imsi_prefixes(caller))
 
-    def _snapshot(self, size: int) -> Iterator[SnapshotChunk]:
+    def _snapshot(self, size: int, prefixes: tuple[str, ...] | None) -> Iterator[SnapshotChunk]:
         # From the in-memory lists, not the tables: copying them under the
         # write lock is consistent at one sequence and far faster than
         # reading rows back (the lists already follow the database exactly).
         lists = self.register.copy_lists()
-        chunks = _chunks(lists, size)
+        policy = lists.policy
+        digest = ListsDigest(
+            lists.sequence,
+            int(policy.phase),
+            policy.grace_days,
+            policy.clone_threshold,
+            policy.clone_window_seconds,
+        )
+        chunks = _chunks(lists, size, prefixes, digest)
         first = next(chunks, None) or SnapshotChunk(lists.sequence, "whitelist")
         first.total_entries = lists.total_entries
         first.policy = lists.policy
@@ -70,11 +85,22 @@ class SyncService:
             yield current
             current = following
         current.last = True
+        current.statement = self.statement_at(lists.sequence, digest.digest())
+        if current.statement:
+            current.frontier = self.register.log.frontier_hashes(lists.sequence)
         yield current
 
     def checkpoint_at(self, size: int) -> str:
         """The signed checkpoint of the log at ``size`` ("" without a signing key)."""
         return self.register.log.checkpoint_at(size, self.register.clock.now_us())
+
+    def statement_at(self, size: int, lists_digest: bytes) -> str:
+        """The signed statement that the lists at ``size`` have ``lists_digest``."""
+        merkle_log = self.register.log
+        if merkle_log.signer is None:
+            return ""
+        statement = ListsStatement(merkle_log.origin, size, merkle_log.root(size), lists_digest)
+        return sign_statement(statement, [merkle_log.signer.signer])
 
     def open_feed(self, caller: Caller, after_sequence: int) -> int:
         """Check a feed request; the sequence it starts after.
@@ -113,8 +139,11 @@ class SyncService:
             return repo.changes_after(connection, cursor, min(FEED_BATCH, head - cursor))
 
 
-def _chunks(lists: ListsCopy, size: int) -> Iterator[SnapshotChunk]:
-    """Each list sorted by key (then IMSI), cut into chunks of ``size``."""
+def _chunks(
+    lists: ListsCopy, size: int, prefixes: tuple[str, ...] | None, digest: ListsDigest
+) -> Iterator[SnapshotChunk]:
+    """Each list sorted by key (pairs then by subscriber identity), cut into
+    chunks of ``size``, each fed to ``digest`` as it is cut."""
     sequence = lists.sequence
     order = np.argsort(lists.whitelist_keys, kind="stable")
     keys = lists.whitelist_keys[order]
@@ -124,36 +153,62 @@ def _chunks(lists: ListsCopy, size: int) -> Iterator[SnapshotChunk]:
         count=len(lists.whitelist_valid_until_us),
     )[order]
     for start in range(0, len(keys), size):
-        yield SnapshotChunk(
+        chunk = SnapshotChunk(
             sequence,
             "whitelist",
             imei_keys=keys[start : start + size].tolist(),
             valid_until_s=valid[start : start + size].tolist(),
         )
+        digest.whitelist(chunk.imei_keys, chunk.valid_until_s)
+        yield chunk
     blacklist = sorted(lists.blacklist)
     for start in range(0, len(blacklist), size):
         blocked = blacklist[start : start + size]
-        yield SnapshotChunk(
+        chunk = SnapshotChunk(
             sequence,
             "blacklist",
             imei_keys=[e[0] for e in blocked],
             causes=[int(e[1]) for e in blocked],
             block_dates_s=[0 if e[2] is None else e[2] // 1_000_000 for e in blocked],
         )
-    notifications = sorted(lists.notifications)
+        digest.blacklist(chunk.imei_keys, chunk.causes, chunk.block_dates_s)
+        yield chunk
+    notifications = sorted(
+        (key, entry_identity(salt, imsi, msisdn), imsi, msisdn, block // 1_000_000, salt)
+        for key, imsi, msisdn, block, salt in lists.notifications
+    )
     for start in range(0, len(notifications), size):
-        notified = notifications[start : start + size]
-        yield SnapshotChunk(
-            sequence,
-            "notification",
-            imei_keys=[e[0] for e in notified],
-            imsis=[e[1] for e in notified],
-            msisdns=[e[2] for e in notified],
-            block_dates_s=[e[3] // 1_000_000 for e in notified],
-        )
-    exceptions = sorted(lists.exceptions)
+        part = notifications[start : start + size]
+        chunk = SnapshotChunk(sequence, "notification", block_dates_s=[e[4] for e in part])
+        _fill_pairs(chunk, [(e[0], e[1], e[2], e[3], e[5]) for e in part], prefixes)
+        digest.notifications(chunk.imei_keys, chunk.commitments, chunk.block_dates_s)
+        yield chunk
+    exceptions = sorted(
+        (key, entry_identity(salt, imsi, ""), imsi, "", salt)
+        for key, imsi, salt in lists.exceptions
+    )
     for start in range(0, len(exceptions), size):
-        part = exceptions[start : start + size]
-        yield SnapshotChunk(
-            sequence, "exception", imei_keys=[e[0] for e in part], imsis=[e[1] for e in part]
-        )
+        chunk = SnapshotChunk(sequence, "exception")
+        _fill_pairs(chunk, exceptions[start : start + size], prefixes, msisdns=False)
+        digest.exceptions(chunk.imei_keys, chunk.commitments)
+        yield chunk
+
+
+def _fill_pairs(
+    chunk: SnapshotChunk,
+    pairs: list[tuple[int, bytes, str, str, bytes]],
+    prefixes: tuple[str, ...] | None,
+    *,
+    msisdns: bool = True,
+) -> None:
+    """Keys and commitments for every pair; the IMSI, MSISDN and salt only of
+    the subscribers the receiver may see (every pair written before leaf
+    version 2 was in clear in the log already, so it stays in clear)."""
+    for key, identity, imsi, msisdn, salt in pairs:
+        clear = not salt or prefixes is None or imsi.startswith(prefixes)
+        chunk.imei_keys.append(key)
+        chunk.commitments.append(identity)
+        chunk.imsis.append(imsi if clear else "")
+        if msisdns:
+            chunk.msisdns.append(msisdn if clear else "")
+        chunk.salts.append(salt if clear else b"")

@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from ceir.v1 import types_pb2 as ceir_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65ir/v1/list_sync.proto\x12\x07\x63\x65ir.v1\x1a\x13\x63\x65ir/v1/types.proto\"(\n\x12GetSnapshotRequest\x12\x12\n\nchunk_size\x18\x01 \x01(\x05\"\x93\x03\n\x13GetSnapshotResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x04list\x18\x02 \x01(\x0e\x32\x15.ceir.v1.SnapshotList\x12\x11\n\timei_keys\x18\x03 \x03(\x06\x12\x18\n\x10valid_until_unix\x18\x04 \x03(\x03\x12\x31\n\x10\x62lacklist_causes\x18\x05 \x03(\x0e\x32\x17.ceir.v1.BlacklistCause\x12\r\n\x05imsis\x18\x06 \x03(\t\x12\x0f\n\x07msisdns\x18\x07 \x03(\t\x12\x18\n\x10\x62lock_dates_unix\x18\x08 \x03(\x03\x12\x0c\n\x04last\x18\t \x01(\x08\x12\x15\n\rtotal_entries\x18\n \x01(\x04\x12\x1f\n\x06policy\x18\x0b \x01(\x0b\x32\x0f.ceir.v1.Policy\x12\x12\n\ncheckpoint\x18\x0c \x01(\t\x12\x1e\n\x16subscriber_commitments\x18\r \x03(\x0c\x12\x18\n\x10subscriber_salts\x18\x0e \x03(\x0c\x12\x17\n\x0flists_statement\x18\x0f \x01(\t\"-\n\x13WatchChangesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"g\n\x14WatchChangesResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.ceir.v1.ListChange\x12\x15\n\rhead_sequence\x18\x02 \x01(\x04\x12\x12\n\ncheckpoint\x18\x03 \x01(\t*\xa4\x01\n\x0cSnapshotList\x12\x1d\n\x19SNAPSHOT_LIST_UNSPECIFIED\x10\x00\x12\x1b\n\x17SNAPSHOT_LIST_WHITELIST\x10\x01\x12\x1b\n\x17SNAPSHOT_LIST_BLACKLIST\x10\x02\x12\x1e\n\x1aSNAPSHOT_LIST_NOTIFICATION\x10\x03\x12\x1b\n\x17SNAPSHOT_LIST_EXCEPTION\x10\x04\x32\xac\x01\n\x0fListSyncService\x12J\n\x0bGetSnapshot\x12\x1b.ceir.v1.GetSnapshotRequest\x1a\x1c.ceir.v1.GetSnapshotResponse0\x01\x12M\n\x0cWatchChanges\x12\x1c.ceir.v1.WatchChangesRequest\x1a\x1d.ceir.v1.WatchChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65ir/v1/list_sync.proto\x12\x07\x63\x65ir.v1\x1a\x13\x63\x65ir/v1/types.proto\"(\n\x12GetSnapshotRequest\x12\x12\n\nchunk_size\x18\x01 \x01(\x05\"\xac\x03\n\x13GetSnapshotResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x04list\x18\x02 \x01(\x0e\x32\x15.ceir.v1.SnapshotList\x12\x11\n\timei_keys\x18\x03 \x03(\x06\x12\x18\n\x10valid_until_unix\x18\x04 \x03(\x03\x12\x31\n\x10\x62lacklist_causes\x18\x05 \x03(\x0e\x32\x17.ceir.v1.BlacklistCause\x12\r\n\x05imsis\x18\x06 \x03(\t\x12\x0f\n\x07msisdns\x18\x07 \x03(\t\x12\x18\n\x10\x62lock_dates_unix\x18\x08 \x03(\x03\x12\x0c\n\x04last\x18\t \x01(\x08\x12\x15\n\rtotal_entries\x18\n \x01(\x04\x12\x1f\n\x06policy\x18\x0b \x01(\x0b\x32\x0f.ceir.v1.Policy\x12\x12\n\ncheckpoint\x18\x0c \x01(\t\x12\x1e\n\x16subscriber_commitments\x18\r \x03(\x0c\x12\x18\n\x10subscriber_salts\x18\x0e \x03(\x0c\x12\x17\n\x0flists_statement\x18\x0f \x01(\t\x12\x17\n\x0f\x66rontier_hashes\x18\x10 \x03(\x0c\"-\n\x13WatchChangesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"g\n\x14WatchChangesResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.ceir.v1.ListChange\x12\x15\n\rhead_sequence\x18\x02 \x01(\x04\x12\x12\n\ncheckpoint\x18\x03 \x01(\t*\xa4\x01\n\x0cSnapshotList\x12\x1d\n\x19SNAPSHOT_LIST_UNSPECIFIED\x10\x00\x12\x1b\n\x17SNAPSHOT_LIST_WHITELIST\x10\x01\x12\x1b\n\x17SNAPSHOT_LIST_BLACKLIST\x10\x02\x12\x1e\n\x1aSNAPSHOT_LIST_NOTIFICATION\x10\x03\x12\x1b\n\x17SNAPSHOT_LIST_EXCEPTION\x10\x04\x32\xac\x01\n\x0fListSyncService\x12J\n\x0bGetSnapshot\x12\x1b.ceir.v1.GetSnapshotRequest\x1a\x1c.ceir.v1.GetSnapshotResponse0\x01\x12M\n\x0cWatchChanges\x12\x1c.ceir.v1.WatchChangesRequest\x1a\x1d.ceir.v1.WatchChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ceir.v1.list_sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SNAPSHOTLIST']._serialized_start=658
-  _globals['_SNAPSHOTLIST']._serialized_end=822
+  _globals['_SNAPSHOTLIST']._serialized_start=683
+  _globals['_SNAPSHOTLIST']._serialized_end=847
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=57
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=97
   _globals['_GETSNAPSHOTRESPONSE']._serialized_start=100
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=503
-  _globals['_WATCHCHANGESREQUEST']._serialized_start=505
-  _globals['_WATCHCHANGESREQUEST']._serialized_end=550
-  _globals['_WATCHCHANGESRESPONSE']._serialized_start=552
-  _globals['_WATCHCHANGESRESPONSE']._serialized_end=655
-  _globals['_LISTSYNCSERVICE']._serialized_start=825
-  _globals['_LISTSYNCSERVICE']._serialized_end=997
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=528
+  _globals['_WATCHCHANGESREQUEST']._serialized_start=530
+  _globals['_WATCHCHANGESREQUEST']._serialized_end=575
+  _globals['_WATCHCHANGESRESPONSE']._serialized_start=577
+  _globals['_WATCHCHANGESRESPONSE']._serialized_end=680
+  _globals['_LISTSYNCSERVICE']._serialized_start=850
+  _globals['_LISTSYNCSERVICE']._serialized_end=1022
 # @@protoc_insertion_point(module_scope)

@@ -98,6 +98,7 @@ class GetSnapshotResponse(_message.Message):
     SUBSCRIBER_COMMITMENTS_FIELD_NUMBER: _builtins.int
     SUBSCRIBER_SALTS_FIELD_NUMBER: _builtins.int
     LISTS_STATEMENT_FIELD_NUMBER: _builtins.int
+    FRONTIER_HASHES_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The register version the whole snapshot reflects (same in every chunk)."""
     list: Global___SnapshotList.ValueType
@@ -163,6 +164,15 @@ class GetSnapshotResponse(_message.Message):
         entries whose IMSI is given; empty for the others.
         """
 
+    @_builtins.property
+    def frontier_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """On the last chunk: the Merkle frontier of the log at sequence, the
+        roots of its perfect subtrees left to right (one per bit set in
+        sequence). They hash to the checkpoint's root, so a verifying node
+        checks them against it and then verifies the feed after the snapshot
+        without replaying the changes before it. Empty without a signing key.
+        """
+
     def __init__(
         self,
         *,
@@ -181,10 +191,11 @@ class GetSnapshotResponse(_message.Message):
         subscriber_commitments: _abc.Iterable[_builtins.bytes] | None = ...,
         subscriber_salts: _abc.Iterable[_builtins.bytes] | None = ...,
         lists_statement: _builtins.str = ...,
+        frontier_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "checkpoint", b"checkpoint", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "lists_statement", b"lists_statement", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "subscriber_commitments", b"subscriber_commitments", "subscriber_salts", b"subscriber_salts", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist_causes", b"blacklist_causes", "block_dates_unix", b"block_dates_unix", "checkpoint", b"checkpoint", "frontier_hashes", b"frontier_hashes", "imei_keys", b"imei_keys", "imsis", b"imsis", "last", b"last", "list", b"list", "lists_statement", b"lists_statement", "msisdns", b"msisdns", "policy", b"policy", "sequence", b"sequence", "subscriber_commitments", b"subscriber_commitments", "subscriber_salts", b"subscriber_salts", "total_entries", b"total_entries", "valid_until_unix", b"valid_until_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
