@@ -63,6 +63,19 @@ def imsi_code(imsi: str) -> int:
     return len(imsi) * _IMSI_LENGTH_UNIT + int(imsi)
 
 
+# Another operator's subscriber reaches a node as a commitment only: its code
+# is the commitment's first 63 bits with the top bit set, above every IMSI
+# code (at most 16 * 10**15), so it can never equal one of the node's own.
+_COMMITMENT_BIT = 1 << 63
+
+
+def subscriber_code(imsi: str, commitment: bytes) -> int:
+    """The code of a pair's subscriber: its IMSI's when given, else its commitment's."""
+    if imsi or not commitment:
+        return imsi_code(imsi)
+    return _COMMITMENT_BIT | (int.from_bytes(commitment[:8], "big") >> 1)
+
+
 def imsi_text(code: int) -> str:
     """The IMSI string of a code (inverse of ``imsi_code``)."""
     if code == NO_IMSI:

@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceir.audit.errors import AuditError
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 
-from .codec import imsi_code
+from .codec import subscriber_code
 from .replica import Policy, Replica, SequenceError, Snapshot
+from .snapshot_check import SNAPSHOT_MISMATCH, SnapshotDigest, check_snapshot
 from .transport import CeirLink, LinkDown, LinkError
 from .verification import LogVerifier, Refused
 
@@ -45,18 +47,27 @@ class BootstrapError(Exception):
 
 def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
     """Assemble streamed chunks into one ``Snapshot``; every chunk must carry
-    the same sequence and the stream must end with ``last``."""
+    the same sequence and the stream must end with ``last``. The lists'
+    digest is computed on the way (``snapshot_check``)."""
     parts: dict[int, dict[str, list[np.ndarray]]] = {}
     sequence: int | None = None
     policy: Policy | None = None
+    checkpoint = statement = ""
+    frontier: tuple[bytes, ...] = ()
+    digest = SnapshotDigest()
     complete = False
     for chunk in chunks:
         if sequence is None:
             sequence = chunk.sequence
+            checkpoint = chunk.checkpoint
             if chunk.HasField("policy"):
                 policy = Policy.from_message(chunk.policy)
         elif chunk.sequence != sequence:
             raise LinkError(f"snapshot chunk at sequence {chunk.sequence}, expected {sequence}")
+        try:
+            digest.add(chunk)
+        except ValueError as error:
+            raise LinkError(f"snapshot chunk at sequence {sequence}: {error}") from None
         columns = parts.setdefault(chunk.list, {})
         columns.setdefault("keys", []).append(np.array(chunk.imei_keys, dtype=np.uint64))
         if chunk.list == sync_pb.SNAPSHOT_LIST_WHITELIST:
@@ -64,10 +75,17 @@ def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
         elif chunk.list == sync_pb.SNAPSHOT_LIST_BLACKLIST:
             columns.setdefault("a", []).append(np.array(chunk.blacklist_causes, dtype=np.int64))
         else:
-            codes = np.array([imsi_code(i) for i in chunk.imsis], dtype=np.uint64)
+            commitments = list(chunk.subscriber_commitments) or [b""] * len(chunk.imsis)
+            codes = np.array(
+                [subscriber_code(i, c) for i, c in zip(chunk.imsis, commitments, strict=True)],
+                dtype=np.uint64,
+            )
             columns.setdefault("a", []).append(codes)
             if chunk.list == sync_pb.SNAPSHOT_LIST_NOTIFICATION:
                 columns.setdefault("b", []).append(np.array(chunk.block_dates_unix, dtype=np.int64))
+        if chunk.last:
+            statement = chunk.lists_statement
+            frontier = tuple(chunk.frontier_hashes)
         complete = chunk.last
     if sequence is None or not complete:
         raise LinkDown("the snapshot stream ended before its last chunk")
@@ -90,6 +108,10 @@ def read_snapshot(chunks: Iterator[sync_pb.GetSnapshotResponse]) -> Snapshot:
         exception_keys=column(e, "keys", np.uint64),
         exception_imsis=column(e, "a", np.uint64),
         policy=policy,
+        checkpoint=checkpoint,
+        statement=statement,
+        frontier=frontier,
+        digest=digest.digest(),
     )
 
 
@@ -244,11 +266,42 @@ class Follower:
         if self.verifier is None:
             bootstrap(self.link, self.replica, self.chunk_size)
             self.stats.snapshots += 1
-        else:  # replay the log from its first change (the register's initial policy)
+        elif not self._bootstrap_verified(self.verifier):
+            # Replay the log from its first change (the register's initial policy).
             self._target = self.verifier.open(self.link.checkpoint()).size
             self.replica.load(Snapshot(sequence=0), Policy())
         self._resync = False
         self._notify()
+
+    def _bootstrap_verified(self, verifier: LogVerifier) -> bool:
+        """Load a snapshot proven against the signed log (``snapshot_check``)
+        and verify the feed from it; False when the server gives no proof or
+        the proof fails (an alert): the node then replays the log instead."""
+        if verifier.trust.replay_log:
+            return False
+        snapshot = read_snapshot(self.link.snapshot(self.chunk_size))
+        if not snapshot.statement or snapshot.policy is None:
+            return False
+        try:
+            checkpoint = verifier.open(snapshot.checkpoint)
+            frontier = check_snapshot(
+                verifier.trust,
+                checkpoint,
+                snapshot.sequence,
+                snapshot.digest,
+                snapshot.statement,
+                snapshot.frontier,
+            )
+        except Refused:
+            return False
+        except AuditError as error:
+            verifier.refuse(SNAPSHOT_MISMATCH, str(error))
+            return False
+        verifier.adopt(checkpoint, frontier)
+        self.replica.load(snapshot, snapshot.policy)
+        self._target = snapshot.sequence
+        self.stats.snapshots += 1
+        return True
 
     def _follow(self) -> None:
         replica = self.replica

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from ceir.v1 import types_pb2 as pb
 
-from .codec import imsi_code
+from .codec import subscriber_code
 from .tables import KeyTable, PairTable
 
 U64 = npt.NDArray[np.uint64]
@@ -79,6 +79,11 @@ class Snapshot:
     exception_keys: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
     exception_imsis: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
     policy: Policy | None = None  # in force at ``sequence``, when the server sends it
+    # What binds it to the log (all empty from a server without a signing key):
+    checkpoint: str = ""  # the signed checkpoint at ``sequence`` (first chunk)
+    statement: str = ""  # the signed lists statement (last chunk)
+    frontier: tuple[bytes, ...] = ()  # the Merkle frontier at ``sequence`` (last chunk)
+    digest: bytes = b""  # the lists' digest as this node computed it
 
     @property
     def entries(self) -> int:
@@ -94,6 +99,13 @@ def blacklist_value(cause: int, block_date: int) -> int:
     """The blacklist column packs the cause (2 bits) and the block date in
     Unix seconds (0 = unknown: snapshots do not carry it)."""
     return block_date * 4 + cause
+
+
+def _subscriber(change: pb.ListChange) -> int:
+    """The pair's subscriber code; another operator's subscriber comes as a
+    commitment only and is kept as data (it still counts for the IMEI's
+    block date and its number of pairs)."""
+    return subscriber_code(change.imsi, change.subscriber_commitment)
 
 
 def _seconds(stamp: object, present: bool) -> int:
@@ -173,16 +185,16 @@ class Replica:
         elif kind == pb.CHANGE_KIND_BLACKLIST_UNBLOCKED:
             self.blacklist.delete(key)
         elif kind == pb.CHANGE_KIND_NOTIFICATION_NEW:
-            self.notifications.put(key, imsi_code(change.imsi), int(change.block_date.seconds))
+            self.notifications.put(key, _subscriber(change), int(change.block_date.seconds))
         elif kind in (
             pb.CHANGE_KIND_NOTIFICATION_RESOLVED,
             pb.CHANGE_KIND_NOTIFICATION_BLACKLISTED,
         ):
-            self.notifications.delete(key, imsi_code(change.imsi))
+            self.notifications.delete(key, _subscriber(change))
         elif kind == pb.CHANGE_KIND_EXCEPTION_ADDED:
-            self.exceptions.put(key, imsi_code(change.imsi))
+            self.exceptions.put(key, _subscriber(change))
         elif kind == pb.CHANGE_KIND_EXCEPTION_REMOVED:
-            self.exceptions.delete(key, imsi_code(change.imsi))
+            self.exceptions.delete(key, _subscriber(change))
         else:
             raise ValueError(f"change {change.sequence} has unknown kind {kind}")
 

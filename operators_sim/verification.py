@@ -21,12 +21,15 @@ refused: the stage is dropped, the node keeps its last verified state, the
 failure is counted by its ``reason`` and logged as an alert, and the
 follower reconnects from the last verified sequence.
 
-**Bootstrap.** A snapshot holds lists, not the leaves, so a frontier cannot
-be rebuilt from it. A verifying node therefore starts from an empty replica
-(the register's initial policy) and replays the feed from sequence 0 once:
-simple, and at the verified apply rate (over 50,000 changes/s) fine for the
-simulation's registers. (The alternative, inclusion proofs for a snapshot,
-would need a proof per entry and still not give the frontier.)
+**Bootstrap.** A snapshot holds lists, not leaves. Its last chunk carries
+the custodian's signed lists statement (size, root, digest of the lists)
+and the Merkle frontier at its sequence; ``snapshot_check`` recomputes the
+digest, checks the statement against the first chunk's signed checkpoint,
+and that the frontier hashes to its root. Then the node starts from the
+snapshot with that frontier (``adopt``) and verifies the feed after it.
+From a server that sends no statement, or when the check fails (an alert,
+``SNAPSHOT_MISMATCH``), the node starts from an empty replica (the
+register's initial policy) and replays the feed from sequence 0.
 
 **Gossip.** Nodes publish their latest verified checkpoint to a ``Gossip``;
 a checkpoint of the same size as a peer's with another root, or one that a
@@ -68,10 +71,13 @@ ProofSource = Callable[[int, int], Sequence[bytes]]
 @dataclass(frozen=True)
 class Trust:
     """What a verifying node is configured with: the log's origin and the
-    custodian's verifier keys (two during a handover)."""
+    custodian's verifier keys (two during a handover). ``replay_log``: start
+    by replaying and verifying every change from the first, as an auditor
+    does, instead of from a snapshot proven against the log."""
 
     verifiers: tuple[Verifier, ...]
     origin: str = DEFAULT_ORIGIN
+    replay_log: bool = False
 
     @classmethod
     def from_file(cls, path: Path, origin: str = DEFAULT_ORIGIN) -> Trust:
@@ -147,6 +153,20 @@ class LogVerifier:
         """Forget unverified changes (on a reconnect: the feed resends them)."""
         self._staged = []
         self._stage = self.frontier.copy()
+
+    def adopt(self, checkpoint: Checkpoint, frontier: Frontier) -> None:
+        """Start from a verified snapshot: ``frontier`` hashes to the
+        checkpoint's root (``snapshot_check``), so the feed after it is
+        verified as if every change before it had been received."""
+        if frontier.size != checkpoint.size or frontier.root() != checkpoint.root_hash:
+            raise ValueError("the frontier is not the checkpoint's")
+        self.frontier = frontier
+        self._stage = frontier.copy()
+        self._staged = []
+        self.checkpoint = checkpoint
+        self.stats.verified_size = checkpoint.size
+        if self.gossip is not None:
+            self.gossip.publish(self, checkpoint)
 
     def open(self, note: str) -> Checkpoint:
         """A checkpoint whose signature and origin verify (``Refused`` if not)."""

@@ -136,7 +136,7 @@ def test_snapshot_chunks_at_different_sequences_are_refused() -> None:
     chunks.insert(
         0,
         sync_pb.GetSnapshotResponse(
-            sequence=3, list=sync_pb.SNAPSHOT_LIST_WHITELIST, imei_keys=[B]
+            sequence=3, list=sync_pb.SNAPSHOT_LIST_WHITELIST, imei_keys=[B], valid_until_unix=[0]
         ),
     )
     with pytest.raises(Exception, match="sequence 4, expected 3"):

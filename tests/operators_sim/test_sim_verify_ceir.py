@@ -5,9 +5,13 @@ back is refused by the next node that checks it against the signed root."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 from operators_sim.embedded import EmbeddedCeir
 from operators_sim.loader import Admin, load
@@ -19,11 +23,18 @@ from operators_sim.verification import Gossip, Trust
 
 
 def verifying_node(
-    ceir: EmbeddedCeir, tokens: dict[str, str], index: int, gossip: Gossip | None = None
+    ceir: EmbeddedCeir,
+    tokens: dict[str, str],
+    index: int,
+    gossip: Gossip | None = None,
+    *,
+    replay_log: bool = False,
+    link: GrpcLink | None = None,
 ) -> SyncNode:
     operator = OPERATORS[index]
-    link = GrpcLink(ceir.address, tokens[operator.name])
-    return SyncNode(operator, link, trust=Trust.from_file(ceir.public_key_path), gossip=gossip)
+    link = link or GrpcLink(ceir.address, tokens[operator.name])
+    trust = dataclasses.replace(Trust.from_file(ceir.public_key_path), replay_log=replay_log)
+    return SyncNode(operator, link, trust=trust, gossip=gossip)
 
 
 def test_nodes_verify_an_honest_ceir_and_gossip_agrees(
@@ -32,7 +43,10 @@ def test_nodes_verify_an_honest_ceir_and_gossip_agrees(
     admin = Admin(ceir_process.address, sim_tokens)
     load(admin, generate(500, seed=3))
     gossip = Gossip()
-    nodes = [verifying_node(ceir_process, sim_tokens, i, gossip) for i in range(3)]
+    # Two start from a snapshot proven against the log, one replays the log.
+    nodes = [
+        verifying_node(ceir_process, sim_tokens, i, gossip, replay_log=i == 2) for i in range(3)
+    ]
     try:
         for node in nodes:
             node.follower.start()
@@ -54,7 +68,7 @@ def test_nodes_verify_an_honest_ceir_and_gossip_agrees(
         assert stats.verified_size == head
         assert stats.checkpoints_verified >= 2
         assert stats.consistency_proofs >= 1
-        assert node.follower.stats.snapshots == 0  # replayed, not snapshotted
+    assert [node.follower.stats.snapshots for node in nodes] == [1, 1, 0]
     assert gossip.split_views == []
     assert {c.size for c in gossip.latest().values()} == {head}
     assert nodes[0].replica.policy.grace_days == 30
@@ -80,7 +94,9 @@ def test_a_change_row_altered_in_the_database_is_refused(
     finally:
         engine.dispose()
 
-    node = verifying_node(ceir_process, sim_tokens, 0)
+    # A replaying node meets the altered change (a snapshot of the lists
+    # would not contain it: the server's own start-up proof catches that).
+    node = verifying_node(ceir_process, sim_tokens, 0, replay_log=True)
     assert node.verifier is not None
     node.follower.start()
     try:
@@ -95,3 +111,56 @@ def test_a_change_row_altered_in_the_database_is_refused(
     assert node.verifier.verified_sequence < target
     assert node.replica.sequence == node.verifier.verified_sequence
     assert not node.follower.ready
+
+
+class DroppingLink(GrpcLink):
+    """A link through a proxy that drops the first whitelist entry of every snapshot."""
+
+    def snapshot(self, chunk_size: int = 0) -> Iterator[sync_pb.GetSnapshotResponse]:
+        dropped = False
+        for chunk in super().snapshot(chunk_size):
+            if not dropped and chunk.list == sync_pb.SNAPSHOT_LIST_WHITELIST and chunk.imei_keys:
+                del chunk.imei_keys[0]
+                del chunk.valid_until_unix[0]
+                dropped = True
+            yield chunk
+
+
+def test_a_snapshot_that_is_not_the_signed_lists_is_refused_and_the_log_replayed(
+    ceir_process: EmbeddedCeir, sim_tokens: dict[str, str]
+) -> None:
+    admin = Admin(ceir_process.address, sim_tokens)
+    try:
+        load(admin, generate(200, seed=5))
+    finally:
+        admin.close()
+    head = head_sequence(ceir_process.address, sim_tokens["kominfo"])
+    operator = OPERATORS[1]
+    link = DroppingLink(ceir_process.address, sim_tokens[operator.name])
+    node = verifying_node(ceir_process, sim_tokens, 1, link=link)
+    assert node.verifier is not None
+    node.follower.start()
+    try:
+        assert node.follower.wait_for(head, 30)
+    finally:
+        node.stop()
+    assert node.verifier.stats.alerts.get("SNAPSHOT_MISMATCH") == 1
+    assert node.follower.stats.snapshots == 0  # the snapshot was not used
+    assert node.verifier.stats.verified_size == head  # every change replayed and verified
+    assert len(node.replica.whitelist) == len(
+        {int(c) for c in _whitelisted(ceir_process, sim_tokens)}
+    )
+
+
+def _whitelisted(ceir: EmbeddedCeir, tokens: dict[str, str]) -> list[int]:
+    """The whitelist's keys as an honest snapshot gives them."""
+    link = GrpcLink(ceir.address, tokens["kominfo"])
+    try:
+        return [
+            key
+            for chunk in link.snapshot()
+            if chunk.list == sync_pb.SNAPSHOT_LIST_WHITELIST
+            for key in chunk.imei_keys
+        ]
+    finally:
+        link.close()
