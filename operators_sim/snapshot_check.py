@@ -13,14 +13,16 @@ replaying the changes before it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import struct
 from collections.abc import Sequence
 
 from ceir.audit.checkpoint import Checkpoint
-from ceir.audit.errors import InconsistentTree
+from ceir.audit.errors import InconsistentTree, MalformedCheckpoint
 from ceir.audit.merkle import Frontier
-from ceir.audit.snapshot import open_statement
+from ceir.audit.note import open_note
 from ceir.v1 import list_sync_pb2 as sync_pb
 
 from .verification import Trust
@@ -136,18 +138,20 @@ def check_snapshot(
     """The frontier at the snapshot's sequence, once the snapshot is proven
     to be the lists the custodian signed for it; raises ``AuditError`` or
     ``InconsistentTree`` (with the reason) otherwise."""
-    statement = open_statement(statement_note, trust.verifiers, trust.origin)
-    if not statement.size == checkpoint.size == sequence:
+    origin, size, root, signed_digest = _statement(statement_note, trust)
+    if origin != trust.origin:
+        raise MalformedCheckpoint(f"lists statement of log {origin!r}, expected {trust.origin!r}")
+    if not size == checkpoint.size == sequence:
         raise InconsistentTree(
             f"snapshot at sequence {sequence}, checkpoint of size {checkpoint.size}, "
-            f"lists statement of size {statement.size}: they must be the same"
+            f"lists statement of size {size}: they must be the same"
         )
-    if statement.root_hash != checkpoint.root_hash:
+    if root != checkpoint.root_hash:
         raise InconsistentTree("the lists statement names another root than the checkpoint")
-    if statement.lists_digest != digest:
+    if signed_digest != digest:
         raise InconsistentTree(
             f"the snapshot's lists hash to {digest.hex()[:16]}…, the signed statement says "
-            f"{statement.lists_digest.hex()[:16]}…: the snapshot is not the register's lists"
+            f"{signed_digest.hex()[:16]}…: the snapshot is not the register's lists"
         )
     try:
         frontier = Frontier(sequence, frontier_hashes)
@@ -156,3 +160,23 @@ def check_snapshot(
     if frontier.root() != checkpoint.root_hash:
         raise InconsistentTree("the snapshot's frontier does not hash to the checkpoint's root")
     return frontier
+
+
+def _statement(note: str, trust: Trust) -> tuple[str, int, bytes, bytes]:
+    """Origin, size, root and digest of a signed statement (five lines, the
+    first ``ceir/lists/v1``), its signature verified with a trusted key."""
+    lines = open_note(note, trust.verifiers).text.split("\n")
+    if len(lines) != 6 or lines[0] != "ceir/lists/v1" or lines[5]:
+        raise MalformedCheckpoint("the note is not a lists statement (ceir/lists/v1)")
+    origin, size, root, digest = lines[1:5]
+    try:
+        if not size.isdigit() or (size != "0" and size.startswith("0")):
+            raise ValueError(size)
+        hashes = base64.b64decode(root, validate=True), base64.b64decode(digest, validate=True)
+    except (ValueError, binascii.Error):
+        raise MalformedCheckpoint(
+            "the lists statement's size, root or digest is malformed"
+        ) from None
+    if any(len(value) != 32 for value in hashes):
+        raise MalformedCheckpoint("the lists statement's root or digest is not 32 bytes")
+    return origin, int(size), hashes[0], hashes[1]
