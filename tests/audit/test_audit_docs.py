@@ -26,6 +26,7 @@ STOLEN = Change(
     sequence=2,
     committed_at_us=1_587_254_400_000_000,
     actor="telkomsel",
+    leaf_version=1,
 )
 SEED = hashlib.sha256(b"ceir docs example key: public, never use it").digest()
 SIGNER = Signer(ORIGIN, Ed25519PrivateKey.from_private_bytes(SEED))
