@@ -1,11 +1,18 @@
 """The leaf of a change, rebuilt from the public ``ceir.v1.ListChange``.
 
-``docs/trust.md`` ("The leaf: one change, canonical bytes") fixes the bytes;
-this module follows it field by field, as an integration team writing its
-own EIR would, instead of borrowing the server's encoder (which works on the
-server's internal change type). ``tests/operators_sim/test_sim_leaf.py``
-reproduces the page's worked example byte for byte: the interop check of
-the spec.
+``docs/trust.md`` ("The leaf: one change, canonical bytes" and "Subscriber
+commitments") fixes the bytes; this module follows it field by field, as an
+integration team writing its own EIR would, instead of borrowing the
+server's encoder (which works on the server's internal change type).
+``tests/operators_sim/test_sim_leaf.py`` reproduces the page's worked
+examples byte for byte: the interop check of the spec.
+
+A change's ``leaf_version`` names its encoding: 0 (a server from before
+version 2 never sets it) and 1 are version 1, 2 is version 2. A version 2
+leaf holds the ``subscriber_commitment`` the message carries; a node that
+was given the IMSI, MSISDN and salt instead can compute it (and checks a
+given commitment against them), and a node given only the commitment needs
+nothing else.
 """
 
 from __future__ import annotations
@@ -17,19 +24,29 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ceir.v1 import types_pb2 as pb
 
-LEAF_VERSION = 1
+LEAF_VERSIONS = (1, 2)
 IMEI_KEY_LIMIT = 10**14
+MAX_SLOT_KEYS = 16
+SALT_BYTES = 16
+COMMITMENT_BYTES = 32
+COMMITMENT_DOMAIN = b"ceir/subscriber/v1\x00"
 
-# version, kind, sequence, commit time, then (presence, value) for the imei
-# key, source, valid-until, blacklist cause, block date, then the policy:
-# presence, phase, grace days, clone threshold, clone window, update time.
-_FIXED = struct.Struct(">BBQqBQBBBqBBBqBBIIIq")
+# Offsets 0 to 70, the same in both versions: version, kind, sequence,
+# commit time, then (presence, value) for the imei key, source, valid-until,
+# blacklist cause, block date, then the policy: presence, phase, grace days,
+# clone threshold, clone window, update time.
+_COMMON = ">BBQqBQBBBqBBBqBBIIIq"
+_FIXED_V1 = struct.Struct(_COMMON)
+# Version 2 goes on with the commitment (presence, 32 bytes) and the number
+# of device slot keys.
+_FIXED_V2 = struct.Struct(_COMMON + "B32sB")
 _EMPTY_STRING = b"\x00\x00"
 
 
 class LeafError(ValueError):
     """A change cannot be encoded (an IMEI key that is not 14 digits, a string
-    longer than 65,535 bytes): the node refuses it."""
+    longer than 65,535 bytes, an unknown leaf version, a subscriber without a
+    commitment or salt): the node refuses it."""
 
 
 def _micros(stamp: Timestamp) -> int:
@@ -45,26 +62,38 @@ def _string(text: str, what: str, sequence: int) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
+def _key(text: str, what: str, sequence: int) -> int:
+    if len(text) != 14 or not text.isdigit() or not text.isascii():
+        raise LeafError(f"change {sequence}: {what} {text!r} is not 14 digits")
+    return int(text)
+
+
 def encode_leaf(change: pb.ListChange) -> bytes:
-    """The canonical bytes of a change (encoding version 1)."""
+    """The canonical bytes of a change, in the encoding its ``leaf_version`` names."""
+    version = change.leaf_version or 1
+    if version == 1:
+        return _encode_v1(change)
+    if version == 2:
+        return _encode_v2(change)
+    raise LeafError(
+        f"change {change.sequence}: leaf_version {version} is not one this node knows (1, 2)"
+    )
+
+
+def _common(change: pb.ListChange, version: int) -> tuple[int, ...]:
+    """Offsets 0 to 70."""
     sequence = change.sequence
-    key_text = change.imei_key
-    if key_text:
-        if len(key_text) != 14 or not key_text.isdigit():
-            raise LeafError(f"change {sequence}: imei_key {key_text!r} is not 14 digits")
-        key = int(key_text)
-    else:
-        key = 0
+    key = _key(change.imei_key, "imei_key", sequence) if change.imei_key else 0
     has_valid = change.HasField("valid_until")
     has_block = change.HasField("block_date")
     has_policy = change.HasField("policy")
     policy = change.policy
-    fixed = _FIXED.pack(
-        LEAF_VERSION,
+    return (
+        version,
         change.kind,
         sequence,
         _micros(change.commit_time),
-        1 if key_text else 0,
+        1 if change.imei_key else 0,
         key,
         1 if change.source else 0,
         change.source,
@@ -81,16 +110,105 @@ def encode_leaf(change: pb.ListChange) -> bytes:
         policy.clone_window_seconds if has_policy else 0,
         _micros(policy.update_time) if has_policy and policy.HasField("update_time") else 0,
     )
+
+
+def _updated_by(change: pb.ListChange) -> str:
+    return change.policy.updated_by if change.HasField("policy") else ""
+
+
+def _encode_v1(change: pb.ListChange) -> bytes:
+    """Version 1: the fixed part, then imsi, msisdn, device id, MCC-MNC, updated-by."""
+    sequence = change.sequence
     return b"".join(
         (
-            fixed,
+            _FIXED_V1.pack(*_common(change, 1)),
             _string(change.imsi, "imsi", sequence),
             _string(change.msisdn, "msisdn", sequence),
             _string(change.device_id, "device_id", sequence),
             _string(change.operator_mcc_mnc, "operator_mcc_mnc", sequence),
-            _string(policy.updated_by if has_policy else "", "policy.updated_by", sequence),
+            _string(_updated_by(change), "policy.updated_by", sequence),
         )
     )
+
+
+def _encode_v2(change: pb.ListChange) -> bytes:
+    """Version 2: the fixed part with the commitment and slot count, the slot
+    keys, then nine strings."""
+    sequence = change.sequence
+    commitment = leaf_commitment(change)
+    slots = [_key(text, "device_imei_keys", sequence) for text in change.device_imei_keys]
+    if len(slots) > MAX_SLOT_KEYS:
+        raise LeafError(
+            f"change {sequence}: {len(slots)} device_imei_keys, at most {MAX_SLOT_KEYS}"
+        )
+    texts = (
+        ("actor", change.actor),
+        ("device_id", change.device_id),
+        ("operator_mcc_mnc", change.operator_mcc_mnc),
+        ("reference", change.reference),
+        ("brand", change.brand),
+        ("model", change.model),
+        ("police_report", change.police_report),
+        ("reason", change.reason),
+        ("policy.updated_by", _updated_by(change)),
+    )
+    return b"".join(
+        (
+            _FIXED_V2.pack(
+                *_common(change, 2), 1 if commitment else 0, commitment or bytes(32), len(slots)
+            ),
+            b"".join(key.to_bytes(8, "big") for key in slots),
+            *(_string(text, what, sequence) for what, text in texts),
+        )
+    )
+
+
+def subscriber_commitment(salt: bytes, imsi: str, msisdn: str) -> bytes:
+    """SHA-256 of the domain, the salt, and the IMSI and MSISDN each with a u16 length."""
+    data = [COMMITMENT_DOMAIN, salt]
+    for text in (imsi, msisdn):
+        raw = text.encode("utf-8")
+        data.append(len(raw).to_bytes(2, "big") + raw)
+    return hashlib.sha256(b"".join(data)).digest()
+
+
+def leaf_commitment(change: pb.ListChange) -> bytes:
+    """The subscriber commitment a version 2 leaf of ``change`` holds (empty: none).
+
+    The given ``subscriber_commitment`` when there is one (checked against
+    the IMSI, MSISDN and salt if those were given too), else computed from
+    them. Raises ``LeafError`` for an IMSI with neither, an MSISDN without
+    an IMSI, a commitment that is not 32 bytes or a salt that is not 16.
+    """
+    sequence = change.sequence
+    given, salt = change.subscriber_commitment, change.subscriber_salt
+    if given and len(given) != COMMITMENT_BYTES:
+        raise LeafError(
+            f"change {sequence}: subscriber_commitment is {len(given)} bytes, "
+            f"expected {COMMITMENT_BYTES}"
+        )
+    if not change.imsi:
+        if change.msisdn:
+            raise LeafError(f"change {sequence}: an msisdn without an imsi")
+        return given
+    if not salt:
+        if not given:
+            raise LeafError(
+                f"change {sequence}: an imsi with neither a subscriber_commitment nor a "
+                "subscriber_salt, so its leaf cannot be rebuilt"
+            )
+        return given
+    if len(salt) != SALT_BYTES:
+        raise LeafError(
+            f"change {sequence}: subscriber_salt is {len(salt)} bytes, expected {SALT_BYTES}"
+        )
+    computed = subscriber_commitment(salt, change.imsi, change.msisdn)
+    if given and given != computed:
+        raise LeafError(
+            f"change {sequence}: subscriber_commitment does not match the imsi, msisdn "
+            "and salt given with it"
+        )
+    return computed
 
 
 def leaf_hash(change: pb.ListChange) -> bytes:

@@ -3,8 +3,12 @@ where protobuf types meet the domain."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ceir.audit.commitment import subscriber_commitment
+from ceir.audit.leaf import Leaf, leaf_view
 from ceir.domain import model
 from ceir.domain.errors import FieldViolation
 from ceir.domain.identifiers import format_imei_key
@@ -81,15 +85,30 @@ def policy(value: model.Policy) -> pb.Policy:
     return message
 
 
-def change(value: model.Change) -> pb.ListChange:
+def change(value: model.Change, *, clear: bool = True) -> pb.ListChange:
+    """The ``ListChange`` of a domain change, with every field its leaf needs.
+
+    ``clear`` (the default) is the full view, for the subscriber's own
+    operator and regulators: the IMSI, MSISDN and salt of a version 2 change
+    beside their commitment. ``clear=False`` leaves those three empty and the
+    commitment only, from which any receiver still rebuilds the leaf. A
+    version 1 change has no commitment: its leaf holds the numbers
+    themselves, so its message carries them in either view.
+    """
     message = pb.ListChange(
         sequence=value.sequence,
         kind=value.kind.value,  # type: ignore[arg-type]
         imei_key="" if value.imei_key is None else format_imei_key(value.imei_key),
-        imsi=value.imsi,
-        msisdn=value.msisdn,
         device_id=value.device_id,
         operator_mcc_mnc=value.operator_mcc_mnc,
+        leaf_version=value.leaf_version,
+        actor=value.actor,
+        reference=value.reference,
+        brand=value.brand,
+        model=value.model,
+        device_imei_keys=[format_imei_key(key) for key in value.device_imei_keys],
+        police_report=value.police_report,
+        reason=value.reason,
     )
     message.commit_time.FromMicroseconds(value.committed_at_us)
     if value.source is not None:
@@ -102,13 +121,32 @@ def change(value: model.Change) -> pb.ListChange:
         message.block_date.FromMicroseconds(value.block_date_us)
     if value.policy is not None:
         message.policy.CopyFrom(policy(value.policy))
+    _fill_subscriber(message, value, clear)
     return message
 
 
-def change_from_pb(message: pb.ListChange) -> model.Change:
-    """The domain change a ``ListChange`` states (what a client hashes into its leaf).
+def _fill_subscriber(message: pb.ListChange, value: model.Change, clear: bool) -> None:
+    """The subscriber fields of a change's message, in the view ``clear`` names."""
+    if value.leaf_version == 1:
+        message.imsi, message.msisdn = value.imsi, value.msisdn
+        return
+    if value.imsi and value.subscriber_salt:
+        message.subscriber_commitment = subscriber_commitment(
+            value.subscriber_salt, value.imsi, value.msisdn
+        )
+    if clear:
+        message.imsi, message.msisdn = value.imsi, value.msisdn
+        message.subscriber_salt = value.subscriber_salt
 
-    Raises ValueError for an enum number the domain does not know.
+
+def change_from_pb(message: pb.ListChange) -> model.Change:
+    """The domain change a ``ListChange`` states, clear subscriber numbers included.
+
+    ``leaf_version`` 0 (from a server older than version 2) reads as 1. A
+    message with a commitment but no IMSI and salt (another operator's
+    subscriber) gives a change without a subscriber, which does not rebuild
+    the leaf: use ``leaf_from_pb`` to hash it. Raises ValueError for an enum
+    number the domain does not know.
     """
     policy_value = None
     if message.HasField("policy"):
@@ -137,6 +175,33 @@ def change_from_pb(message: pb.ListChange) -> model.Change:
         policy=policy_value,
         sequence=message.sequence,
         committed_at_us=micros(message.commit_time, True) or 0,
+        actor=message.actor,
+        reference=message.reference,
+        brand=message.brand,
+        model=message.model,
+        device_imei_keys=tuple(int(key) for key in message.device_imei_keys),
+        police_report=message.police_report,
+        reason=message.reason,
+        subscriber_salt=message.subscriber_salt,
+        leaf_version=message.leaf_version or 1,
+    )
+
+
+def leaf_from_pb(message: pb.ListChange) -> Leaf:
+    """What the leaf of a received ``ListChange`` records, for any receiver.
+
+    A version 2 message's ``subscriber_commitment`` stands for the subscriber
+    (a receiver given only the commitment rebuilds the leaf with it); without
+    one, the commitment is computed from the IMSI, MSISDN and salt. Raises
+    ``LeafEncodingError`` (an IMSI without a commitment or a salt) and
+    ValueError as ``change_from_pb``.
+    """
+    value = change_from_pb(message)
+    if value.leaf_version == 1 or not message.subscriber_commitment:
+        return leaf_view(value)
+    without_subscriber = replace(value, imsi="", msisdn="", subscriber_salt=b"")
+    return replace(
+        leaf_view(without_subscriber), subscriber_commitment=message.subscriber_commitment
     )
 
 

@@ -4,20 +4,22 @@ Every list change is a leaf of an RFC 6962 Merkle tree; the custodian signs
 checkpoints of the tree; operators verify them. ``docs/trust.md`` specifies
 the bytes and says what each check proves.
 
-=============  ===============================================================
-module         what it holds
-=============  ===============================================================
-``leaf``       the canonical byte encoding of a change
-``merkle``     hashing, the frontier, the ``HashStore`` protocol, proofs
-``note``       signed notes (c2sp.org/signed-note), Ed25519 signers, verifiers
-``checkpoint`` checkpoints (c2sp.org/tlog-checkpoint) with a time line
-``keys``       the custodian's key in PEM files, Go note key strings
-``verify``     ties changes to checkpoints: sequence, leaf, replay, gossip
-``errors``     the exception hierarchy
-=============  ===============================================================
+==============  ===============================================================
+module          what it holds
+==============  ===============================================================
+``leaf``        the canonical byte encoding of a change (versions 1 and 2)
+``commitment``  salted commitments to a subscriber, in place of IMSI and MSISDN
+``merkle``      hashing, the frontier, the ``HashStore`` protocol, proofs
+``note``        signed notes (c2sp.org/signed-note), Ed25519 signers, verifiers
+``checkpoint``  checkpoints (c2sp.org/tlog-checkpoint) with a time line
+``keys``        the custodian's key in PEM files, Go note key strings
+``verify``      ties changes to checkpoints: sequence, leaf, replay, gossip
+``errors``      the exception hierarchy
+==============  ===============================================================
 """
 
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from .commitment import new_salt, subscriber_commitment
 from .errors import (
     AuditError,
     BadLeaf,
@@ -40,7 +42,15 @@ from .keys import (
     save_public_key,
     verifier_from_file,
 )
-from .leaf import LEAF_VERSION, decode_change, encode_change, leaf_view
+from .leaf import (
+    LEAF_VERSION,
+    LEAF_VERSIONS,
+    Leaf,
+    decode_leaf,
+    encode_change,
+    encode_leaf,
+    leaf_view,
+)
 from .merkle import (
     EMPTY_ROOT,
     TILE_HEIGHT,
@@ -61,6 +71,7 @@ from .verify import change_leaf_hash, check_leaf_hash, check_same_view, replay
 __all__ = [
     "EMPTY_ROOT",
     "LEAF_VERSION",
+    "LEAF_VERSIONS",
     "TILE_HEIGHT",
     "AuditError",
     "BadLeaf",
@@ -71,6 +82,7 @@ __all__ = [
     "HashStore",
     "InconsistentTree",
     "KeyFormatError",
+    "Leaf",
     "LeafEncodingError",
     "MalformedCheckpoint",
     "MalformedNote",
@@ -86,13 +98,15 @@ __all__ = [
     "change_leaf_hash",
     "check_leaf_hash",
     "check_same_view",
-    "decode_change",
+    "decode_leaf",
     "encode_change",
+    "encode_leaf",
     "generate_signing_key",
     "leaf_hash",
     "leaf_view",
     "load_private_key",
     "load_public_key",
+    "new_salt",
     "node_hash",
     "open_checkpoint",
     "open_note",
@@ -102,6 +116,7 @@ __all__ = [
     "save_public_key",
     "sign_checkpoint",
     "sign_note",
+    "subscriber_commitment",
     "tree_hash",
     "verifier_from_file",
     "verify_consistency",

@@ -34,7 +34,12 @@ def subscriber_commitment(salt: bytes, imsi: str, msisdn: str) -> bytes:
         raise LeafEncodingError(f"subscriber salt is {len(salt)} bytes, expected {SALT_BYTES}")
     parts = [COMMITMENT_DOMAIN, salt]
     for name, value in (("imsi", imsi), ("msisdn", msisdn)):
-        raw = value.encode("utf-8")
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise LeafEncodingError(
+                f"{name} {value!r} is not encodable as UTF-8 (character {error.start})"
+            ) from None
         if len(raw) > 0xFFFF:
             raise LeafEncodingError(f"{name} is {len(raw)} UTF-8 bytes, more than 65535")
         parts.append(len(raw).to_bytes(2, "big") + raw)

@@ -2,7 +2,10 @@
 
 - ``change_leaf_hash`` turns the change at log position ``index`` into its
   leaf hash, refusing a change whose sequence is not ``index + 1`` (a change
-  dropped, replayed or reordered in flight).
+  dropped, replayed or reordered in flight). It takes a ``Change`` (encoded
+  in its own ``leaf_version``) or a ``Leaf`` (what a receiver without the
+  clear subscriber numbers holds), so a log that mixes version 1 and
+  version 2 leaves verifies leaf by leaf.
 - ``check_leaf_hash`` compares a leaf with the hash the log recorded for it
   (``ceir audit verify`` on a database: a row changed behind the server's back).
 - ``replay`` appends leaf hashes to a frontier and checks its root at the size
@@ -19,16 +22,18 @@ from ceir.domain.model import Change
 
 from .checkpoint import Checkpoint
 from .errors import BadLeaf, InconsistentTree
-from .leaf import encode_change
+from .leaf import Leaf, encode_change, encode_leaf
 from .merkle import Frontier, leaf_hash, short
 
 __all__ = ["change_leaf_hash", "check_leaf_hash", "check_same_view", "replay"]
 
 
-def change_leaf_hash(change: Change, index: int) -> bytes:
+def change_leaf_hash(change: Change | Leaf, index: int) -> bytes:
     """The leaf hash of ``change`` as leaf ``index`` (from 0) of the log.
 
-    Raises ``BadLeaf`` when the change's sequence is not ``index + 1``.
+    Raises ``BadLeaf`` when the change's sequence is not ``index + 1``, and
+    ``LeafEncodingError`` when it cannot be encoded (an unknown leaf version,
+    a version 2 change with an IMSI but no salt).
     """
     if change.sequence != index + 1:
         raise BadLeaf(
@@ -36,7 +41,8 @@ def change_leaf_hash(change: Change, index: int) -> bytes:
             "a change was dropped, replayed or reordered",
             index,
         )
-    return leaf_hash(encode_change(change))
+    encoded = encode_leaf(change) if isinstance(change, Leaf) else encode_change(change)
+    return leaf_hash(encoded)
 
 
 def check_leaf_hash(index: int, leaf: bytes, recorded: bytes) -> None:

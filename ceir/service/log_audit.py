@@ -11,7 +11,10 @@ explain.
 
 An export (JSON lines) carries the leaf bytes, the stored leaf hashes and
 the signed checkpoints, so the same checks run where the database is not
-reachable::
+reachable. Each leaf's first byte names its encoding version, so an export
+of a log that moved from version 1 to version 2 verifies leaf by leaf. A
+version 2 leaf holds the subscriber commitment, never the clear IMSI or
+MSISDN; version 1 leaves (older changes) hold them in clear::
 
     {"format": "ceir-log-export/1", "origin": "...", "leaves": N}
     {"sequence": 1, "leaf": "<hex leaf bytes>", "leaf_hash": "<hex, as stored>"}
@@ -32,9 +35,11 @@ from ceir.audit import (
     AuditError,
     Checkpoint,
     Frontier,
+    Leaf,
     Verifier,
-    decode_change,
+    decode_leaf,
     encode_change,
+    encode_leaf,
     leaf_hash,
     open_checkpoint,
 )
@@ -86,8 +91,11 @@ class _Auditor:
         if level % TILE_HEIGHT == 0:
             self.nodes[(level, index)] = digest
 
-    def leaf(self, change: Change, recorded: bytes | None, leaf: bytes | None = None) -> None:
-        """Check the next change against its recorded leaf hash and append it."""
+    def leaf(
+        self, change: Change | Leaf, recorded: bytes | None, leaf: bytes | None = None
+    ) -> None:
+        """Check the next change (from a database) or leaf (read from an export)
+        against its recorded leaf hash and append it."""
         report = self.report
         index = self.frontier.size
         if change.sequence != index + 1:
@@ -96,7 +104,18 @@ class _Auditor:
                 f"leaf {index} is change {change.sequence}, expected change {index + 1}: "
                 "the change table has a gap or a duplicate",
             )
-        encoded = encode_change(change)
+        try:
+            encoded = encode_leaf(change) if isinstance(change, Leaf) else encode_change(change)
+        except AuditError as error:
+            self.problem(
+                change.sequence,
+                f"change {change.sequence} (leaf {index}) cannot be encoded as a version "
+                f"{change.leaf_version} leaf: {error}",
+            )
+            # Its recorded hash keeps the later leaves at their positions.
+            if recorded is not None:
+                self.append(recorded)
+            return
         if leaf is not None and leaf != encoded:
             self.problem(change.sequence, f"leaf {index}: the exported bytes are not canonical")
         actual = leaf_hash(encoded)
@@ -110,7 +129,11 @@ class _Auditor:
                 f"IMEI key {_key(change.imei_key)}) hashes to {short(actual)}, but the log "
                 f"recorded {short(recorded)} when it was written: the change row was altered",
             )
-        self.frontier.append(actual)
+        self.append(actual)
+
+    def append(self, digest: bytes) -> None:
+        """Append a leaf hash, keeping the root at every checkpoint's size."""
+        self.frontier.append(digest)
         if self.frontier.size in self.roots:
             self.roots[self.frontier.size] = self.frontier.root()
 
@@ -221,9 +244,13 @@ def export_log(db: Database, out: TextIO) -> int:
         after = 0
         while batch := log_repo.changes_with_hashes(connection, after, _BATCH):
             for change, recorded in batch:
+                try:
+                    encoded = encode_change(change)
+                except AuditError as error:
+                    raise AuditError(f"change {change.sequence}: {error}") from error
                 line = {
                     "sequence": change.sequence,
-                    "leaf": encode_change(change).hex(),
+                    "leaf": encoded.hex(),
                     "leaf_hash": "" if recorded is None else recorded.hex(),
                 }
                 out.write(json.dumps(line) + "\n")
@@ -253,13 +280,16 @@ def audit_export(
         if "leaf" not in record:
             continue
         leaf = bytes.fromhex(record["leaf"])
-        try:
-            change = decode_change(leaf)
-        except AuditError as error:
-            auditor.problem(record.get("sequence"), f"change {record.get('sequence')}: {error}")
-            continue
         recorded = bytes.fromhex(record["leaf_hash"]) if record["leaf_hash"] else None
-        auditor.leaf(change, recorded, leaf)
+        try:
+            decoded = decode_leaf(leaf)
+        except AuditError as error:
+            # An unknown encoding version or non-canonical bytes: refused. The
+            # bytes still hash, so the later leaves keep their positions.
+            auditor.problem(record.get("sequence"), f"change {record.get('sequence')}: {error}")
+            auditor.append(leaf_hash(leaf))
+            continue
+        auditor.leaf(decoded, recorded, leaf)
     auditor.report.leaves = auditor.frontier.size
     auditor.checkpoints(sorted(notes))
     return auditor.report

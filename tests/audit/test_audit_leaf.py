@@ -1,4 +1,5 @@
-"""The canonical leaf encoding of a change: round trip, canonicality, refusals."""
+"""Leaf encoding version 1 (changes written before version 2): round trip,
+canonicality, refusals, and the bytes of docs/trust.md, which never change."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ceir.audit.errors import LeafEncodingError
-from ceir.audit.leaf import LEAF_VERSION, decode_change, encode_change, leaf_view
+from ceir.audit.leaf import decode_leaf, encode_change, encode_leaf, leaf_view
 from ceir.domain.model import (
     BlacklistCause,
     Change,
@@ -51,6 +52,12 @@ changes = st.builds(
     sequence=st.integers(1, 2**64 - 1),
     committed_at_us=I64,
     actor=TEXT,
+    # what version 1 does not record, so its leaf_view drops
+    reference=TEXT,
+    device_imei_keys=st.lists(st.integers(0, 10**14 - 1), max_size=3).map(tuple),
+    reason=TEXT,
+    subscriber_salt=st.binary(max_size=16),
+    leaf_version=st.just(1),
 )
 
 # A tourist's phone whitelisted on 18 April 2020 until 17 July 2020 (docs/trust.md).
@@ -63,6 +70,7 @@ EXAMPLE = Change(
     sequence=1,
     committed_at_us=1_587_168_000_123_456,
     actor="telkomsel",
+    leaf_version=1,
 )
 EXAMPLE_HEX = (
     "01"  # version
@@ -96,8 +104,15 @@ EXAMPLE_HEX = (
 
 @settings(max_examples=300)
 @given(changes)
-def test_decoding_an_encoded_change_gives_it_back_without_the_actor(change: Change) -> None:
-    assert decode_change(encode_change(change)) == leaf_view(change)
+def test_decoding_an_encoded_change_gives_what_its_leaf_records(change: Change) -> None:
+    leaf = decode_leaf(encode_change(change))
+    assert leaf == leaf_view(change)
+    assert (leaf.imsi, leaf.msisdn, leaf.actor, leaf.reference) == (
+        change.imsi,
+        change.msisdn,
+        "",
+        "",
+    )
 
 
 @settings(max_examples=300)
@@ -119,16 +134,16 @@ def test_any_bytes_that_decode_are_the_one_encoding_of_their_change(
         encoded[position:position] = data.draw(st.binary(min_size=1, max_size=4))
     mutated = bytes(encoded)
     try:
-        decoded = decode_change(mutated)
+        decoded = decode_leaf(mutated)
     except LeafEncodingError:
         return
-    assert encode_change(decoded) == mutated
+    assert encode_leaf(decoded) == mutated
     assert decoded != leaf_view(change)
 
 
 def test_the_documented_example_encodes_to_the_documented_bytes() -> None:
     assert encode_change(EXAMPLE).hex() == EXAMPLE_HEX
-    assert decode_change(bytes.fromhex(EXAMPLE_HEX)) == leaf_view(EXAMPLE)
+    assert decode_leaf(bytes.fromhex(EXAMPLE_HEX)) == leaf_view(EXAMPLE)
 
 
 def test_fields_sit_at_the_documented_offsets() -> None:
@@ -146,9 +161,10 @@ def test_fields_sit_at_the_documented_offsets() -> None:
         sequence=7,
         committed_at_us=-1,
         imsi="510101234567890",
+        leaf_version=1,
     )
     data = encode_change(change)
-    assert data[0] == LEAF_VERSION
+    assert data[0] == 1
     assert data[1] == ChangeKind.POLICY_CHANGED
     assert struct.unpack_from(">Qq", data, 2) == (7, -1)
     assert data[18:49] == bytes(31)  # five absent values
@@ -158,22 +174,25 @@ def test_fields_sit_at_the_documented_offsets() -> None:
     assert data[-9:] == b"\x00\x07kominfo"
 
 
-def test_the_actor_is_not_part_of_the_leaf() -> None:
-    assert encode_change(EXAMPLE) == encode_change(replace(EXAMPLE, actor="someone else"))
+def test_the_actor_and_the_version_2_fields_are_not_part_of_a_version_1_leaf() -> None:
+    other = replace(EXAMPLE, actor="someone else", reference="TPP-1", reason="why")
+    assert encode_change(EXAMPLE) == encode_change(other)
+    with pytest.raises(LeafEncodingError, match=r"^actor is set, but leaf version 1"):
+        encode_leaf(replace(leaf_view(EXAMPLE), actor="someone else"))
 
 
 def test_an_empty_string_and_an_absent_value_encode_differently_from_zero() -> None:
-    absent = Change(kind=ChangeKind.WHITELIST_REMOVED, sequence=1)
+    absent = Change(kind=ChangeKind.WHITELIST_REMOVED, sequence=1, leaf_version=1)
     zero = replace(absent, imei_key=0, valid_until_us=0, block_date_us=0)
     assert encode_change(absent) != encode_change(zero)
-    assert decode_change(encode_change(zero)) == zero
+    assert decode_leaf(encode_change(zero)) == leaf_view(zero)
 
 
 def test_non_ascii_text_is_length_prefixed_in_utf8_bytes() -> None:
     change = replace(EXAMPLE, device_id="perangkat-ü")
     data = encode_change(change)
     assert b"\x00\x0cperangkat-\xc3\xbc" in data
-    assert decode_change(data) == leaf_view(change)
+    assert decode_leaf(data) == leaf_view(change)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +219,7 @@ def test_unencodable_values_are_refused_naming_the_field(change: Change, field: 
 
 def test_the_longest_string_fits() -> None:
     change = replace(EXAMPLE, device_id="x" * 65_535)
-    assert decode_change(encode_change(change)) == leaf_view(change)
+    assert decode_leaf(encode_change(change)) == leaf_view(change)
 
 
 def _with(offset: int, value: bytes, data: bytes | None = None) -> bytes:
@@ -210,8 +229,13 @@ def _with(offset: int, value: bytes, data: bytes | None = None) -> bytes:
 
 
 NON_CANONICAL = [
-    (b"", "shorter than the 71-byte fixed part"),
-    (_with(0, b"\x02"), "version is 2 at offset 0"),
+    (b"", "leaf is empty: no encoding version at offset 0"),
+    (encode_change(EXAMPLE)[:70], "shorter than the 71-byte fixed part of version 1"),
+    (
+        _with(0, b"\x07"),
+        r"^leaf encoding version 7 at offset 0 is not one this verifier knows \(1, 2\)$",
+    ),
+    (_with(0, b"\x00"), "leaf encoding version 0 at offset 0 is not one"),
     (_with(1, b"\x00"), "0 at offset 1 is not a ChangeKind"),
     (_with(1, b"\x0b"), "11 at offset 1 is not a ChangeKind"),
     (_with(2, bytes(8)), "sequence at offset 2 is 0"),
@@ -232,20 +256,20 @@ NON_CANONICAL = [
 )
 def test_non_canonical_bytes_are_refused_with_the_offset(data: bytes, message: str) -> None:
     with pytest.raises(LeafEncodingError, match=message):
-        decode_change(data)
+        decode_leaf(data)
 
 
 def test_an_absent_policy_must_have_no_updated_by() -> None:
     data = encode_change(replace(EXAMPLE, policy=Policy(updated_by="x")))
     data = _with(49, b"\x00" + bytes(21), data)
     with pytest.raises(LeafEncodingError, match="offset 49"):
-        decode_change(data)
+        decode_leaf(data)
 
 
 @given(changes)
 def test_the_fast_path_gives_the_checked_path_s_bytes(change: Change) -> None:
-    from ceir.audit import leaf
+    from ceir.audit import _leaf_v1
 
-    fast = leaf._encode_plain(change)
+    fast = _leaf_v1.encode_plain(change)
     if fast is not None:
-        assert fast == leaf._encode_checked(change)
+        assert fast == encode_leaf(leaf_view(change))
