@@ -273,10 +273,5 @@ def change_for(value: model.Change, prefixes: tuple[str, ...] | None) -> pb.List
     whose subscribers it may read (None: every one). Another subscriber's
     IMSI, MSISDN and salt are left out; the commitment, which is what the
     leaf holds, stays, so the receiver still rebuilds the leaf."""
-    message = change(value)
     hidden = prefixes is not None and not value.imsi.startswith(prefixes)
-    if value.imsi and value.subscriber_salt and hidden:
-        message.ClearField("imsi")
-        message.ClearField("msisdn")
-        message.ClearField("subscriber_salt")
-    return message
+    return change(value, clear=not (value.imsi and hidden))
