@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, tuple_
 from sqlalchemy.orm import Session
@@ -169,9 +169,10 @@ EXCEPTIONS = ListTable(
 LIST_TABLES = (WHITELIST, DEVICES, BLACKLIST, NOTIFICATIONS, EXCEPTIONS)
 
 
-@dataclass(frozen=True)
-class RowWrite:
-    """One row a change writes (``values``) or deletes (``values`` is None)."""
+class RowWrite(NamedTuple):
+    """One row a change writes (``values``) or deletes (``values`` is None).
+
+    (A named tuple: an import makes two per IMEI.)"""
 
     table: ListTable
     key: Key

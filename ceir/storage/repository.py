@@ -142,12 +142,9 @@ def write_changes(
     """
     if not changes:
         return
-    if leaf_hashes is None:
-        rows = [_change_values(c) for c in changes]
-        insert_rows(session, schema.ChangeRecord, _CHANGE_COLUMNS, rows)
-    else:
-        rows = [(*_change_values(c), h) for c, h in zip(changes, leaf_hashes, strict=True)]
-        insert_rows(session, schema.ChangeRecord, (*_CHANGE_COLUMNS, "leaf_hash"), rows)
+    hashes = leaf_hashes if leaf_hashes is not None else [None] * len(changes)
+    rows = [_change_values(c, h) for c, h in zip(changes, hashes, strict=True)]
+    insert_rows(session, schema.ChangeRecord, _CHANGE_COLUMNS, rows)
     session.execute(
         update(_state).where(_state.c.id == 1).values(last_sequence=changes[-1].sequence)
     )
@@ -216,6 +213,7 @@ _CHANGE_COLUMNS = (
     "policy_json",
     "committed_at_us",
     "actor",
+    "leaf_hash",
     "leaf_version",
     "reference",
     "brand",
@@ -227,8 +225,9 @@ _CHANGE_COLUMNS = (
 )
 
 
-def _change_values(change: Change) -> tuple[Any, ...]:
-    """A change's row, in ``_CHANGE_COLUMNS`` order."""
+def _change_values(change: Change, leaf_hash: bytes | None) -> tuple[Any, ...]:
+    """A change's row, in ``_CHANGE_COLUMNS`` order (the table's, so that
+    ``insert_rows`` hands the tuples to SQLite as they are)."""
     source, cause, policy = change.source, change.blacklist_cause, change.policy
     return (
         change.sequence,
@@ -245,6 +244,7 @@ def _change_values(change: Change) -> tuple[Any, ...]:
         "" if policy is None else _policy_json(policy),
         change.committed_at_us,
         change.actor,
+        leaf_hash,
         change.leaf_version,
         change.reference,
         change.brand,
@@ -258,6 +258,8 @@ def _change_values(change: Change) -> tuple[Any, ...]:
 
 def join_keys(keys: Sequence[int]) -> str:
     """IMEI keys as stored in a text column: comma separated, in order."""
+    if len(keys) == 1:  # most devices have one slot; an import joins a key per row
+        return str(keys[0])
     return ",".join(map(str, keys))
 
 
