@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ceir.domain.identifiers import full_imei
-from ceir.domain.model import Caller, OrgKind, RegistrationSource
-from ceir.service.imports import ImportRow, ImportService
+from ceir.domain.commands import ImportChunk, ImportRow
+from ceir.domain.model import Caller, DeviceRegistration, OrgKind, RegistrationSource
 from ceir.service.register import Committed, Register
 from ceir.storage.database import Database
 
@@ -28,19 +27,23 @@ OVERHEAD_TARGET = 1.3
 KEMENPERIN = Caller("kemenperin", OrgKind.KEMENPERIN)
 
 
-def _rows(first: int, count: int) -> list[ImportRow]:
-    return [
-        ImportRow(
-            row=n,
-            imeis=[full_imei(35_000_000_000_000 + first + n)],
-            source=int(RegistrationSource.TPP_IMPORT),
-            reference=f"TPP-{n}",
-            valid_until_us=None,
-            brand="Brand",
-            model="Model",
-        )
-        for n in range(count)
-    ]
+def _chunk(number: int, first: int, count: int) -> ImportChunk:
+    return ImportChunk(
+        number,
+        tuple(
+            ImportRow(
+                n,
+                DeviceRegistration(
+                    imei_keys=(35_000_000_000_000 + first + n,),
+                    source=RegistrationSource.TPP_IMPORT,
+                    reference=f"TPP-{n}",
+                    brand="Brand",
+                    model="Model",
+                ),
+            )
+            for n in range(count)
+        ),
+    )
 
 
 def _import_cpu(path: Path, merkle_log: bool, rows: int, chunk: int) -> float:
@@ -48,20 +51,18 @@ def _import_cpu(path: Path, merkle_log: bool, rows: int, chunk: int) -> float:
     db = Database(str(path))
     db.migrate()
     register = Register(db, merkle_log=merkle_log)
-    service = ImportService(register)
-    chunks = [_rows(start, min(chunk, rows - start)) for start in range(0, rows, chunk)]
+    chunks = [
+        _chunk(number, start, min(chunk, rows - start))
+        for number, start in enumerate(range(0, rows, chunk))
+    ]
     began = time.process_time()
-    for number, part in enumerate(chunks):
-        outcome = service.import_chunk(KEMENPERIN, "", number, "", part, _no_render)
-        assert isinstance(outcome, Committed) and outcome.value.rows_accepted == len(part)
+    for part in chunks:
+        outcome = register.execute(KEMENPERIN, part)
+        assert isinstance(outcome, Committed) and outcome.value.rows_accepted == len(part.rows)
     spent = time.process_time() - began
     register.close()
     db.dispose()
     return spent / rows
-
-
-def _no_render(_done: object) -> bytes:
-    return b""
 
 
 def overhead_figure(rows: int, rounds: int, workdir: Path) -> Figure:
@@ -83,7 +84,7 @@ def overhead_figure(rows: int, rounds: int, workdir: Path) -> Figure:
             f"with the log:    {statistics.median(with_log) * 1e6:.1f} us/row "
             f"(leaf encoding, SHA-256, tree nodes, one signed checkpoint per chunk)",
             f"without the log: {statistics.median(without) * 1e6:.1f} us/row",
-            f"{rows:,} single-IMEI devices in chunks of 5,000 through ImportService "
+            f"{rows:,} single-IMEI devices in chunks of 5,000 through Register.execute "
             f"on SQLite, {rounds} interleaved rounds, medians",
         ),
     )
@@ -95,11 +96,8 @@ def proof_figures(workdir: Path, size: int) -> list[Figure]:
     db = Database(str(path))
     db.migrate()
     register = Register(db)
-    service = ImportService(register)
     for number, start in enumerate(range(0, size, 5_000)):
-        service.import_chunk(
-            KEMENPERIN, "", number, "", _rows(start, min(5_000, size - start)), _no_render
-        )
+        register.execute(KEMENPERIN, _chunk(number, start, min(5_000, size - start)))
     log = register.log
     rng = random.Random(7)
     figures: list[Figure] = []

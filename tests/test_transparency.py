@@ -39,8 +39,9 @@ from ceir.audit import (
     verify_inclusion,
 )
 from ceir.cli import app
+from ceir.domain.commands import ImportChunk, ImportRow
 from ceir.domain.lists import ListState
-from ceir.domain.model import Change, ChangeKind, RegistrationSource
+from ceir.domain.model import Caller, Change, DeviceRegistration, OrgKind, RegistrationSource
 from ceir.service.clock import ManualClock
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.register import Register
@@ -376,19 +377,13 @@ def test_changes_written_without_the_log_are_hashed_at_start_up(
     db = Database(db_url)
     try:
         register = Register(db, merkle_log=False)
-
-        def work(unit: Any) -> None:
-            for serial in range(300):
-                unit.add(
-                    Change(
-                        ChangeKind.WHITELIST_ADDED,
-                        imei_key=int(imei(serial)[:14]),
-                        source=RegistrationSource.TPP_IMPORT,
-                        device_id=f"d{serial}",
-                    )
-                )
-
-        register.write("test", work)
+        devices = (
+            ImportRow(
+                serial, DeviceRegistration((int(imei(serial)[:14]),), RegistrationSource.TPP_IMPORT)
+            )
+            for serial in range(300)
+        )
+        register.execute(Caller("kemenperin", OrgKind.KEMENPERIN), ImportChunk(0, tuple(devices)))
         register.close()
         assert (
             db.engine.connect()

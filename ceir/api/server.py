@@ -47,7 +47,6 @@ from ceir.audit import Signer, generate_signing_key, load_private_key
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
-from ceir.service.imports import ImportService
 from ceir.service.list_audit import prove_lists
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
@@ -69,6 +68,7 @@ from .calls import AtOnce, Gate
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
+    Mutations,
     PolicyServicer,
     RegistryServicer,
     TransparencyServicer,
@@ -219,6 +219,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     checks = CheckService(register)
     check_servicer = EquipmentCheckServicer(checks)
     sync = SyncService(register)
+    mutations = Mutations(register)
     # Methods answered on the event loop when they need no worker.
     at_once: dict[str, AtOnce] = {
         "CheckEquipment": check_servicer.check_at_once,
@@ -227,11 +228,11 @@ def create_server(config: ServerConfig) -> RunningServer:
     implementations = {
         "EquipmentCheckService": (check_servicer, EquipmentCheckStreams(checks)),
         "RegistryService": (
-            RegistryServicer(RegistryService(register)),
-            ImportStreams(ImportService(register), register),
+            RegistryServicer(RegistryService(register), mutations),
+            ImportStreams(register),
         ),
         "ListSyncService": (None, ListSyncStreams(sync, signal)),
-        "PolicyService": (PolicyServicer(PolicyService(register)), None),
+        "PolicyService": (PolicyServicer(PolicyService(register), mutations), None),
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
     }
     handlers = [

@@ -2,26 +2,38 @@
 
 No business rule lives here. These are the unary methods, each run in a
 worker thread once its request is in hand (``calls.Gate.unary``); the
-streaming ones are coroutines in ``streams``. Mutations pass a ``render`` function so that
-the first answer to a request id can be stored and replayed (AIP-155).
+streaming ones are coroutines in ``streams``. A mutating RPC is a
+``Mutation``: its converter builds the command (``commands``), the register
+runs it (``Register.execute``), and its response is built from the result,
+serialised and stored so that a retry with the same request id is answered
+the same (AIP-155).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from ceir.domain.errors import FieldViolation, InvalidArgument
+from ceir.domain.commands import (
+    AddException,
+    Command,
+    RegisterDevice,
+    RemoveException,
+    ReportRecovered,
+    ReportStolen,
+    RevokeRegistration,
+    UpdatePolicy,
+)
 from ceir.domain.identifiers import format_imei_key
-from ceir.domain.model import Decision
-from ceir.domain.validation import device_registration
+from ceir.domain.model import Decision, Policy, Registration
+from ceir.domain.permissions import require
 from ceir.service.checks import CheckQuery, CheckService
-from ceir.service.imports import ImportRow
-from ceir.service.policy import POLICY_FIELDS, PolicyService
-from ceir.service.register import Committed, Replayed, fingerprint
+from ceir.service.policy import PolicyService
+from ceir.service.register import Committed, Register, Replayed, fingerprint
 from ceir.service.registry import RegistryService
 from ceir.service.transparency import TransparencyService
 from ceir.v1 import equipment_check_pb2 as check_pb
@@ -29,7 +41,7 @@ from ceir.v1 import policy_pb2 as policy_pb
 from ceir.v1 import registry_pb2 as registry_pb
 from ceir.v1 import transparency_pb2 as log_pb
 
-from . import convert
+from . import commands, convert
 from .calls import current_caller
 
 M = TypeVar("M", bound=Message)
@@ -50,10 +62,10 @@ def answer(
     return build(outcome)
 
 
-def _keys_answer(response_type: type[M]) -> Callable[[Committed[list[int]]], M]:
+def _keys_answer(response_type: type[M]) -> Callable[[Committed[tuple[int, ...]]], M]:
     """The answer of a change to a list of IMEIs: their keys and the sequence."""
 
-    def build(done: Committed[list[int]]) -> M:
+    def build(done: Committed[tuple[int, ...]]) -> M:
         return response_type(
             imei_keys=[format_imei_key(k) for k in done.value], sequence=done.sequence
         )
@@ -63,6 +75,104 @@ def _keys_answer(response_type: type[M]) -> Callable[[Committed[list[int]]], M]:
 
 def serialised(build: Callable[[Committed[R]], Message]) -> Callable[[Committed[R]], bytes]:
     return lambda value: build(value).SerializeToString(deterministic=True)
+
+
+class MutatingRequest(Protocol):
+    """What every mutating request has: an AIP-155 request id, and bytes."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+Q = TypeVar("Q", bound=MutatingRequest)
+
+
+@dataclass(frozen=True)
+class Mutation(Generic[Q, R, M]):
+    """One mutating RPC: the command it asks for, the converter that builds
+    that command from the request, and the response for a committed result."""
+
+    command: type[Command[R]]
+    convert: Callable[[Q, int], Command[R]]
+    respond: Callable[[Committed[R]], M]
+    response: type[M]
+
+
+class Mutations:
+    """Every mutating RPC's one path: converter, pipeline, response."""
+
+    def __init__(self, register: Register) -> None:
+        self.register = register
+
+    def run(self, mutation: Mutation[Q, R, M], request: Q) -> M:
+        caller = current_caller()
+        # Whether the caller may act at all before what is wrong with its
+        # request: an organisation that may never do this is told so first.
+        require(caller, mutation.command.action)
+        command = mutation.convert(request, self.register.clock.now_us())
+        outcome = self.register.execute(
+            caller,
+            command,
+            request.request_id,
+            fingerprint(request.SerializeToString(deterministic=True)),
+            serialised(mutation.respond),
+        )
+        return answer(outcome, mutation.response, mutation.respond)
+
+
+def _registered(done: Committed[Registration]) -> registry_pb.RegisterDeviceResponse:
+    return registry_pb.RegisterDeviceResponse(
+        registration=convert.registration(done.value), sequence=done.sequence
+    )
+
+
+def _paired(done: Committed[tuple[int, str]]) -> registry_pb.AddExceptionResponse:
+    key, imsi = done.value
+    return registry_pb.AddExceptionResponse(
+        imei_key=format_imei_key(key), imsi=imsi, sequence=done.sequence
+    )
+
+
+def _unpaired(done: Committed[None]) -> registry_pb.RemoveExceptionResponse:
+    return registry_pb.RemoveExceptionResponse(sequence=done.sequence)
+
+
+def _policy_set(done: Committed[Policy]) -> policy_pb.UpdatePolicyResponse:
+    return policy_pb.UpdatePolicyResponse(policy=convert.policy(done.value))
+
+
+REGISTER_DEVICE = Mutation(
+    RegisterDevice, commands.register_device, _registered, registry_pb.RegisterDeviceResponse
+)
+REVOKE_REGISTRATION = Mutation(
+    RevokeRegistration,
+    commands.revoke_registration,
+    _keys_answer(registry_pb.RevokeRegistrationResponse),
+    registry_pb.RevokeRegistrationResponse,
+)
+REPORT_STOLEN = Mutation(
+    ReportStolen,
+    commands.report_stolen,
+    _keys_answer(registry_pb.ReportStolenResponse),
+    registry_pb.ReportStolenResponse,
+)
+REPORT_RECOVERED = Mutation(
+    ReportRecovered,
+    commands.report_recovered,
+    _keys_answer(registry_pb.ReportRecoveredResponse),
+    registry_pb.ReportRecoveredResponse,
+)
+ADD_EXCEPTION = Mutation(
+    AddException, commands.add_exception, _paired, registry_pb.AddExceptionResponse
+)
+REMOVE_EXCEPTION = Mutation(
+    RemoveException, commands.remove_exception, _unpaired, registry_pb.RemoveExceptionResponse
+)
+UPDATE_POLICY = Mutation(
+    UpdatePolicy, commands.update_policy, _policy_set, policy_pb.UpdatePolicyResponse
+)
 
 
 class EquipmentCheckServicer:
@@ -113,117 +223,39 @@ def _batch_response(decisions: list[Decision]) -> check_pb.CheckEquipmentBatchRe
 
 
 class RegistryServicer:
-    def __init__(self, registry: RegistryService) -> None:
+    def __init__(self, registry: RegistryService, mutations: Mutations) -> None:
         self.registry = registry
+        self.mutations = mutations
 
     def RegisterDevice(
         self, request: registry_pb.RegisterDeviceRequest, context: grpc.ServicerContext
     ) -> registry_pb.RegisterDeviceResponse:
-        if not request.HasField("device"):
-            raise InvalidArgument.field("device", "a device is required")
-        device = request.device
-        found: list[FieldViolation] = []
-        value = device_registration(
-            imeis=list(device.imeis),
-            source=device.source,
-            reference=device.reference,
-            valid_until_us=convert.request_micros(
-                device.valid_until, device.HasField("valid_until"), "device.valid_until", found
-            ),
-            brand=device.brand,
-            model=device.model,
-            now_us=self.registry.register.clock.now_us(),
-            found=found,
-        )
-
-        def build(done: Committed[Any]) -> registry_pb.RegisterDeviceResponse:
-            return registry_pb.RegisterDeviceResponse(
-                registration=convert.registration(done.value), sequence=done.sequence
-            )
-
-        outcome = self.registry.register_device(
-            current_caller(), request.request_id, fingerprint_of(request), value, serialised(build)
-        )
-        return answer(outcome, registry_pb.RegisterDeviceResponse, build)
+        return self.mutations.run(REGISTER_DEVICE, request)
 
     def RevokeRegistration(
         self, request: registry_pb.RevokeRegistrationRequest, context: grpc.ServicerContext
     ) -> registry_pb.RevokeRegistrationResponse:
-        build = _keys_answer(registry_pb.RevokeRegistrationResponse)
-        outcome = self.registry.revoke(
-            current_caller(),
-            request.request_id,
-            fingerprint_of(request),
-            list(request.imeis),
-            request.reason,
-            serialised(build),
-        )
-        return answer(outcome, registry_pb.RevokeRegistrationResponse, build)
+        return self.mutations.run(REVOKE_REGISTRATION, request)
 
     def ReportStolen(
         self, request: registry_pb.ReportStolenRequest, context: grpc.ServicerContext
     ) -> registry_pb.ReportStolenResponse:
-        build = _keys_answer(registry_pb.ReportStolenResponse)
-        outcome = self.registry.report_stolen(
-            current_caller(),
-            request.request_id,
-            fingerprint_of(request),
-            list(request.imeis),
-            request.police_report,
-            request.subscriber_imsi,
-            serialised(build),
-        )
-        return answer(outcome, registry_pb.ReportStolenResponse, build)
+        return self.mutations.run(REPORT_STOLEN, request)
 
     def ReportRecovered(
         self, request: registry_pb.ReportRecoveredRequest, context: grpc.ServicerContext
     ) -> registry_pb.ReportRecoveredResponse:
-        build = _keys_answer(registry_pb.ReportRecoveredResponse)
-        outcome = self.registry.report_recovered(
-            current_caller(),
-            request.request_id,
-            fingerprint_of(request),
-            list(request.imeis),
-            request.police_report,
-            serialised(build),
-        )
-        return answer(outcome, registry_pb.ReportRecoveredResponse, build)
+        return self.mutations.run(REPORT_RECOVERED, request)
 
     def AddException(
         self, request: registry_pb.AddExceptionRequest, context: grpc.ServicerContext
     ) -> registry_pb.AddExceptionResponse:
-        def build(done: Committed[tuple[int, str]]) -> registry_pb.AddExceptionResponse:
-            key, imsi = done.value
-            return registry_pb.AddExceptionResponse(
-                imei_key=format_imei_key(key), imsi=imsi, sequence=done.sequence
-            )
-
-        outcome = self.registry.add_exception(
-            current_caller(),
-            request.request_id,
-            fingerprint_of(request),
-            request.imei,
-            request.imsi,
-            request.reason,
-            serialised(build),
-        )
-        return answer(outcome, registry_pb.AddExceptionResponse, build)
+        return self.mutations.run(ADD_EXCEPTION, request)
 
     def RemoveException(
         self, request: registry_pb.RemoveExceptionRequest, context: grpc.ServicerContext
     ) -> registry_pb.RemoveExceptionResponse:
-        def build(done: Committed[int]) -> registry_pb.RemoveExceptionResponse:
-            return registry_pb.RemoveExceptionResponse(sequence=done.sequence)
-
-        outcome = self.registry.remove_exception(
-            current_caller(),
-            request.request_id,
-            fingerprint_of(request),
-            request.imei,
-            request.imsi,
-            serialised(build),
-        )
-        return answer(outcome, registry_pb.RemoveExceptionResponse, build)
+        return self.mutations.run(REMOVE_EXCEPTION, request)
 
     def ListNotifications(
         self, request: registry_pb.ListNotificationsRequest, context: grpc.ServicerContext
@@ -244,24 +276,6 @@ class RegistryServicer:
         return convert.imei_record(record)
 
 
-def import_row(row: registry_pb.ImportRow) -> ImportRow:
-    device = row.device
-    found: list[FieldViolation] = []
-    valid_until_us = convert.request_micros(
-        device.valid_until, device.HasField("valid_until"), "device.valid_until", found
-    )
-    return ImportRow(
-        row=row.row,
-        imeis=list(device.imeis),
-        source=device.source,
-        reference=device.reference,
-        valid_until_us=valid_until_us,
-        brand=device.brand,
-        model=device.model,
-        found=tuple(found),
-    )
-
-
 def chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsResponse:
     result = done.value
     return registry_pb.ImportRegistrationsResponse(
@@ -277,8 +291,9 @@ def chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsRespo
 
 
 class PolicyServicer:
-    def __init__(self, policies: PolicyService) -> None:
+    def __init__(self, policies: PolicyService, mutations: Mutations) -> None:
         self.policies = policies
+        self.mutations = mutations
 
     def GetPolicy(
         self, request: policy_pb.GetPolicyRequest, context: grpc.ServicerContext
@@ -290,27 +305,7 @@ class PolicyServicer:
     def UpdatePolicy(
         self, request: policy_pb.UpdatePolicyRequest, context: grpc.ServicerContext
     ) -> policy_pb.UpdatePolicyResponse:
-        values: dict[str, int] = {}
-        violations: list[FieldViolation] = []
-        for path in request.update_mask.paths:
-            if path in POLICY_FIELDS:
-                values[path] = int(getattr(request.policy, path))
-            else:
-                violations.append(
-                    FieldViolation(
-                        "update_mask", f"cannot change {path!r}; one of {', '.join(POLICY_FIELDS)}"
-                    )
-                )
-        if violations:
-            raise InvalidArgument(violations[0].description, violations=violations)
-
-        def build(done: Committed[Any]) -> policy_pb.UpdatePolicyResponse:
-            return policy_pb.UpdatePolicyResponse(policy=convert.policy(done.value))
-
-        outcome = self.policies.update(
-            current_caller(), request.request_id, fingerprint_of(request), values, serialised(build)
-        )
-        return answer(outcome, policy_pb.UpdatePolicyResponse, build)
+        return self.mutations.run(UPDATE_POLICY, request)
 
 
 class TransparencyServicer:

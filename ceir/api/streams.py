@@ -13,27 +13,20 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from ceir.domain.commands import ImportChunk
 from ceir.domain.errors import InvalidArgument, ResourceExhausted
 from ceir.domain.model import Caller, Change
-from ceir.domain.permissions import visible_imsi_prefixes
+from ceir.domain.permissions import require, visible_imsi_prefixes
 from ceir.service.checks import CheckQuery, CheckService
-from ceir.service.imports import MAX_CHUNK_ROWS, ImportService
 from ceir.service.register import Register
 from ceir.service.sync import SnapshotChunk, SyncService
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import registry_pb2 as registry_pb
 
-from . import convert
+from . import commands, convert
 from .calls import Call
-from .servicers import (
-    MAX_REJECTIONS,
-    answer,
-    chunk_response,
-    fingerprint_of,
-    import_row,
-    serialised,
-)
+from .servicers import MAX_REJECTIONS, answer, chunk_response, fingerprint_of, serialised
 
 # Snapshots copy the lists: at most this many are built at once, and at
 # most this many for one organisation, so readers cannot multiply copies.
@@ -110,12 +103,11 @@ class EquipmentCheckStreams:
 
 
 class ImportStreams:
-    def __init__(self, imports: ImportService, register: Register) -> None:
-        self.imports = imports
+    def __init__(self, register: Register) -> None:
         self.register = register
 
     async def ImportRegistrations(self, call: Call) -> registry_pb.ImportRegistrationsResponse:
-        self.imports.authorize(call.caller)  # before the first chunk
+        require(call.caller, ImportChunk.action)  # before the first chunk
         total = registry_pb.ImportRegistrationsResponse()
         request_id = ""
         number = 0
@@ -123,10 +115,6 @@ class ImportStreams:
         while (chunk := await call.read(request_type)) is not None:
             if number == 0:
                 request_id = chunk.request_id
-            if len(chunk.rows) > MAX_CHUNK_ROWS:
-                raise InvalidArgument.field(
-                    "rows", f"at most {MAX_CHUNK_ROWS} rows per message, got {len(chunk.rows)}"
-                )
             part = await call.run(self._import_chunk, call.caller, request_id, number, chunk)
             total.rows_received += part.rows_received
             total.rows_accepted += part.rows_accepted
@@ -146,9 +134,9 @@ class ImportStreams:
         number: int,
         chunk: registry_pb.ImportRegistrationsRequest,
     ) -> registry_pb.ImportRegistrationsResponse:
-        rows = [import_row(row) for row in chunk.rows]
-        outcome = self.imports.import_chunk(
-            caller, request_id, number, fingerprint_of(chunk), rows, serialised(chunk_response)
+        command = commands.import_chunk(chunk, number, self.register.clock.now_us())
+        outcome = self.register.execute(
+            caller, command, request_id, fingerprint_of(chunk), serialised(chunk_response)
         )
         return answer(outcome, registry_pb.ImportRegistrationsResponse, chunk_response)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .errors import FieldViolation, InvalidArgument
 from .identifiers import describe_malformed_imei, imei_key
-from .model import DAY_MICROS, DeviceRegistration, RegistrationSource
+from .model import DAY_MICROS, DeviceRegistration, Phase, RegistrationSource
 
 MAX_SLOTS = 8
 MAX_TOURIST_DAYS = 90
@@ -223,3 +223,33 @@ def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT")
 
 def _whole_seconds(micros: int | None) -> int | None:
     return None if micros is None else micros // 1_000_000 * 1_000_000
+
+
+# The policy fields UpdatePolicy may change, and the range of each number.
+POLICY_FIELDS = ("phase", "grace_days", "clone_threshold", "clone_window_seconds")
+POLICY_LIMITS = {
+    "grace_days": (0, 365),
+    "clone_threshold": (1, 1_000),
+    "clone_window_seconds": (60, 2_592_000),
+}
+
+
+def policy_violations(values: dict[str, int]) -> list[FieldViolation]:
+    """What is wrong with the policy fields to change (empty if nothing)."""
+    violations: list[FieldViolation] = []
+    if not values:
+        violations.append(FieldViolation("update_mask", "name at least one field to change"))
+    for name, value in values.items():
+        if name not in POLICY_FIELDS:
+            violations.append(
+                FieldViolation(
+                    "update_mask", f"unknown field {name!r}; expected one of {POLICY_FIELDS}"
+                )
+            )
+        elif name == "phase":
+            if value not in (Phase.NOTIFY, Phase.ENFORCE):
+                violations.append(FieldViolation("policy.phase", "must be NOTIFY or ENFORCE"))
+        elif not POLICY_LIMITS[name][0] <= value <= POLICY_LIMITS[name][1]:
+            low, high = POLICY_LIMITS[name]
+            violations.append(FieldViolation(f"policy.{name}", f"must be {low} to {high}"))
+    return violations

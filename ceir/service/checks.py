@@ -4,8 +4,9 @@ list written when a check finds an unregistered device.
 A check decides without the write lock, so by the time it writes its effect
 (a notification, a block for an expired grace) the IMEI may have been
 registered, paired or blocked, by this process or another one sharing the
-database. The write therefore decides each such check again against the
-lists as committed, and records only what that decision still calls for.
+database. The write (a ``RecordCheckEffects`` command, handled in
+``handlers``) therefore decides each such check again against the lists as
+committed, and records only what that decision still calls for.
 """
 
 from __future__ import annotations
@@ -13,28 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ceir.domain.commands import RecordCheckEffects
 from ceir.domain.errors import FieldViolation, InvalidArgument
-from ceir.domain.identifiers import (
-    home_mcc_mnc,
-    is_imsi,
-    msisdn_digits,
-    validate_imsi,
-    validate_msisdn,
-)
-from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI, Effect, GraceExpired, NewNotification
-from ceir.domain.model import (
-    BlacklistCause,
-    BlacklistEntry,
-    Caller,
-    Change,
-    ChangeKind,
-    Decision,
-    Notification,
-)
-from ceir.domain.permissions import Action, may_notify, require
-from ceir.storage import repository as repo
+from ceir.domain.identifiers import is_imsi, msisdn_digits, validate_imsi, validate_msisdn
+from ceir.domain.model import Caller, Decision
+from ceir.domain.permissions import Action, require
 
-from .register import Register, WriteUnit
+from .handlers import may_record
+from .register import Committed, Register
 
 MAX_BATCH = 1_000
 
@@ -115,7 +102,7 @@ class CheckService:
         if fields is None:
             return None
         decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
-        if effect is None or not _may_record(caller, effect):
+        if effect is None or not may_record(caller, effect):
             return decision
         return None
 
@@ -136,7 +123,9 @@ class CheckService:
         valid, decisions, pending = decided.valid, decided.decisions, decided.pending
         if pending:
             due = [valid[index] for index in pending]
-            now_us = self.register.write(caller.name, lambda unit: _record(unit, caller, due))
+            done = self.register.execute(caller, RecordCheckEffects(tuple(due)))
+            assert isinstance(done, Committed)  # no request id: nothing to replay
+            now_us = done.value
             # Decide again against the lists that now hold the effects, at the
             # time they were decided at: the answers then carry the new
             # sequence and the block date stored.
@@ -171,83 +160,6 @@ class CheckService:
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
             decisions.append(decision)
-            if effect is not None and _may_record(caller, effect):
+            if effect is not None and may_record(caller, effect):
                 pending.append(index)
         return Decided(valid, decisions, pending)
-
-
-def _may_record(caller: Caller, effect: Effect) -> bool:
-    """Whether this caller's check may leave this effect (see ``may_notify``)."""
-    return isinstance(effect, GraceExpired) or may_notify(caller, effect.imsi)
-
-
-def _record(unit: WriteUnit, caller: Caller, queries: Sequence[tuple[str, str, str]]) -> int:
-    """Decide the queries again and write the effects they still call for.
-
-    The unit holds the write lock and its lists have caught up with the
-    database's head, so a registration, pairing, block or notification that
-    committed after the check decided is seen here, and the effect it makes
-    void is dropped. Returns the time the queries were decided at.
-    """
-    state = unit.state
-    now_us = unit.now_us
-    new: dict[tuple[int, str], Notification] = {}
-    added: dict[int, int] = {}  # pairs notified in this unit, by IMEI
-    expired: dict[int, int] = {}
-    for imei, imsi, msisdn in queries:
-        effect = state.decide(imei, imsi, msisdn, now_us)[1]
-        if effect is None or not _may_record(caller, effect):
-            continue
-        key = effect.imei_key
-        if isinstance(effect, GraceExpired):
-            expired[key] = effect.block_date_us
-            continue
-        assert isinstance(effect, NewNotification)
-        # The lists do not hold this unit's own notifications yet.
-        if (key, effect.imsi) in new:
-            continue
-        if state.notifications_of(key) + added.get(key, 0) >= MAX_NOTIFICATIONS_PER_IMEI:
-            continue
-        added[key] = added.get(key, 0) + 1
-        # Every query of this IMEI decided at the same time against the same
-        # lists, so they all carry the same block date.
-        new[(key, effect.imsi)] = Notification(
-            imei_key=key,
-            imsi=effect.imsi,
-            msisdn=effect.msisdn,
-            # The checking operator's own code (it notifies only its own
-            # subscribers): right for 3-digit MNCs too, which the IMSI alone
-            # cannot tell.
-            operator_mcc_mnc=caller.mcc_mnc_of(effect.imsi) or home_mcc_mnc(effect.imsi),
-            first_seen_us=now_us,
-            block_date_us=effect.block_date_us,
-        )
-    for notification in new.values():
-        unit.add(
-            Change(
-                ChangeKind.NOTIFICATION_NEW,
-                notification.imei_key,
-                imsi=notification.imsi,
-                msisdn=notification.msisdn,
-                block_date_us=notification.block_date_us,
-                operator_mcc_mnc=notification.operator_mcc_mnc,
-            )
-        )
-    repo.insert_notifications(unit.session, list(new.values()))
-    blocked: list[BlacklistEntry] = []
-    for key, block_date in expired.items():
-        pairs = sorted(state.notified.get(key, {}))
-        for imsi in pairs:
-            unit.add(Change(ChangeKind.NOTIFICATION_BLACKLISTED, key, imsi=imsi))
-        repo.delete_notifications(unit.session, [(key, imsi) for imsi in pairs])
-        unit.add(
-            Change(
-                ChangeKind.BLACKLIST_BLOCKED,
-                key,
-                blacklist_cause=BlacklistCause.NOTIFICATION_EXPIRED,
-                block_date_us=block_date,
-            )
-        )
-        blocked.append(BlacklistEntry(key, BlacklistCause.NOTIFICATION_EXPIRED, "", "ceir", now_us))
-    repo.insert_blacklist(unit.session, blocked, list(expired.values()))
-    return now_us

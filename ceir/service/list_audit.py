@@ -1,29 +1,50 @@
 """The list tables against the replay of the change log: presence, then values.
 
-Replaying the changes gives, for each list table, the rows it must hold,
-keyed by their primary key, with the columns the changes carry. A table row
-with no replayed counterpart was inserted behind the log's back; a replayed
-row missing from its table was deleted; a row on both sides whose columns
-differ was altered. Presence is compared on the keys, never through a value
-that could stand for "absent" (a whitelist entry without expiry has the
-value ``None``).
+Replaying the changes gives, for each list table (``whitelist``, ``devices``,
+``blacklist``, ``notifications``, ``exceptions``), the rows it must hold,
+keyed by their primary key, with every column; the policy in
+``register_state`` is the last ``POLICY_CHANGED``'s. A table row with no
+replayed counterpart was inserted behind the log's back; a replayed row
+missing from its table was deleted; a row on both sides whose columns differ
+was altered. Presence is compared on the keys, never through a value that
+could stand for "absent" (a whitelist entry without expiry has the value
+``None``).
 
-Only the columns that the leaves determine are compared. The others (who
-blocked, when, the police report, an exception's reason) and the ``devices``
-table are not in leaf version 1, so the log cannot explain them.
+The replay is the write path's own mapping (``ceir.storage.projection``):
+the server writes each change's rows with ``rows_of``, and this audit
+replays them with it, so the two cannot disagree about what a change means.
+
+Changes of leaf version 1 (written before migration 0004) do not carry every
+column: not who acted, the authority's reference, brand, model, slot keys,
+police report, reason or subscriber salt. For a row whose last write was a
+version 1 change, the replay holds ``UNKNOWN`` in each column that version
+does not determine (``ListTable.v1_values`` lists the ones it does:
+whitelist ``device_id`` and ``valid_until_us``; blacklist ``cause`` and
+``block_date_us``; notifications ``msisdn``, ``operator_mcc_mnc`` and
+``block_date_us``; no column of a device or an exception pair), and those
+columns are not compared. Presence is compared for every row, whatever its
+version: a version 1 change names the row it writes. A row rewritten by a
+version 2 change is compared in full.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection
 
-from ceir.domain.model import Change, ChangeKind, Policy
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
+from ceir.storage.projection import (
+    DEVICES,
+    LIST_TABLES,
+    UNKNOWN,
+    Key,
+    ListTable,
+    ProjectedRows,
+    Values,
+    table_rows,
+)
 
 _REPLAY_BATCH = 10_000
 
@@ -37,99 +58,19 @@ __all__ = [
     "replay",
 ]
 
-Key = tuple[Any, ...]
-Values = tuple[Any, ...]
 
-
-@dataclass(frozen=True)
-class ListTable:
-    """A list table: its key, the columns the log determines, the changes that write it."""
-
-    name: str
-    key: tuple[str, ...]
-    values: tuple[str, ...]
-    adds: ChangeKind
-    removes: tuple[ChangeKind, ...]
-
-    @property
-    def kinds(self) -> tuple[ChangeKind, ...]:
-        return (self.adds, *self.removes)
-
-
-WHITELIST = ListTable(
-    "whitelist",
-    ("imei_key",),
-    ("device_id", "valid_until_us"),
-    ChangeKind.WHITELIST_ADDED,
-    (ChangeKind.WHITELIST_REMOVED,),
-)
-BLACKLIST = ListTable(
-    "blacklist",
-    ("imei_key",),
-    ("cause", "block_date_us"),
-    ChangeKind.BLACKLIST_BLOCKED,
-    (ChangeKind.BLACKLIST_UNBLOCKED,),
-)
-NOTIFICATIONS = ListTable(
-    "notifications",
-    ("imei_key", "imsi"),
-    ("msisdn", "operator_mcc_mnc", "block_date_us"),
-    ChangeKind.NOTIFICATION_NEW,
-    (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED),
-)
-EXCEPTIONS = ListTable(
-    "exceptions",
-    ("imei_key", "imsi"),
-    (),
-    ChangeKind.EXCEPTION_ADDED,
-    (ChangeKind.EXCEPTION_REMOVED,),
-)
-LIST_TABLES = (WHITELIST, BLACKLIST, NOTIFICATIONS, EXCEPTIONS)
-_TABLE_OF = {kind: table for table in LIST_TABLES for kind in table.kinds}
-
-
-def _row_of(table: ListTable, change: Change) -> tuple[Key, Values]:
-    key: Key = (change.imei_key,) if len(table.key) == 1 else (change.imei_key, change.imsi)
-    if table is WHITELIST:
-        return key, (change.device_id, change.valid_until_us)
-    if table is BLACKLIST:
-        cause = None if change.blacklist_cause is None else int(change.blacklist_cause)
-        return key, (cause, change.block_date_us)
-    if table is NOTIFICATIONS:
-        return key, (change.msisdn, change.operator_mcc_mnc, change.block_date_us)
-    return key, ()
-
-
-class ReplayedLists:
-    """The rows each list table must hold, from the changes applied in order."""
-
-    def __init__(self) -> None:
-        self.policy = Policy()
-        self.rows: dict[str, dict[Key, Values]] = {table.name: {} for table in LIST_TABLES}
-
-    def apply(self, change: Change) -> None:
-        """Apply the next change (a change without an IMEI key changes no list row)."""
-        if change.kind is ChangeKind.POLICY_CHANGED:
-            if change.policy is not None:
-                self.policy = change.policy
-            return
-        table = _TABLE_OF.get(change.kind)
-        if table is None or change.imei_key is None:
-            return
-        key, values = _row_of(table, change)
-        if change.kind is table.adds:
-            self.rows[table.name][key] = values
-        else:
-            self.rows[table.name].pop(key, None)
+class ReplayedLists(ProjectedRows):
+    """The rows each list table must hold, from the changes applied in order
+    (``apply`` each change; ``rows`` by table name, then by key)."""
 
 
 def _table_rows(connection: Connection, table: ListTable) -> dict[Key, Values]:
-    width = len(table.key)
-    rows: dict[Key, Values] = {}
-    for batch in repo.iter_rows(connection, table.name, table.key + table.values, 50_000):
-        for row in batch:
-            rows[tuple(row[:width])] = tuple(row[width:])
-    return rows
+    return dict(table_rows(connection, table))
+
+
+def _same(expected: Values, actual: Values) -> bool:
+    """Equal in every column the log determines (``UNKNOWN`` matches anything)."""
+    return all(want is UNKNOWN or want == have for want, have in zip(expected, actual, strict=True))
 
 
 def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterator[str]:
@@ -142,7 +83,7 @@ def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterato
         expected, actual = replayed.rows[table.name], _table_rows(connection, table)
         differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
         both = expected.keys() & actual.keys()
-        differing += [key for key in both if expected[key] != actual[key]]  # altered
+        differing += [key for key in both if not _same(expected[key], actual[key])]  # altered
         if not differing:
             continue
         key = min(differing)
@@ -150,7 +91,7 @@ def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterato
         others = len(differing) - 1
         more = f" (and {others} more differing {table.name} rows)" if others else ""
         yield (
-            f"{table.name} row for {_row_name(key)} is not what the log says: {what}; "
+            f"{table.name} row for {_row_name(table, key)} is not what the log says: {what}; "
             f"{_explanation(connection, table, key)}{more}"
         )
     if replayed.policy != repo.load_policy(connection):
@@ -165,7 +106,7 @@ def _what_differs(table: ListTable, expected: Values | None, actual: Values | No
     return "; ".join(
         f"{column}: the log gives {want!r}, the table holds {have!r}"
         for column, want, have in zip(table.values, expected, actual, strict=True)
-        if want != have
+        if want is not UNKNOWN and want != have
     )
 
 
@@ -179,14 +120,19 @@ def _show(table: ListTable, values: Values | None) -> str:
     return f"({pairs})"
 
 
-def _row_name(key: Key) -> str:
+def _row_name(table: ListTable, key: Key) -> str:
+    if table is DEVICES:
+        return f"device {key[0]}"
     name = f"IMEI key {int(key[0]):014d}"
     return f"{name}, IMSI {key[1]}" if len(key) > 1 else name
 
 
 def _explanation(connection: Connection, table: ListTable, key: Key) -> str:
-    imsi = key[1] if len(key) > 1 else None
-    last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
+    if table is DEVICES:
+        last = repo.last_change_of_device(connection, str(key[0]))
+    else:
+        imsi = key[1] if len(key) > 1 else None
+        last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
     if last is None:
         return "no change explains it"
     return f"the last change of this row is {last.sequence} ({last.kind.name})"

@@ -1,10 +1,11 @@
-"""The register core: the database, the in-memory lists, and write units.
+"""The register core: the database, the in-memory lists, and the write path.
 
-Every change goes through ``Register.mutate``: one transaction that takes the
-register's write lock (the state row), numbers its changes gap-free, stores
-them with the list rows and the AIP-155 answer, and commits; only then are
-the changes applied to the in-memory ``ListState`` that answers checks, and
-feed watchers woken.
+Every change goes through ``Register.execute``: one command, run by its
+handler in one transaction that takes the register's write lock (the state
+row), numbers its changes gap-free, stores them with their Merkle leaves,
+the list rows they project to and the AIP-155 answer, and commits; only
+then are the changes applied to the in-memory ``ListState`` that answers
+checks, and feed watchers woken.
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from ceir.domain.commands import Command
 from ceir.domain.errors import InvalidArgument
 from ceir.domain.lists import ListsCopy, ListState
-from ceir.domain.model import BlacklistCause, Caller, Change
+from ceir.domain.model import BlacklistCause, BlacklistEntry, Caller, Change, Registration
+from ceir.domain.permissions import require
 from ceir.domain.validation import check_request_id
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
+from ceir.storage.projection import write_projection
 
 from .clock import Clock, SystemClock
+from .handlers import handler_for
 from .merkle_log import Append, CheckpointSigner, MerkleLog
+from .unit import WriteUnit
 
 log = logging.getLogger("ceir.register")
 T = TypeVar("T")
@@ -46,39 +52,6 @@ class Committed(Generic[T]):
 
     value: T
     sequence: int
-
-
-@dataclass
-class WriteUnit:
-    """What one mutation sees: its session, the time, and the changes it adds."""
-
-    session: Session
-    now_us: int
-    actor: str
-    state: ListState
-    next_sequence: int
-    changes: list[Change] = field(default_factory=list)
-
-    def add(self, change: Change) -> Change:
-        """Number a change and queue it for this transaction."""
-        # What dataclasses.replace does, without its per-field introspection
-        # (an import numbers a change per IMEI).
-        numbered = Change(
-            **{
-                **change.__dict__,
-                "sequence": self.next_sequence,
-                "committed_at_us": self.now_us,
-                "actor": self.actor,
-            }
-        )
-        self.next_sequence += 1
-        self.changes.append(numbered)
-        return numbered
-
-    @property
-    def sequence(self) -> int:
-        """The register version once this unit commits."""
-        return self.next_sequence - 1
 
 
 def fingerprint(payload: bytes) -> str:
@@ -180,33 +153,39 @@ class Register:
 
     # --- writing ----------------------------------------------------------------------
 
-    def mutate(
+    def execute(
         self,
         caller: Caller,
-        method: str,
-        request_id: str,
-        request_fingerprint: str,
-        work: Callable[[WriteUnit], T],
+        command: Command[T],
+        request_id: str = "",
+        request_fingerprint: str = "",
         render: Callable[[Committed[T]], bytes] | None = None,
-        part: int | None = None,
     ) -> Committed[T] | Replayed:
-        """Run ``work`` in one write transaction, idempotently per request id.
+        """Run one command: the register's one write path.
 
-        ``render`` serialises the answer for AIP-155 replays; it is stored in
-        the same transaction as the change it answers. ``part`` numbers the
-        pieces of a streamed request, each idempotent on its own.
+        In order: the caller's permission (the command's action, then its
+        handler's ``authorize``); under the write lock, in one transaction,
+        the AIP-155 answer stored for ``request_id`` if any (replayed when
+        ``request_fingerprint`` matches, REQUEST_ID_REUSED when not); the
+        handler, which emits numbered changes; the changes with their leaves
+        and the signed checkpoint; the list rows they project to; the
+        answer, serialised by ``render``. Once committed, the changes are
+        applied to the in-memory lists. A domain error raised on the way
+        rolls everything back.
         """
+        handler = handler_for(command)
+        require(caller, command.action)
+        handler.authorize(caller, command)
         check_request_id(request_id)
-        if request_id and part is not None:
-            request_id = f"{request_id}#{part}"
+        key = command.request_key(request_id)
         with self._write_lock:
             with self.db.write() as session:
                 # Take the state-row lock before looking for a stored answer:
                 # two processes racing on one request id then serialise, and
                 # the second replays the first's answer.
-                unit = self._begin(session, caller.name)
-                if request_id:
-                    stored = repo.stored_answer(session, caller.name, method, request_id)
+                unit = self._begin(session, caller)
+                if key:
+                    stored = repo.stored_answer(session, caller.name, command.operation, key)
                     if stored is not None:
                         if stored[0] != request_fingerprint:
                             raise InvalidArgument.field(
@@ -215,29 +194,19 @@ class Register:
                                 reason="REQUEST_ID_REUSED",
                             )
                         return Replayed(stored[1])
-                result = Committed(work(unit), unit.sequence)
+                result = Committed(handler.handle(command, unit), unit.sequence)
                 append = self._write_changes(session, unit)
-                if request_id and render is not None:
+                write_projection(session, unit.changes)
+                if key and render is not None:
                     repo.store_answer(
                         session,
                         caller.name,
-                        method,
-                        request_id,
+                        command.operation,
+                        key,
                         request_fingerprint,
                         render(result),
                         unit.now_us,
                     )
-            self._accept(append)
-            self._apply(unit.changes)
-            return result
-
-    def write(self, actor: str, work: Callable[[WriteUnit], T]) -> T:
-        """A write transaction without idempotency (checks' notifications)."""
-        with self._write_lock:
-            with self.db.write() as session:
-                unit = self._begin(session, actor)
-                result = work(unit)
-                append = self._write_changes(session, unit)
             self._accept(append)
             self._apply(unit.changes)
             return result
@@ -256,19 +225,32 @@ class Register:
         if append is not None:
             self.log.accept(append)
 
-    def _begin(self, session: Session, actor: str) -> WriteUnit:
+    def _begin(self, session: Session, caller: Caller) -> WriteUnit:
         head = repo.lock_state(session)
         if head != self.state.sequence:
             self._catch_up(session)  # another process wrote; the lists must be exact
         if self._logging:
             self.log.resync(head)
         return WriteUnit(
-            session=session,
+            caller=caller,
             now_us=self.clock.now_us(),
-            actor=actor,
             state=self.state,
+            records=TableRecords(session),
             next_sequence=head + 1,
         )
+
+
+class TableRecords:
+    """``Records`` read from the tables, inside the write transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def registration_of(self, key: int) -> Registration | None:
+        return repo.registration_of(self.session, key)
+
+    def blacklist_entry(self, key: int) -> BlacklistEntry | None:
+        return repo.blacklist_entry(self.session, key)
 
 
 def load_state(connection: Connection) -> ListState:
@@ -281,11 +263,16 @@ def load_state(connection: Connection) -> ListState:
     ):
         for row in rows:
             state.blacklist[row.imei_key] = (BlacklistCause(row.cause), row.block_date_us)
-    for rows in repo.iter_rows(connection, "exceptions", ("imei_key", "imsi"), 50_000):
-        state.exceptions.update((row.imei_key, row.imsi) for row in rows)
     for rows in repo.iter_rows(
-        connection, "notifications", ("imei_key", "imsi", "msisdn", "block_date_us"), 50_000
+        connection, "exceptions", ("imei_key", "imsi", "subscriber_salt"), 50_000
     ):
         for row in rows:
-            state.add_notification(row.imei_key, row.imsi, row.msisdn, row.block_date_us)
+            state.exceptions.add((row.imei_key, row.imsi))
+            if row.subscriber_salt:
+                state.exception_salts[(row.imei_key, row.imsi)] = bytes(row.subscriber_salt)
+    columns = ("imei_key", "imsi", "msisdn", "block_date_us", "subscriber_salt")
+    for rows in repo.iter_rows(connection, "notifications", columns, 50_000):
+        for row in rows:
+            salt = bytes(row.subscriber_salt) if row.subscriber_salt else b""
+            state.add_notification(row.imei_key, row.imsi, row.msisdn, row.block_date_us, salt)
     return state

@@ -1,51 +1,25 @@
-"""Audited list operations: registration, revocation, stolen reports,
-recoveries and pairings. Each runs as one ``Register.mutate`` unit."""
+"""Reads of the registry: the notification lists and one IMEI's record, as
+each caller may see them."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
-from typing import TypeVar
 
-from ceir.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-)
-from ceir.domain.identifiers import parse_imei, validate_imsi
-from ceir.domain.model import (
-    BlacklistCause,
-    BlacklistEntry,
-    Caller,
-    Change,
-    ChangeKind,
-    DeviceRegistration,
-    ExceptionEntry,
-    ImeiRecord,
-    Notification,
-    Registration,
-)
+from ceir.domain.errors import InvalidArgument
+from ceir.domain.identifiers import parse_imei
+from ceir.domain.model import Caller, ImeiRecord, Notification
 from ceir.domain.permissions import (
     Action,
     blacklist_as_seen,
     change_as_seen,
     require,
-    require_may_recover,
-    require_may_revoke,
-    require_own_imsi,
-    require_source,
     visible_imsi_prefixes,
 )
-from ceir.domain.validation import check_text, imei_keys, raise_if
 from ceir.storage import repository as repo
 
-from .register import Committed, Register, Replayed, WriteUnit
+from .register import Register
 
-T = TypeVar("T")
-Render = Callable[[Committed[T]], bytes]
 MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
 # At most this many notifications and exception pairs in an IMEI's record;
@@ -54,288 +28,12 @@ RECORD_NOTIFICATIONS = 100
 RECORD_EXCEPTIONS = 100
 
 
-def registered_validly(unit: WriteUnit, key: int) -> bool:
-    """True if the key is on the whitelist with an unexpired registration."""
-    if key not in unit.state.whitelist:
-        return False
-    valid_until = unit.state.whitelist[key]
-    return valid_until is None or valid_until > unit.now_us
-
-
-def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[Registration]:
-    """Whitelist devices (already validated and checked for conflicts)."""
-    stored: list[Registration] = []
-    resolved: list[tuple[int, str]] = []
-    unblocked: list[int] = []
-    state = unit.state
-    for device in devices:
-        device_id = f"D{unit.next_sequence}"
-        for key in device.imei_keys:
-            unit.add(
-                Change(
-                    ChangeKind.WHITELIST_ADDED,
-                    key,
-                    source=device.source,
-                    valid_until_us=device.valid_until_us,
-                    device_id=device_id,
-                )
-            )
-            # Registering an IMEI ends its notifications and a block that
-            # only the missing registration caused.
-            notified = state.notified.get(key)
-            for imsi in sorted(notified) if notified else ():
-                unit.add(Change(ChangeKind.NOTIFICATION_RESOLVED, key, imsi=imsi))
-                resolved.append((key, imsi))
-            blocked = state.blacklist.get(key)
-            if blocked is not None and blocked[0] is BlacklistCause.NOTIFICATION_EXPIRED:
-                unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key))
-                unblocked.append(key)
-        stored.append(
-            Registration(
-                device_id=device_id,
-                imei_keys=device.imei_keys,
-                source=device.source,
-                reference=device.reference,
-                valid_until_us=device.valid_until_us,
-                brand=device.brand,
-                model=device.model,
-                registered_by=unit.actor,
-                registered_at_us=unit.now_us,
-            )
-        )
-    # Under the write lock the lists hold exactly the whitelist's rows: only
-    # IMEIs on them have an old row to replace.
-    whitelist = state.whitelist
-    replaced = [key for device in devices for key in device.imei_keys if key in whitelist]
-    repo.delete_whitelist(unit.session, replaced)
-    repo.insert_devices(unit.session, stored)
-    repo.delete_notifications(unit.session, resolved)
-    repo.delete_blacklist(unit.session, unblocked)
-    return stored
-
-
 class RegistryService:
+    """Reads of the registry: notification lists and IMEI records. (Its
+    mutations are commands, ``ceir.domain.commands``.)"""
+
     def __init__(self, register: Register) -> None:
         self.register = register
-
-    def register_device(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        device: DeviceRegistration,
-        render: Render[Registration],
-    ) -> Committed[Registration] | Replayed:
-        require(caller, Action.REGISTER)
-        require_source(caller, device.source)
-
-        def work(unit: WriteUnit) -> Registration:
-            taken = [key for key in device.imei_keys if registered_validly(unit, key)]
-            if taken:
-                raise AlreadyExists(
-                    f"already registered: {', '.join(f'{k:014d}' for k in taken)}",
-                    reason="IMEI_ALREADY_REGISTERED",
-                    violations=[
-                        FieldViolation(
-                            f"device.imeis[{device.imei_keys.index(k)}]",
-                            f"IMEI {k:014d} is already registered",
-                        )
-                        for k in taken
-                    ],
-                )
-            return add_devices(unit, [device])[0]
-
-        return self.register.mutate(caller, "RegisterDevice", request_id, fingerprint, work, render)
-
-    def revoke(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        imeis: list[str],
-        reason: str,
-        render: Render[list[int]],
-    ) -> Committed[list[int]] | Replayed:
-        require(caller, Action.REVOKE)
-        violations: list[FieldViolation] = []
-        keys = imei_keys(imeis, "imeis", violations, limit=1_000)
-        check_text(reason, "reason", 256, violations, required=True)
-        raise_if(violations)
-
-        def work(unit: WriteUnit) -> list[int]:
-            missing = [k for k in keys if k not in unit.state.whitelist]
-            if missing:
-                raise NotFound(
-                    f"not on the whitelist: {', '.join(f'{k:014d}' for k in missing)}",
-                    reason="IMEI_NOT_REGISTERED",
-                )
-            for key in keys:
-                registration = repo.registration_of(unit.session, key)
-                if registration is not None:
-                    require_may_revoke(caller, key, registration)
-            for key in keys:
-                unit.add(Change(ChangeKind.WHITELIST_REMOVED, key))
-            repo.delete_whitelist(unit.session, keys)
-            return keys
-
-        return self.register.mutate(
-            caller, "RevokeRegistration", request_id, fingerprint, work, render
-        )
-
-    def report_stolen(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        imeis: list[str],
-        police_report: str,
-        subscriber_imsi: str,
-        render: Render[list[int]],
-    ) -> Committed[list[int]] | Replayed:
-        require(caller, Action.REPORT_STOLEN)
-        violations: list[FieldViolation] = []
-        keys = imei_keys(imeis, "imeis", violations, limit=8)
-        report = check_text(police_report, "police_report", 128, violations, required=True)
-        if not subscriber_imsi:
-            violations.append(
-                FieldViolation(
-                    "subscriber_imsi", "is required: the IMSI of the subscriber whose device it is"
-                )
-            )
-        else:
-            try:
-                validate_imsi(subscriber_imsi, "subscriber_imsi")
-            except InvalidArgument as error:
-                violations.extend(error.violations)
-        raise_if(violations)
-        # An operator reports for its own subscribers; Kominfo for any.
-        require_own_imsi(caller, subscriber_imsi, "subscriber_imsi")
-
-        def work(unit: WriteUnit) -> list[int]:
-            blocked = [
-                k for k in keys if unit.state.blacklist.get(k, (None,))[0] is BlacklistCause.STOLEN
-            ]
-            if blocked:
-                raise AlreadyExists(
-                    f"already reported stolen: {', '.join(f'{k:014d}' for k in blocked)}",
-                    reason="IMEI_ALREADY_BLOCKED",
-                )
-            # A stolen report supersedes a block for a missing registration.
-            superseded = [k for k in keys if k in unit.state.blacklist]
-            for key in superseded:
-                unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key))
-            repo.delete_blacklist(unit.session, superseded)
-            for key in keys:
-                unit.add(
-                    Change(ChangeKind.BLACKLIST_BLOCKED, key, blacklist_cause=BlacklistCause.STOLEN)
-                )
-            repo.insert_blacklist(
-                unit.session,
-                [
-                    BlacklistEntry(
-                        k, BlacklistCause.STOLEN, report, caller.name, unit.now_us, subscriber_imsi
-                    )
-                    for k in keys
-                ],
-            )
-            return keys
-
-        return self.register.mutate(caller, "ReportStolen", request_id, fingerprint, work, render)
-
-    def report_recovered(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        imeis: list[str],
-        police_report: str,
-        render: Render[list[int]],
-    ) -> Committed[list[int]] | Replayed:
-        require(caller, Action.REPORT_RECOVERED)
-        violations: list[FieldViolation] = []
-        keys = imei_keys(imeis, "imeis", violations, limit=8)
-        check_text(police_report, "police_report", 128, violations, required=True)
-        raise_if(violations)
-
-        def work(unit: WriteUnit) -> list[int]:
-            not_stolen = [
-                k
-                for k in keys
-                if unit.state.blacklist.get(k, (None,))[0] is not BlacklistCause.STOLEN
-            ]
-            if not_stolen:
-                raise FailedPrecondition(
-                    f"not reported stolen: {', '.join(f'{k:014d}' for k in not_stolen)}",
-                    reason="IMEI_NOT_STOLEN",
-                )
-            for key in keys:
-                entry = repo.blacklist_entry(unit.session, key)
-                if entry is not None:
-                    require_may_recover(caller, key, entry)
-            for key in keys:
-                unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key))
-            repo.delete_blacklist(unit.session, keys)
-            return keys
-
-        return self.register.mutate(
-            caller, "ReportRecovered", request_id, fingerprint, work, render
-        )
-
-    def add_exception(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        imei: str,
-        imsi: str,
-        reason: str,
-        render: Render[tuple[int, str]],
-    ) -> Committed[tuple[int, str]] | Replayed:
-        require(caller, Action.MANAGE_EXCEPTIONS)
-        key, imsi = _pair(imei, imsi)
-        violations: list[FieldViolation] = []
-        reason = check_text(reason, "reason", 256, violations)
-        raise_if(violations)
-        require_own_imsi(caller, imsi, "imsi")
-
-        def work(unit: WriteUnit) -> tuple[int, str]:
-            if (key, imsi) in unit.state.exceptions:
-                raise AlreadyExists(
-                    f"IMEI {key:014d} is already paired with IMSI {imsi}", reason="PAIR_EXISTS"
-                )
-            unit.add(Change(ChangeKind.EXCEPTION_ADDED, key, imsi=imsi))
-            repo.insert_exception(
-                unit.session, ExceptionEntry(key, imsi, reason, caller.name), unit.now_us
-            )
-            return key, imsi
-
-        return self.register.mutate(caller, "AddException", request_id, fingerprint, work, render)
-
-    def remove_exception(
-        self,
-        caller: Caller,
-        request_id: str,
-        fingerprint: str,
-        imei: str,
-        imsi: str,
-        render: Render[int],
-    ) -> Committed[int] | Replayed:
-        require(caller, Action.MANAGE_EXCEPTIONS)
-        key, imsi = _pair(imei, imsi)
-        require_own_imsi(caller, imsi, "imsi")
-
-        def work(unit: WriteUnit) -> int:
-            if (key, imsi) not in unit.state.exceptions:
-                raise NotFound(
-                    f"IMEI {key:014d} is not paired with IMSI {imsi}", reason="PAIR_NOT_FOUND"
-                )
-            unit.add(Change(ChangeKind.EXCEPTION_REMOVED, key, imsi=imsi))
-            repo.delete_exception(unit.session, key, imsi)
-            return unit.sequence
-
-        return self.register.mutate(
-            caller, "RemoveException", request_id, fingerprint, work, render
-        )
 
     def list_notifications(
         self, caller: Caller, page_size: int, page_token: str
@@ -391,20 +89,6 @@ class RegistryService:
             exceptions_truncated=len(exceptions) > RECORD_EXCEPTIONS,
             next_page_token=token,
         )
-
-
-def _pair(imei: str, imsi: str) -> tuple[int, str]:
-    violations: list[FieldViolation] = []
-    key = 0
-    for check in (lambda: parse_imei(imei, "imei"), lambda: validate_imsi(imsi, "imsi")):
-        try:
-            value = check()
-            if isinstance(value, int):
-                key = value
-        except InvalidArgument as error:
-            violations.extend(error.violations)
-    raise_if(violations)
-    return key, imsi
 
 
 def _page_size(page_size: int) -> int:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from ceir.domain.model import (
@@ -73,8 +74,11 @@ def insert_rows(
     model: type[schema.Base],
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
+    *,
+    replace: bool = False,
 ) -> None:
-    """Insert rows given as tuples of ``columns`` values.
+    """Insert rows given as tuples of ``columns`` values; with ``replace``, a
+    row whose primary key is taken replaces the row that has it.
 
     Where the driver takes positional parameters (SQLite), the tuples go
     straight to its ``executemany``: Core would build and process a
@@ -87,13 +91,28 @@ def insert_rows(
         return
     connection = session.connection()
     if not connection.dialect.positional:
-        session.execute(insert(model), [dict(zip(columns, row, strict=True)) for row in rows])
+        session.execute(
+            _upsert(model, columns) if replace else insert(model),
+            [dict(zip(columns, row, strict=True)) for row in rows],
+        )
         return
-    compiled = insert(model).compile(dialect=connection.dialect, column_keys=list(columns))
+    statement = insert(model).prefix_with("OR REPLACE") if replace else insert(model)
+    compiled = statement.compile(dialect=connection.dialect, column_keys=list(columns))
     order = [columns.index(name) for name in compiled.positiontup or ()]
     if order != list(range(len(columns))):  # Core numbers parameters in table order
         rows = [tuple(row[i] for i in order) for row in rows]
     connection.exec_driver_sql(compiled.string, rows)
+
+
+def _upsert(model: type[schema.Base], columns: Sequence[str]) -> Any:
+    """PostgreSQL's INSERT ... ON CONFLICT (primary key) DO UPDATE of ``columns``."""
+    table = _table(model)
+    statement = postgresql.insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    updated = {name: statement.excluded[name] for name in columns if name not in keys}
+    if not updated:
+        return statement.on_conflict_do_nothing(index_elements=keys)
+    return statement.on_conflict_do_update(index_elements=keys, set_=updated)
 
 
 # --- register state and change feed ---------------------------------------------------
@@ -123,12 +142,9 @@ def write_changes(
     """
     if not changes:
         return
-    if leaf_hashes is None:
-        rows = [_change_values(c) for c in changes]
-        insert_rows(session, schema.ChangeRecord, _CHANGE_COLUMNS, rows)
-    else:
-        rows = [(*_change_values(c), h) for c, h in zip(changes, leaf_hashes, strict=True)]
-        insert_rows(session, schema.ChangeRecord, (*_CHANGE_COLUMNS, "leaf_hash"), rows)
+    hashes = leaf_hashes if leaf_hashes is not None else [None] * len(changes)
+    rows = [_change_values(c, h) for c, h in zip(changes, hashes, strict=True)]
+    insert_rows(session, schema.ChangeRecord, _CHANGE_COLUMNS, rows)
     session.execute(
         update(_state).where(_state.c.id == 1).values(last_sequence=changes[-1].sequence)
     )
@@ -171,6 +187,17 @@ def last_change_of(
     return None if row is None else change_from_row(row)
 
 
+def last_change_of_device(connection: Executor, device_id: str) -> Change | None:
+    """The latest change that names this device, if any."""
+    row = connection.execute(
+        select(_changes)
+        .where(_changes.c.device_id == device_id)
+        .order_by(_changes.c.sequence.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else change_from_row(row)
+
+
 _CHANGE_COLUMNS = (
     "sequence",
     "kind",
@@ -186,11 +213,21 @@ _CHANGE_COLUMNS = (
     "policy_json",
     "committed_at_us",
     "actor",
+    "leaf_hash",
+    "leaf_version",
+    "reference",
+    "brand",
+    "model",
+    "device_imei_keys",
+    "police_report",
+    "reason",
+    "subscriber_salt",
 )
 
 
-def _change_values(change: Change) -> tuple[Any, ...]:
-    """A change's row, in ``_CHANGE_COLUMNS`` order."""
+def _change_values(change: Change, leaf_hash: bytes | None) -> tuple[Any, ...]:
+    """A change's row, in ``_CHANGE_COLUMNS`` order (the table's, so that
+    ``insert_rows`` hands the tuples to SQLite as they are)."""
     source, cause, policy = change.source, change.blacklist_cause, change.policy
     return (
         change.sequence,
@@ -207,7 +244,28 @@ def _change_values(change: Change) -> tuple[Any, ...]:
         "" if policy is None else _policy_json(policy),
         change.committed_at_us,
         change.actor,
+        leaf_hash,
+        change.leaf_version,
+        change.reference,
+        change.brand,
+        change.model,
+        join_keys(change.device_imei_keys),
+        change.police_report,
+        change.reason,
+        change.subscriber_salt or None,
     )
+
+
+def join_keys(keys: Sequence[int]) -> str:
+    """IMEI keys as stored in a text column: comma separated, in order."""
+    if len(keys) == 1:  # most devices have one slot; an import joins a key per row
+        return str(keys[0])
+    return ",".join(map(str, keys))
+
+
+def split_keys(text: str) -> tuple[int, ...]:
+    """The keys ``join_keys`` stored."""
+    return tuple(int(key) for key in text.split(",")) if text else ()
 
 
 def change_from_row(row: Row[Any]) -> Change:
@@ -228,6 +286,14 @@ def change_from_row(row: Row[Any]) -> Change:
         sequence=row.sequence,
         committed_at_us=row.committed_at_us,
         actor=row.actor,
+        reference=row.reference,
+        brand=row.brand,
+        model=row.model,
+        device_imei_keys=split_keys(row.device_imei_keys),
+        police_report=row.police_report,
+        reason=row.reason,
+        subscriber_salt=bytes(row.subscriber_salt) if row.subscriber_salt else b"",
+        leaf_version=row.leaf_version,
     )
 
 

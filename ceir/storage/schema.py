@@ -109,6 +109,9 @@ class NotificationEntry(Base):
     operator_mcc_mnc: Mapped[str] = mapped_column(String(8))
     first_seen_us: Mapped[Micros]
     block_date_us: Mapped[Micros]
+    # The salt of the pair's subscriber commitment (migration 0004); NULL
+    # for rows written before it.
+    subscriber_salt: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (Index("ix_notifications_operator", "operator_mcc_mnc", "imei_key", "imsi"),)
 
@@ -121,6 +124,8 @@ class ExceptionPair(Base):
     reason: Mapped[str] = mapped_column(String(256))
     added_by: Mapped[str] = mapped_column(String(64))
     added_at_us: Mapped[Micros]
+    # As for notifications: the pair's salt, NULL for rows from before 0004.
+    subscriber_salt: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class ChangeRecord(Base):
@@ -146,6 +151,17 @@ class ChangeRecord(Base):
     # with the change; NULL only in a database from before the log, until the
     # server backfills it at start-up.
     leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    # Which leaf encoding hashes this change: 1 for changes written before
+    # migration 0004 (the columns below are empty in them), 2 after.
+    leaf_version: Mapped[int] = mapped_column(Integer, server_default="1")
+    # What the list row or device record written by the change holds (version 2).
+    reference: Mapped[str] = mapped_column(String(128), server_default="")
+    brand: Mapped[str] = mapped_column(String(64), server_default="")
+    model: Mapped[str] = mapped_column(String(64), server_default="")
+    device_imei_keys: Mapped[str] = mapped_column(Text, server_default="")  # comma separated
+    police_report: Mapped[str] = mapped_column(String(128), server_default="")
+    reason: Mapped[str] = mapped_column(String(256), server_default="")
+    subscriber_salt: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class TreeNode(Base):

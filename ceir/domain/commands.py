@@ -1,0 +1,174 @@
+"""Every mutation of the register as a command: a small validated value.
+
+A command is what a request asks for once its fields are checked (the API
+layer builds each from its request, ``ceir.api.commands``) and what the
+write pipeline runs (``Register.execute``), through the one handler of its
+type (``ceir.service.handlers``). ``Command[R]`` is a command whose handler
+returns an ``R``.
+
+``operation`` names the operation (the RPC, for the AIP-155 answers stored
+per caller, operation and request id), ``action`` what the caller's
+organisation must be allowed to do (``ceir.domain.permissions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from .model import (
+    DeviceRegistration,
+    ImportRejection,
+    ImportResult,
+    Phase,
+    Policy,
+    Registration,
+)
+from .permissions import Action
+
+R = TypeVar("R")
+
+__all__ = [
+    "AddException",
+    "Command",
+    "ImportChunk",
+    "RecordCheckEffects",
+    "RegisterDevice",
+    "RemoveException",
+    "ReportRecovered",
+    "ReportStolen",
+    "RevokeRegistration",
+    "UpdatePolicy",
+]
+
+
+class Command(Generic[R]):
+    """A mutation whose handler returns an ``R``."""
+
+    operation: ClassVar[str]
+    action: ClassVar[Action]
+
+    def request_key(self, request_id: str) -> str:
+        """The key its AIP-155 answer is stored under ("" for none)."""
+        return request_id
+
+
+@dataclass(frozen=True)
+class RegisterDevice(Command[Registration]):
+    """Whitelist one device, every slot IMEI of it."""
+
+    operation: ClassVar[str] = "RegisterDevice"
+    action: ClassVar[Action] = Action.REGISTER
+
+    device: DeviceRegistration
+
+
+@dataclass(frozen=True)
+class RevokeRegistration(Command[tuple[int, ...]]):
+    """Take IMEIs off the whitelist (their device records stay)."""
+
+    operation: ClassVar[str] = "RevokeRegistration"
+    action: ClassVar[Action] = Action.REVOKE
+
+    imei_keys: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportStolen(Command[tuple[int, ...]]):
+    """Blacklist IMEIs reported stolen by a subscriber."""
+
+    operation: ClassVar[str] = "ReportStolen"
+    action: ClassVar[Action] = Action.REPORT_STOLEN
+
+    imei_keys: tuple[int, ...]
+    police_report: str
+    subscriber_imsi: str
+
+
+@dataclass(frozen=True)
+class ReportRecovered(Command[tuple[int, ...]]):
+    """Lift stolen reports."""
+
+    operation: ClassVar[str] = "ReportRecovered"
+    action: ClassVar[Action] = Action.REPORT_RECOVERED
+
+    imei_keys: tuple[int, ...]
+    police_report: str
+
+
+@dataclass(frozen=True)
+class AddException(Command[tuple[int, str]]):
+    """Pair an IMEI with an IMSI: the pair is allowed whatever the lists say."""
+
+    operation: ClassVar[str] = "AddException"
+    action: ClassVar[Action] = Action.MANAGE_EXCEPTIONS
+
+    imei_key: int
+    imsi: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveException(Command[None]):
+    """Remove a pair."""
+
+    operation: ClassVar[str] = "RemoveException"
+    action: ClassVar[Action] = Action.MANAGE_EXCEPTIONS
+
+    imei_key: int
+    imsi: str
+
+
+@dataclass(frozen=True)
+class UpdatePolicy(Command[Policy]):
+    """Change the named fields of the policy (None: leave as it is)."""
+
+    operation: ClassVar[str] = "UpdatePolicy"
+    action: ClassVar[Action] = Action.UPDATE_POLICY
+
+    phase: Phase | None = None
+    grace_days: int | None = None
+    clone_threshold: int | None = None
+    clone_window_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One row of an import chunk, its device validated."""
+
+    row: int
+    device: DeviceRegistration
+
+
+@dataclass(frozen=True)
+class ImportChunk(Command[ImportResult]):
+    """One chunk of a bulk import: register the valid rows, report the others.
+
+    ``rejected`` are the rows whose fields were wrong; the handler rejects
+    more (a source the caller may not register, an IMEI taken).
+    """
+
+    operation: ClassVar[str] = "ImportRegistrations"
+    action: ClassVar[Action] = Action.REGISTER
+
+    number: int
+    rows: tuple[ImportRow, ...]
+    rejected: tuple[ImportRejection, ...] = ()
+
+    def request_key(self, request_id: str) -> str:
+        """Each chunk is idempotent on its own: ``request_id#number``."""
+        return f"{request_id}#{self.number}" if request_id else ""
+
+
+@dataclass(frozen=True)
+class RecordCheckEffects(Command[int]):
+    """Record what checks found (a first sight to notify, a grace period
+    over), decided again in the write transaction; the handler returns the
+    time they were decided at. ``checks`` are (IMEI, IMSI, MSISDN digits),
+    already validated."""
+
+    operation: ClassVar[str] = "RecordCheckEffects"
+    action: ClassVar[Action] = Action.CHECK
+
+    checks: tuple[tuple[str, str, str], ...]

@@ -1,0 +1,455 @@
+"""One handler per command: the rules of each mutation, as changes.
+
+A handler checks the command's preconditions against the unit's lists and
+records, and emits the ``Change``s that carry it out, each with everything
+the list row or device record it writes will hold (who acted, the reference,
+the police report, the reason, the subscriber and its salt). It writes no
+table: the pipeline (``Register.execute``) stores the changes, projects them
+into the tables (``ceir.storage.projection``) and applies them to the
+in-memory lists, so the tables are always the replay of the log.
+
+Each ``Handler`` has two steps. ``authorize`` runs before the transaction,
+with the rules that need only the caller and the command (which sources an
+organisation registers, whose subscribers an operator acts for); the
+pipeline has checked the command's ``action`` already. ``handle`` runs
+inside the write transaction, under the write lock, where the lists are
+exact: preconditions, the rules that depend on a stored entry (who may
+revoke a registration or lift a report), then the changes.
+
+The register's own changes (a registration that ends a notification, a
+grace period that runs out) carry a short fixed ``reason`` (``REASONS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from ceir.audit.commitment import new_salt
+from ceir.domain.commands import (
+    AddException,
+    Command,
+    ImportChunk,
+    RecordCheckEffects,
+    RegisterDevice,
+    RemoveException,
+    ReportRecovered,
+    ReportStolen,
+    RevokeRegistration,
+    UpdatePolicy,
+)
+from ceir.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    PermissionDenied,
+)
+from ceir.domain.identifiers import home_mcc_mnc
+from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI, GraceExpired, ListState, NewNotification
+from ceir.domain.model import (
+    BlacklistCause,
+    Caller,
+    Change,
+    ChangeKind,
+    DeviceRegistration,
+    ImportRejection,
+    ImportResult,
+    Phase,
+    Policy,
+    Registration,
+)
+from ceir.domain.permissions import (
+    may_notify,
+    require_may_recover,
+    require_may_revoke,
+    require_own_imsi,
+    require_source,
+)
+
+from .unit import WriteUnit
+
+__all__ = ["HANDLERS", "REASONS", "Handler", "handler_for", "may_record", "registered_validly"]
+
+C = TypeVar("C", bound=Command[Any])
+R = TypeVar("R")
+
+# The reasons the register gives its own changes.
+REASONS = {
+    "registered": "registered",  # a registration ends a notification or an expired block
+    "superseded": "superseded by stolen report",  # a stolen report replaces an expired block
+    "grace_over": "grace period over",  # a notification's grace period ran out
+    "recovered": "recovered",  # a stolen report lifted
+}
+
+
+@dataclass(frozen=True)
+class Handler(Generic[C, R]):
+    """The two steps of one command type (see the module's docstring)."""
+
+    authorize: Callable[[Caller, C], None]
+    handle: Callable[[C, WriteUnit], R]
+
+
+def _anyone(caller: Caller, command: Any) -> None:
+    """No rule beyond the command's action."""
+
+
+# --- registrations ----------------------------------------------------------------------
+
+
+def registered_validly(unit: WriteUnit, key: int) -> bool:
+    """True if the key is on the whitelist with an unexpired registration."""
+    if key not in unit.state.whitelist:
+        return False
+    valid_until = unit.state.whitelist[key]
+    return valid_until is None or valid_until > unit.now_us
+
+
+def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[Registration]:
+    """Whitelist devices (already validated and checked for conflicts)."""
+    stored: list[Registration] = []
+    state = unit.state
+    for device in devices:
+        device_id = f"D{unit.next_sequence}"
+        for key in device.imei_keys:
+            unit.add(
+                Change(
+                    ChangeKind.WHITELIST_ADDED,
+                    key,
+                    source=device.source,
+                    valid_until_us=device.valid_until_us,
+                    device_id=device_id,
+                    reference=device.reference,
+                    brand=device.brand,
+                    model=device.model,
+                    device_imei_keys=device.imei_keys,
+                )
+            )
+            # Registering an IMEI ends its notifications and a block that
+            # only the missing registration caused.
+            notified = state.notified.get(key)
+            for imsi in sorted(notified) if notified else ():
+                unit.add(
+                    _notification_end(
+                        state, ChangeKind.NOTIFICATION_RESOLVED, key, imsi, REASONS["registered"]
+                    )
+                )
+            blocked = state.blacklist.get(key)
+            if blocked is not None and blocked[0] is BlacklistCause.NOTIFICATION_EXPIRED:
+                unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key, reason=REASONS["registered"]))
+        stored.append(
+            Registration(
+                device_id=device_id,
+                imei_keys=device.imei_keys,
+                source=device.source,
+                reference=device.reference,
+                valid_until_us=device.valid_until_us,
+                brand=device.brand,
+                model=device.model,
+                registered_by=unit.actor,
+                registered_at_us=unit.now_us,
+            )
+        )
+    return stored
+
+
+def _authorize_register(caller: Caller, command: RegisterDevice) -> None:
+    require_source(caller, command.device.source)
+
+
+def _register_device(command: RegisterDevice, unit: WriteUnit) -> Registration:
+    device = command.device
+    taken = [key for key in device.imei_keys if registered_validly(unit, key)]
+    if taken:
+        raise AlreadyExists(
+            f"already registered: {', '.join(f'{k:014d}' for k in taken)}",
+            reason="IMEI_ALREADY_REGISTERED",
+            violations=[
+                FieldViolation(
+                    f"device.imeis[{device.imei_keys.index(k)}]",
+                    f"IMEI {k:014d} is already registered",
+                )
+                for k in taken
+            ],
+        )
+    return add_devices(unit, [device])[0]
+
+
+def _revoke(command: RevokeRegistration, unit: WriteUnit) -> tuple[int, ...]:
+    keys = command.imei_keys
+    missing = [k for k in keys if k not in unit.state.whitelist]
+    if missing:
+        raise NotFound(
+            f"not on the whitelist: {', '.join(f'{k:014d}' for k in missing)}",
+            reason="IMEI_NOT_REGISTERED",
+        )
+    for key in keys:
+        registration = unit.records.registration_of(key)
+        if registration is not None:
+            require_may_revoke(unit.caller, key, registration)
+    for key in keys:
+        unit.add(Change(ChangeKind.WHITELIST_REMOVED, key, reason=command.reason))
+    return keys
+
+
+def _import_chunk(command: ImportChunk, unit: WriteUnit) -> ImportResult:
+    result = ImportResult(
+        rows_received=len(command.rows) + len(command.rejected),
+        rejections=list(command.rejected),
+    )
+    accepted: list[DeviceRegistration] = []
+    claimed: set[int] = set()
+    for row in command.rows:
+        device = row.device
+        try:
+            require_source(unit.caller, device.source)  # the same rule and words as RegisterDevice
+        except PermissionDenied as error:
+            result.rejections.append(ImportRejection(row.row, "device.source", error.message))
+            continue
+        conflict = next(
+            (k for k in device.imei_keys if k in claimed or registered_validly(unit, k)), None
+        )
+        if conflict is not None:
+            result.rejections.append(
+                ImportRejection(
+                    row.row,
+                    f"device.imeis[{device.imei_keys.index(conflict)}]",
+                    f"IMEI {conflict:014d} is already registered",
+                )
+            )
+            continue
+        claimed.update(device.imei_keys)
+        accepted.append(device)
+    add_devices(unit, accepted)
+    result.rows_accepted = len(accepted)
+    result.rows_rejected = len(result.rejections)
+    result.rejections.sort(key=lambda r: r.row)
+    result.sequence = unit.sequence
+    return result
+
+
+# --- stolen reports -----------------------------------------------------------------------
+
+
+def _authorize_stolen(caller: Caller, command: ReportStolen) -> None:
+    # An operator reports for its own subscribers; Kominfo for any.
+    require_own_imsi(caller, command.subscriber_imsi, "subscriber_imsi")
+
+
+def _report_stolen(command: ReportStolen, unit: WriteUnit) -> tuple[int, ...]:
+    keys = command.imei_keys
+    blacklist = unit.state.blacklist
+    blocked = [k for k in keys if blacklist.get(k, (None,))[0] is BlacklistCause.STOLEN]
+    if blocked:
+        raise AlreadyExists(
+            f"already reported stolen: {', '.join(f'{k:014d}' for k in blocked)}",
+            reason="IMEI_ALREADY_BLOCKED",
+        )
+    # A stolen report supersedes a block for a missing registration.
+    for key in (k for k in keys if k in blacklist):
+        unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key, reason=REASONS["superseded"]))
+    for key in keys:
+        unit.add(
+            Change(
+                ChangeKind.BLACKLIST_BLOCKED,
+                key,
+                blacklist_cause=BlacklistCause.STOLEN,
+                police_report=command.police_report,
+                imsi=command.subscriber_imsi,
+                subscriber_salt=new_salt(),
+            )
+        )
+    return keys
+
+
+def _report_recovered(command: ReportRecovered, unit: WriteUnit) -> tuple[int, ...]:
+    keys = command.imei_keys
+    blacklist = unit.state.blacklist
+    not_stolen = [k for k in keys if blacklist.get(k, (None,))[0] is not BlacklistCause.STOLEN]
+    if not_stolen:
+        raise FailedPrecondition(
+            f"not reported stolen: {', '.join(f'{k:014d}' for k in not_stolen)}",
+            reason="IMEI_NOT_STOLEN",
+        )
+    for key in keys:
+        entry = unit.records.blacklist_entry(key)
+        if entry is not None:
+            require_may_recover(unit.caller, key, entry)
+    for key in keys:
+        unit.add(
+            Change(
+                ChangeKind.BLACKLIST_UNBLOCKED,
+                key,
+                police_report=command.police_report,
+                reason=REASONS["recovered"],
+            )
+        )
+    return keys
+
+
+# --- exception pairs ----------------------------------------------------------------------
+
+
+def _authorize_pair(caller: Caller, command: AddException | RemoveException) -> None:
+    require_own_imsi(caller, command.imsi, "imsi")
+
+
+def _add_exception(command: AddException, unit: WriteUnit) -> tuple[int, str]:
+    key, imsi = command.imei_key, command.imsi
+    if (key, imsi) in unit.state.exceptions:
+        raise AlreadyExists(
+            f"IMEI {key:014d} is already paired with IMSI {imsi}", reason="PAIR_EXISTS"
+        )
+    unit.add(
+        Change(
+            ChangeKind.EXCEPTION_ADDED,
+            key,
+            imsi=imsi,
+            reason=command.reason,
+            subscriber_salt=new_salt(),
+        )
+    )
+    return key, imsi
+
+
+def _remove_exception(command: RemoveException, unit: WriteUnit) -> None:
+    key, imsi = command.imei_key, command.imsi
+    if (key, imsi) not in unit.state.exceptions:
+        raise NotFound(f"IMEI {key:014d} is not paired with IMSI {imsi}", reason="PAIR_NOT_FOUND")
+    # The pair's own salt: the end of the row commits to what its start did.
+    salt = unit.state.exception_salts.get((key, imsi), b"")
+    unit.add(Change(ChangeKind.EXCEPTION_REMOVED, key, imsi=imsi, subscriber_salt=salt))
+
+
+# --- policy -------------------------------------------------------------------------------
+
+
+def _update_policy(command: UpdatePolicy, unit: WriteUnit) -> Policy:
+    current = unit.state.policy
+    policy = replace(
+        current,
+        phase=Phase(command.phase if command.phase is not None else current.phase),
+        grace_days=_given(command.grace_days, current.grace_days),
+        clone_threshold=_given(command.clone_threshold, current.clone_threshold),
+        clone_window_seconds=_given(command.clone_window_seconds, current.clone_window_seconds),
+        updated_at_us=unit.now_us,
+        updated_by=unit.actor,
+    )
+    unit.add(Change(ChangeKind.POLICY_CHANGED, policy=policy))
+    return policy
+
+
+def _given(value: int | None, current: int) -> int:
+    return current if value is None else value
+
+
+# --- what checks record -------------------------------------------------------------------
+
+
+def may_record(caller: Caller, effect: NewNotification | GraceExpired) -> bool:
+    """Whether this caller's check may leave this effect (see ``may_notify``)."""
+    return isinstance(effect, GraceExpired) or may_notify(caller, effect.imsi)
+
+
+def _record_check_effects(command: RecordCheckEffects, unit: WriteUnit) -> int:
+    """Decide the checks again and emit the effects they still call for.
+
+    The unit holds the write lock and its lists have caught up with the
+    database's head, so a registration, pairing, block or notification that
+    committed after the check decided is seen here, and the effect it makes
+    void is dropped. Returns the time the checks were decided at.
+    """
+    state = unit.state
+    caller = unit.caller
+    now_us = unit.now_us
+    new: dict[tuple[int, str], Change] = {}
+    added: dict[int, int] = {}  # pairs notified in this unit, by IMEI
+    expired: dict[int, int] = {}
+    for imei, imsi, msisdn in command.checks:
+        effect = state.decide(imei, imsi, msisdn, now_us)[1]
+        if effect is None or not may_record(caller, effect):
+            continue
+        key = effect.imei_key
+        if isinstance(effect, GraceExpired):
+            expired[key] = effect.block_date_us
+            continue
+        # The lists do not hold this unit's own notifications yet.
+        if (key, effect.imsi) in new:
+            continue
+        if state.notifications_of(key) + added.get(key, 0) >= MAX_NOTIFICATIONS_PER_IMEI:
+            continue
+        added[key] = added.get(key, 0) + 1
+        # Every check of this IMEI decided at the same time against the same
+        # lists, so they all carry the same block date.
+        new[(key, effect.imsi)] = Change(
+            ChangeKind.NOTIFICATION_NEW,
+            key,
+            imsi=effect.imsi,
+            msisdn=effect.msisdn,
+            block_date_us=effect.block_date_us,
+            # The checking operator's own code (it notifies only its own
+            # subscribers): right for 3-digit MNCs too, which the IMSI alone
+            # cannot tell.
+            operator_mcc_mnc=caller.mcc_mnc_of(effect.imsi) or home_mcc_mnc(effect.imsi),
+            # A pair notified already keeps its salt (and so its commitment).
+            subscriber_salt=state.notification_salts.get((key, effect.imsi)) or new_salt(),
+        )
+    for change in new.values():
+        unit.add(change)
+    for key, block_date in expired.items():
+        for imsi in sorted(state.notified.get(key, {})):
+            unit.add(
+                _notification_end(
+                    state, ChangeKind.NOTIFICATION_BLACKLISTED, key, imsi, REASONS["grace_over"]
+                )
+            )
+        unit.add(
+            Change(
+                ChangeKind.BLACKLIST_BLOCKED,
+                key,
+                blacklist_cause=BlacklistCause.NOTIFICATION_EXPIRED,
+                block_date_us=block_date,
+                reason=REASONS["grace_over"],
+            )
+        )
+    return now_us
+
+
+def _notification_end(
+    state: ListState, kind: ChangeKind, key: int, imsi: str, reason: str
+) -> Change:
+    """The change that ends a notified pair: its subscriber and salt as the
+    pair's start gave them, so the two commit to the same subscriber."""
+    return Change(
+        kind,
+        key,
+        imsi=imsi,
+        msisdn=state.msisdns.get((key, imsi), ""),
+        subscriber_salt=state.notification_salts.get((key, imsi), b""),
+        reason=reason,
+    )
+
+
+# --- the table ----------------------------------------------------------------------------
+
+HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
+    RegisterDevice: Handler(_authorize_register, _register_device),
+    RevokeRegistration: Handler(_anyone, _revoke),
+    ImportChunk: Handler(_anyone, _import_chunk),
+    ReportStolen: Handler(_authorize_stolen, _report_stolen),
+    ReportRecovered: Handler(_anyone, _report_recovered),
+    AddException: Handler(_authorize_pair, _add_exception),
+    RemoveException: Handler(_authorize_pair, _remove_exception),
+    UpdatePolicy: Handler(_anyone, _update_policy),
+    RecordCheckEffects: Handler(_anyone, _record_check_effects),
+}
+
+
+def handler_for(command: Command[R]) -> Handler[Any, R]:
+    """The handler of the command's type."""
+    handler = HANDLERS.get(type(command))
+    if handler is None:
+        raise TypeError(f"no handler for {type(command).__name__}")
+    return handler
