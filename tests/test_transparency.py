@@ -9,6 +9,7 @@ by ``ceir audit verify``.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner, Result
 
-from ceir.api.convert import change_from_pb
+from ceir.api.convert import change_from_pb, leaf_from_pb
 from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.audit import (
     BadProof,
@@ -40,7 +41,6 @@ from ceir.audit import (
 )
 from ceir.cli import app
 from ceir.domain.commands import ImportChunk, ImportRow
-from ceir.domain.lists import ListState
 from ceir.domain.model import Caller, Change, DeviceRegistration, OrgKind, RegistrationSource
 from ceir.service.clock import ManualClock
 from ceir.service.merkle_log import DEFAULT_ORIGIN
@@ -49,6 +49,7 @@ from ceir.storage.database import Database
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import registry_pb2
 from ceir.v1 import transparency_pb2 as log_pb
+from ceir.v1 import types_pb2 as pb
 
 from .helpers import TELKOMSEL_IMSI, Client, error_reason, imei
 
@@ -214,17 +215,20 @@ def test_snapshot_and_feed_carry_checkpoints_that_match_their_changes(
     snapshot_checkpoint = open_checkpoint(chunks[0].checkpoint, [verifier], ORIGIN)
     assert snapshot_checkpoint.size == chunks[0].sequence
     assert all(chunk.checkpoint == "" for chunk in chunks[1:])
-    changes: list[Change] = []
+    received: list[pb.ListChange] = []
     checkpoints = []
     for message in feed(client):
         checkpoint = open_checkpoint(message.checkpoint, [verifier], ORIGIN)
-        changes.extend(change_from_pb(change) for change in message.changes)
-        assert checkpoint.size == changes[-1].sequence
+        received.extend(message.changes)
+        assert checkpoint.size == received[-1].sequence
         checkpoints.append(checkpoint)
-    hashes = [change_leaf_hash(change, index) for index, change in enumerate(changes)]
+    # XL rebuilds every leaf, other operators' subscribers from their commitments.
+    assert any(c.subscriber_commitment and not c.imsi for c in received)
+    hashes = [change_leaf_hash(leaf_from_pb(c), i) for i, c in enumerate(received)]
     replay(hashes, [*checkpoints, snapshot_checkpoint])
-    # The snapshot's lists are what those verified changes produce.
-    assert snapshot_lists(chunks) == lists_of(changes[: snapshot_checkpoint.size])
+    # The snapshot's lists are what those verified changes produce (a pair's
+    # subscriber is its commitment, which XL has for every pair).
+    assert snapshot_lists(chunks) == pb_lists_of(received[: snapshot_checkpoint.size])
 
 
 def test_errors_name_the_field_and_readers_need_permission(clients: dict[str, Client]) -> None:
@@ -300,10 +304,10 @@ def test_a_list_row_altered_in_the_database_is_caught(
     chunks = list(client.call(client.sync.GetSnapshot, sync_pb.GetSnapshotRequest()))
     checkpoint = open_checkpoint(chunks[0].checkpoint, [verifier], ORIGIN)
     # The changes verify against the snapshot's checkpoint...
-    changes = changes_of(feed(client))[: checkpoint.size]
-    replay([change_leaf_hash(c, i) for i, c in enumerate(changes)], [checkpoint])
+    received = [c for message in feed(client) for c in message.changes][: checkpoint.size]
+    replay([change_leaf_hash(leaf_from_pb(c), i) for i, c in enumerate(received)], [checkpoint])
     # ...but the snapshot is not what they produce.
-    assert snapshot_lists(chunks) != lists_of(changes)
+    assert snapshot_lists(chunks) != pb_lists_of(received)
 
     result = cli("audit", "verify", "--db", db_url, "--public-key", str(key_files[1]))
     assert result.exit_code == 1, result.output
@@ -342,7 +346,9 @@ def test_audit_verify_prints_the_verified_checkpoint_from_a_database_and_an_expo
 
     # An export whose fifth leaf was edited is refused, naming it.
     lines = export.read_text().splitlines()
-    lines[5] = lines[5].replace('"leaf": "0101', '"leaf": "0102', 1)
+    edited = re.sub(r'"leaf": "(0[12])01', r'"leaf": "\g<1>02', lines[5], count=1)
+    assert edited != lines[5]  # a WHITELIST_ADDED leaf made a WHITELIST_REMOVED one
+    lines[5] = edited
     export.write_text("\n".join(lines) + "\n")
     result = cli("audit", "verify", "--export", str(export), "--public-key", str(key_files[1]))
     assert result.exit_code == 1
@@ -404,16 +410,39 @@ def test_changes_written_without_the_log_are_hashed_at_start_up(
 # --- what a replica holds --------------------------------------------------------------------
 
 
-def lists_of(changes: list[Change]) -> dict[str, object]:
-    state = ListState()
+def pb_lists_of(changes: list[pb.ListChange]) -> dict[str, object]:
+    """The lists the received changes produce, each pair keyed by its commitment."""
+    lists: dict[str, set[Any]] = {name: set() for name in LIST_OF_KIND.values()}
     for change in changes:
-        state.apply(change)
-    return {
-        "whitelist": sorted(state.whitelist),
-        "blacklist": sorted(state.blacklist),
-        "exceptions": sorted(state.exceptions),
-        "notifications": sorted((k, i) for k, pairs in state.notified.items() for i in pairs),
-    }
+        name = LIST_OF_KIND.get(change.kind)
+        if name is None:
+            continue
+        key = int(change.imei_key)
+        entry = key if name in ("whitelist", "blacklist") else (key, change.subscriber_commitment)
+        if change.kind in ADDING_KINDS:
+            lists[name].add(entry)
+        else:
+            lists[name].discard(entry)
+    return {name: sorted(values) for name, values in lists.items()}
+
+
+LIST_OF_KIND = {
+    pb.CHANGE_KIND_WHITELIST_ADDED: "whitelist",
+    pb.CHANGE_KIND_WHITELIST_REMOVED: "whitelist",
+    pb.CHANGE_KIND_BLACKLIST_BLOCKED: "blacklist",
+    pb.CHANGE_KIND_BLACKLIST_UNBLOCKED: "blacklist",
+    pb.CHANGE_KIND_NOTIFICATION_NEW: "notifications",
+    pb.CHANGE_KIND_NOTIFICATION_RESOLVED: "notifications",
+    pb.CHANGE_KIND_NOTIFICATION_BLACKLISTED: "notifications",
+    pb.CHANGE_KIND_EXCEPTION_ADDED: "exceptions",
+    pb.CHANGE_KIND_EXCEPTION_REMOVED: "exceptions",
+}
+ADDING_KINDS = {
+    pb.CHANGE_KIND_WHITELIST_ADDED,
+    pb.CHANGE_KIND_BLACKLIST_BLOCKED,
+    pb.CHANGE_KIND_NOTIFICATION_NEW,
+    pb.CHANGE_KIND_EXCEPTION_ADDED,
+}
 
 
 def snapshot_lists(chunks: list[sync_pb.GetSnapshotResponse]) -> dict[str, object]:
@@ -429,7 +458,9 @@ def snapshot_lists(chunks: list[sync_pb.GetSnapshotResponse]) -> dict[str, objec
         elif chunk.list == sync_pb.SNAPSHOT_LIST_BLACKLIST:
             found["blacklist"].extend(chunk.imei_keys)
         elif chunk.list == sync_pb.SNAPSHOT_LIST_EXCEPTION:
-            found["exceptions"].extend(zip(chunk.imei_keys, chunk.imsis, strict=True))
+            pairs = zip(chunk.imei_keys, chunk.subscriber_commitments, strict=True)
+            found["exceptions"].extend(pairs)
         elif chunk.list == sync_pb.SNAPSHOT_LIST_NOTIFICATION:
-            found["notifications"].extend(zip(chunk.imei_keys, chunk.imsis, strict=True))
+            pairs = zip(chunk.imei_keys, chunk.subscriber_commitments, strict=True)
+            found["notifications"].extend(pairs)
     return {name: sorted(values) for name, values in found.items()}
