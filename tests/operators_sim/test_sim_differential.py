@@ -11,8 +11,9 @@ sequence). An answer past H means the CEIR recorded something for that check
 S, so the node follows the feed to S and decides that check again, and that
 decision must equal the answer exactly.
 
-One node sees every check here, as the CEIR does, so even clone suspicions
-must agree; ``test_sim_clone_scope`` covers what differs when each operator's
+One node sees every check here, as the CEIR does (it mirrors the lists
+with a regulator's view of the subscribers), so even clone suspicions must
+agree; ``test_sim_clone_scope`` covers what differs when each operator's
 node sees only its own subscribers. Each check reaches the CEIR from the
 operator the SIM attaches to, as in the simulation: the CEIR records a
 notification only for the checking operator's own subscribers.
@@ -119,7 +120,10 @@ def test_sim_local_decisions_equal_the_ceirs_answers(
     loaded = load(admin, population)
     assert loaded.rows_rejected == 0
 
-    node = SyncNode(OPERATORS[0], GrpcLink(ceir_process.address, sim_tokens["telkomsel"]))
+    # It follows the feed with a regulator's view: every subscriber in clear
+    # (an operator's node gets other operators' subscribers as commitments
+    # only, so could not decide their exception pairs; test_privacy).
+    node = SyncNode(OPERATORS[0], GrpcLink(ceir_process.address, sim_tokens["kominfo"]))
     # the reporter stays off: the test's own checks are the only ones the CEIR gets
     node.replica.start_merging()
     node.follower.start()
