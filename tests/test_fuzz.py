@@ -149,7 +149,9 @@ def request_id_ok(value: str) -> bool:
 
 
 def has_control_chars(value: str) -> bool:
-    return any(ord(char) < 32 or 127 <= ord(char) < 160 for char in value)
+    """What the register refuses in free text: anything str.isprintable()
+    refuses (control and format characters, separators other than space)."""
+    return not value.isprintable()
 
 
 def text_ok(value: str, limit: int, *, required: bool = False) -> bool:
