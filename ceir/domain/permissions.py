@@ -170,9 +170,11 @@ def sees_subscriber(caller: Caller, imsi: str) -> bool:
 
 
 def change_as_seen(caller: Caller, change: Change) -> Change:
-    """The change with the IMSI and MSISDN blanked unless the caller may read them."""
+    """The change with the IMSI, MSISDN and salt blanked unless the caller may
+    read them (the salt too: with it, the IMSIs of one MCC-MNC could be tried
+    against the commitment one by one)."""
     if (change.imsi or change.msisdn) and not sees_subscriber(caller, change.imsi):
-        return dataclasses.replace(change, imsi="", msisdn="")
+        return dataclasses.replace(change, imsi="", msisdn="", subscriber_salt=b"")
     return change
 
 
