@@ -314,18 +314,28 @@ def plain_strings(texts: tuple[object, ...]) -> bytes | None:
     string, is not encodable or is too long (the checked path names it)."""
     parts: list[bytes] = []
     append = parts.append
-    for text in texts:
-        if type(text) is not str:
-            return None
-        if not text:
-            append(EMPTY_STRING)
-            continue
-        try:
+    try:
+        for text in texts:
+            if type(text) is not str:
+                return None
+            if not text:
+                append(EMPTY_STRING)
+                continue
             raw = text.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-        if len(raw) > STRING_LIMIT:
-            return None
-        append(LENGTH.pack(len(raw)))
-        append(raw)
+            size = len(raw)
+            if size < _SHORT:
+                append(_SHORT_LENGTHS[size])
+            elif size > STRING_LIMIT:
+                return None
+            else:
+                append(LENGTH.pack(size))
+            append(raw)
+    except UnicodeEncodeError:
+        return None
     return b"".join(parts)
+
+
+# The length prefixes of short strings, made once (nearly every string of a
+# leaf is short): one list index instead of a pack per string.
+_SHORT = 256
+_SHORT_LENGTHS = tuple(LENGTH.pack(size) for size in range(_SHORT))

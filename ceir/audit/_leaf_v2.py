@@ -38,6 +38,10 @@ MAX_SLOTS = 16
 # the common part, then commitment presence and bytes, then the slot count
 FIXED = struct.Struct(COMMON_FORMAT + "B32sB")  # 105 bytes
 SLOTS = tuple(struct.Struct(f">{count}Q") for count in range(MAX_SLOTS + 1))
+# The fixed part and the slot keys in one pack, for the fast path.
+WITH_SLOTS = tuple(
+    struct.Struct(COMMON_FORMAT + f"B32sB{count}Q") for count in range(MAX_SLOTS + 1)
+)
 STRING_FIELDS = (
     "actor",
     "device_id",
@@ -181,10 +185,23 @@ def decode(data: bytes) -> Leaf:
 
 
 def encode_plain(change: Change) -> bytes | None:
-    """The version 2 leaf of a plain change without a subscriber, without the
-    per-field checks (``plain_common``); None: take the checked path."""
+    """The version 2 leaf of a plain change, without the per-field checks
+    (``plain_common``); None: take the checked path, which gives the same
+    bytes or names the bad field."""
     common = plain_common(change)
-    if common is None or change.imsi or change.msisdn or change.subscriber_salt:
+    if common is None:
+        return None
+    imsi, msisdn, salt = change.imsi, change.msisdn, change.subscriber_salt
+    if not imsi:
+        if msisdn or salt:
+            return None
+        commitment = b""
+    elif type(imsi) is str and type(msisdn) is str and type(salt) is bytes and len(salt) == 16:
+        try:
+            commitment = subscriber_commitment(salt, imsi, msisdn)
+        except LeafEncodingError:
+            return None
+    else:
         return None
     keys = change.device_imei_keys
     if type(keys) is not tuple or len(keys) > MAX_SLOTS:
@@ -208,7 +225,9 @@ def encode_plain(change: Change) -> bytes | None:
     if text is None:
         return None
     try:
-        fixed = FIXED.pack(VERSION, *common, 0, b"", len(keys))
+        head = WITH_SLOTS[len(keys)].pack(
+            VERSION, *common, 1 if commitment else 0, commitment, len(keys), *keys
+        )
     except struct.error:  # a time outside 64 bits: let the checked path say which
         return None
-    return fixed + SLOTS[len(keys)].pack(*keys) + text
+    return head + text

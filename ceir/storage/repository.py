@@ -268,33 +268,54 @@ def split_keys(text: str) -> tuple[int, ...]:
     return tuple(int(key) for key in text.split(",")) if text else ()
 
 
+# Enum members by number: a dict lookup instead of the Enum call, which
+# costs more than the rest of building a change (the start-up proof builds
+# one per change of the log).
+_KINDS = {int(kind): kind for kind in ChangeKind}
+_SOURCES = {int(source): source for source in RegistrationSource}
+_CAUSES = {int(cause): cause for cause in BlacklistCause}
+
+
 def change_from_row(row: Row[Any]) -> Change:
-    return Change(
-        kind=ChangeKind(row.kind),
-        imei_key=row.imei_key,
-        imsi=row.imsi,
-        msisdn=row.msisdn,
-        source=None if row.source is None else RegistrationSource(row.source),
-        valid_until_us=row.valid_until_us,
-        device_id=row.device_id,
-        blacklist_cause=None
-        if row.blacklist_cause is None
-        else BlacklistCause(row.blacklist_cause),
-        block_date_us=row.block_date_us,
-        operator_mcc_mnc=row.operator_mcc_mnc,
-        policy=_policy_from_json(row.policy_json) if row.policy_json else None,
-        sequence=row.sequence,
-        committed_at_us=row.committed_at_us,
-        actor=row.actor,
-        reference=row.reference,
-        brand=row.brand,
-        model=row.model,
-        device_imei_keys=split_keys(row.device_imei_keys),
-        police_report=row.police_report,
-        reason=row.reason,
-        subscriber_salt=bytes(row.subscriber_salt) if row.subscriber_salt else b"",
-        leaf_version=row.leaf_version,
+    """The change a ``changes`` row stores (any row with its column names)."""
+    source, cause, keys, salt = (
+        row.source,
+        row.blacklist_cause,
+        row.device_imei_keys,
+        row.subscriber_salt,
     )
+    kind = _KINDS.get(row.kind)
+    if kind is None:
+        raise ValueError(f"change {row.sequence} has kind {row.kind}, which is not a ChangeKind")
+    fields = {
+        "kind": kind,
+        "imei_key": row.imei_key,
+        "imsi": row.imsi,
+        "msisdn": row.msisdn,
+        "source": None if source is None else _SOURCES.get(source) or RegistrationSource(source),
+        "valid_until_us": row.valid_until_us,
+        "device_id": row.device_id,
+        "blacklist_cause": None if cause is None else _CAUSES.get(cause) or BlacklistCause(cause),
+        "block_date_us": row.block_date_us,
+        "operator_mcc_mnc": row.operator_mcc_mnc,
+        "policy": _policy_from_json(row.policy_json) if row.policy_json else None,
+        "sequence": row.sequence,
+        "committed_at_us": row.committed_at_us,
+        "actor": row.actor,
+        "reference": row.reference,
+        "brand": row.brand,
+        "model": row.model,
+        "device_imei_keys": tuple(map(int, keys.split(","))) if keys else (),
+        "police_report": row.police_report,
+        "reason": row.reason,
+        "subscriber_salt": bytes(salt) if salt else b"",
+        "leaf_version": row.leaf_version,
+    }
+    # The frozen dataclass's __init__ sets its 22 fields one object.__setattr__
+    # at a time; the values are the stored ones, so set them at once.
+    change = object.__new__(Change)
+    object.__setattr__(change, "__dict__", fields)
+    return change
 
 
 def _policy_json(policy: Policy) -> str:
