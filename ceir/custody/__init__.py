@@ -1,0 +1,68 @@
+"""Custody of the register: signed custody policies, witness cosignatures, handover notes.
+
+A pure library like ``ceir.audit`` (no database, no protobuf, no gRPC);
+``docs/custody.md`` specifies every byte.
+
+================  =============================================================
+module            what it holds
+================  =============================================================
+``policy``        ``CustodyPolicy``: its canonical text and parser
+``cosignature``   c2sp.org/tlog-cosignature v1 (Ed25519) of checkpoints
+``errors``        the refusals, each with a ``reason`` and a ``version``
+================  =============================================================
+"""
+
+from .cosignature import (
+    Cosignature,
+    CosignatureVerifier,
+    Cosigner,
+    cosign,
+    cosignature_message,
+    verify_cosignatures,
+)
+from .errors import (
+    BadCustodySignature,
+    CosignatureFromFuture,
+    CustodyRefusal,
+    DuplicateSigner,
+    KeyReused,
+    LogKeySignatureMissing,
+    MalformedCosignature,
+    MalformedHandover,
+    MalformedPolicy,
+    PolicyExpired,
+    ThresholdNotMet,
+    UnknownSigner,
+    WitnessQuorumNotMet,
+    WrongOrigin,
+    WrongVersion,
+)
+from .policy import CustodyPolicy, Officer, Threshold, Witness
+
+__all__ = [
+    "BadCustodySignature",
+    "Cosignature",
+    "CosignatureFromFuture",
+    "CosignatureVerifier",
+    "Cosigner",
+    "CustodyPolicy",
+    "CustodyRefusal",
+    "DuplicateSigner",
+    "KeyReused",
+    "LogKeySignatureMissing",
+    "MalformedCosignature",
+    "MalformedHandover",
+    "MalformedPolicy",
+    "Officer",
+    "PolicyExpired",
+    "Threshold",
+    "ThresholdNotMet",
+    "UnknownSigner",
+    "Witness",
+    "WitnessQuorumNotMet",
+    "WrongOrigin",
+    "WrongVersion",
+    "cosign",
+    "cosignature_message",
+    "verify_cosignatures",
+]
