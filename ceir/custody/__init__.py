@@ -7,11 +7,13 @@ A pure library like ``ceir.audit`` (no database, no protobuf, no gRPC);
 module            what it holds
 ================  =============================================================
 ``policy``        ``CustodyPolicy``: its canonical text and parser
+``chain``         signing policies, ``verify_successor``, ``walk_chain``
 ``cosignature``   c2sp.org/tlog-cosignature v1 (Ed25519) of checkpoints
 ``errors``        the refusals, each with a ``reason`` and a ``version``
 ================  =============================================================
 """
 
+from .chain import check_not_expired, sign_policy, verify_successor, walk_chain
 from .cosignature import (
     Cosignature,
     CosignatureVerifier,
@@ -62,7 +64,11 @@ __all__ = [
     "WitnessQuorumNotMet",
     "WrongOrigin",
     "WrongVersion",
+    "check_not_expired",
     "cosign",
     "cosignature_message",
+    "sign_policy",
     "verify_cosignatures",
+    "verify_successor",
+    "walk_chain",
 ]
