@@ -9,6 +9,7 @@ module            what it holds
 ``policy``        ``CustodyPolicy``: its canonical text and parser
 ``chain``         signing policies, ``verify_successor``, ``walk_chain``
 ``cosignature``   c2sp.org/tlog-cosignature v1 (Ed25519) of checkpoints
+``handover``      the handover note: body, signing, verification
 ``errors``        the refusals, each with a ``reason`` and a ``version``
 ================  =============================================================
 """
@@ -39,6 +40,7 @@ from .errors import (
     WrongOrigin,
     WrongVersion,
 )
+from .handover import Handover, sign_handover, verify_handover
 from .policy import CustodyPolicy, Officer, Threshold, Witness
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "CustodyPolicy",
     "CustodyRefusal",
     "DuplicateSigner",
+    "Handover",
     "KeyReused",
     "LogKeySignatureMissing",
     "MalformedCosignature",
@@ -67,8 +70,10 @@ __all__ = [
     "check_not_expired",
     "cosign",
     "cosignature_message",
+    "sign_handover",
     "sign_policy",
     "verify_cosignatures",
+    "verify_handover",
     "verify_successor",
     "walk_chain",
 ]
