@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from ceir.domain.model import Change, ChangeKind, Policy
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
+from ceir.storage.streaming import driver_batches, select_sql
 
 _REPLAY_BATCH = 10_000
 
@@ -32,9 +33,13 @@ __all__ = [
     "ListTable",
     "ListsNotFromLog",
     "ReplayedLists",
+    "RowDifference",
+    "describe",
     "list_differences",
+    "policy_differs",
     "prove_lists",
     "replay",
+    "row_differences",
 ]
 
 Key = tuple[Any, ...]
@@ -126,47 +131,100 @@ class ReplayedLists:
 def _table_rows(connection: Connection, table: ListTable) -> dict[Key, Values]:
     width = len(table.key)
     rows: dict[Key, Values] = {}
-    for batch in repo.iter_rows(connection, table.name, table.key + table.values, 50_000):
-        for row in batch:
-            rows[tuple(row[:width])] = tuple(row[width:])
+    sql = select_sql(table.name, table.key + table.values, table.key)
+    for batch in driver_batches(connection, sql, 50_000):
+        rows.update((row[:width], row[width:]) for row in batch)
     return rows
+
+
+@dataclass(frozen=True)
+class RowDifference:
+    """One list row the table holds otherwise than the replay gives it.
+
+    ``expected`` is what the log gives (None: no row), ``actual`` what the
+    table holds (None: no row).
+    """
+
+    table: ListTable
+    key: Key
+    expected: Values | None
+    actual: Values | None
+
+    @property
+    def what(self) -> str:
+        """``inserted``, ``deleted`` or ``altered`` (behind the log's back)."""
+        if self.expected is None:
+            return "inserted"
+        return "deleted" if self.actual is None else "altered"
+
+
+def row_differences(
+    connection: Connection, replayed: ReplayedLists, table: ListTable
+) -> list[RowDifference]:
+    """Every row of one list table that differs from the replay, in key order."""
+    expected, actual = replayed.rows[table.name], _table_rows(connection, table)
+    differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
+    both = expected.keys() & actual.keys()
+    differing += [key for key in both if expected[key] != actual[key]]  # altered
+    return [
+        RowDifference(table, key, expected.get(key), actual.get(key)) for key in sorted(differing)
+    ]
 
 
 def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterator[str]:
     """Per list table, the first row (in key order) that differs from the replay.
 
-    Each message names the table, the IMEI key (and IMSI), what differs, and
-    the last change of that row, which should have explained it.
+    Each message names the table, the IMEI key (and IMSI), how it differs,
+    and the change that should explain it.
     """
     for table in LIST_TABLES:
-        expected, actual = replayed.rows[table.name], _table_rows(connection, table)
-        differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
-        both = expected.keys() & actual.keys()
-        differing += [key for key in both if expected[key] != actual[key]]  # altered
+        differing = row_differences(connection, replayed, table)
         if not differing:
             continue
-        key = min(differing)
-        what = _what_differs(table, expected.get(key), actual.get(key))
         others = len(differing) - 1
         more = f" (and {others} more differing {table.name} rows)" if others else ""
-        yield (
-            f"{table.name} row for {_row_name(key)} is not what the log says: {what}; "
-            f"{_explanation(connection, table, key)}{more}"
-        )
-    if replayed.policy != repo.load_policy(connection):
+        yield describe(connection, differing[0]) + more
+    if policy_differs(connection, replayed):
         yield "register_state: the policy differs from the last POLICY_CHANGED change"
 
 
-def _what_differs(table: ListTable, expected: Values | None, actual: Values | None) -> str:
-    if expected is None:
-        return f"the log gives no row, the table holds {_show(table, actual)}"
-    if actual is None:
-        return f"the log gives {_show(table, expected)}, the table holds no row"
-    return "; ".join(
-        f"{column}: the log gives {want!r}, the table holds {have!r}"
-        for column, want, have in zip(table.values, expected, actual, strict=True)
+def policy_differs(connection: Connection, replayed: ReplayedLists) -> bool:
+    """True when the stored policy is not the last POLICY_CHANGED change's."""
+    return replayed.policy != repo.load_policy(connection)
+
+
+def describe(connection: Connection, difference: RowDifference) -> str:
+    """The difference in words, with the change that should explain it: the
+    last change of that row (looked up only here, for the rows that differ)."""
+    table, key = difference.table, difference.key
+    imsi = key[1] if len(key) > 1 else None
+    last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
+    change = "" if last is None else f"change {last.sequence} ({last.kind.name})"
+    row = f"{table.name} row for {_row_name(key)}"
+    if difference.expected is None:
+        explained = (
+            "no change explains it"
+            if last is None
+            else f"{change} removed it and no later change added it"
+        )
+        return (
+            f"{row} inserted behind the log: the log gives no row, the table holds "
+            f"{_show(table, difference.actual)}; {explained}"
+        )
+    if difference.actual is None:
+        return (
+            f"{row} deleted behind the log: the table holds no row, the log gives "
+            f"{_show(table, difference.expected)}; {change or 'a change'} added it and no "
+            "later change removed it"
+        )
+    values = "; ".join(
+        f"{column} is {have!r} in the table, {change or 'the log'} set {want!r}"
+        for column, want, have in zip(
+            table.values, difference.expected, difference.actual, strict=True
+        )
         if want != have
     )
+    return f"{row} altered behind the log: {values}"
 
 
 def _show(table: ListTable, values: Values | None) -> str:
@@ -182,14 +240,6 @@ def _show(table: ListTable, values: Values | None) -> str:
 def _row_name(key: Key) -> str:
     name = f"IMEI key {int(key[0]):014d}"
     return f"{name}, IMSI {key[1]}" if len(key) > 1 else name
-
-
-def _explanation(connection: Connection, table: ListTable, key: Key) -> str:
-    imsi = key[1] if len(key) > 1 else None
-    last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
-    if last is None:
-        return "no change explains it"
-    return f"the last change of this row is {last.sequence} ({last.kind.name})"
 
 
 def replay(connection: Connection) -> ReplayedLists:
@@ -211,7 +261,8 @@ class ListsNotFromLog(Exception):
         super().__init__(
             "the list tables are not what the change log gives, so the register will not "
             "answer from them: " + "; ".join(differences) + ". Run `ceir audit verify --db` "
-            "for the whole audit; restore the database from a copy the audit passes"
+            "for the whole audit; restore the database from a copy the audit passes, or "
+            "start with `ceir serve --repair` to rebuild the list tables from the log"
         )
 
 
