@@ -1,0 +1,404 @@
+"""The proof a register gives on every start, before it answers anything.
+
+In one consistent read, and in one pass over the change table:
+
+1. **The stored log verifies itself.** Every change row, in sequence order,
+   is encoded and hashed again (``encode_change``, ``leaf_hash``) and must
+   equal the leaf hash stored beside it when it was written: an insider who
+   edits a change's values is caught at that change. Sequences have no gap,
+   the state row's last sequence is the last change, every stored tree node
+   (levels 8, 16, ...) equals the one the leaves give, and the root of the
+   first N leaves equals the root of the latest stored checkpoint (size N),
+   whose signature must verify under the server's own key when it has one.
+2. **The lists are the replay of that log.** The same changes are replayed
+   into the rows each list table must hold (``list_audit``) and into the
+   in-memory ``ListState`` the server answers from; the tables are then
+   read once, for the comparison only.
+
+A log that fails (1) is refused, always: a tampered change cannot be
+repaired from itself. Tables that fail (2) are refused unless the server
+was asked to repair them, which rewrites the differing rows from the
+replay in one transaction and reports each row it changed with the change
+that explains it.
+
+Change rows are streamed through the driver's own cursor (a server-side
+cursor on PostgreSQL) and turned into ``Change`` values by the repository's
+``change_from_row``, the one mapping of a change row; ``ceir.audit.leaf``
+is the one encoding of a leaf.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import namedtuple
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, insert, update
+from sqlalchemy.orm import Session
+
+from ceir.audit import (
+    TILE_HEIGHT,
+    AuditError,
+    Checkpoint,
+    Frontier,
+    Verifier,
+    encode_change,
+    leaf_hash,
+    open_checkpoint,
+)
+from ceir.audit.merkle import short
+from ceir.domain.lists import ListState
+from ceir.domain.model import Change
+from ceir.storage import log_repository as log_repo
+from ceir.storage import repository as repo
+from ceir.storage import schema
+from ceir.storage.database import Database
+from ceir.storage.streaming import driver_batches, select_sql
+
+from .list_audit import (
+    LIST_TABLES,
+    ListsNotFromLog,
+    ReplayedLists,
+    RowDifference,
+    describe,
+    list_differences,
+    policy_differs,
+    row_differences,
+)
+
+__all__ = ["LogNotVerified", "StartupProof", "prove_at_start", "verify_and_replay"]
+
+log = logging.getLogger("ceir.startup_proof")
+
+BATCH = 20_000  # change rows per fetch
+
+
+class LogNotVerified(Exception):
+    """The stored change log fails its own verification; names the change."""
+
+    def __init__(self, sequence: int | None, problem: str) -> None:
+        self.sequence = sequence
+        self.problem = problem
+        super().__init__(
+            f"the stored change log does not verify, so the register will not answer from "
+            f"it: {problem}. Nothing was repaired (a tampered log cannot be rebuilt from "
+            "itself): restore the database from a copy that `ceir audit verify --db` passes"
+        )
+
+
+@dataclass
+class StartupProof:
+    """What the start-up proof established."""
+
+    state: ListState  # the lists, replayed from the verified log
+    size: int  # changes verified
+    root: bytes
+    checkpoint_size: int | None  # the latest stored checkpoint's size, if any
+    signature_checked: bool
+    repaired: list[str] = field(default_factory=list)  # every row the repair changed
+
+
+@dataclass
+class _Verified:
+    size: int
+    root: bytes
+    checkpoint_size: int | None
+    signature_checked: bool
+    replayed: ReplayedLists
+    state: ListState
+
+
+def prove_at_start(
+    db: Database,
+    verifier: Verifier | None,
+    origin: str,
+    *,
+    repair: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> StartupProof:
+    """Verify the stored log, then prove the list tables are its replay.
+
+    ``verifier``: the server's own key, which must have signed the latest
+    stored checkpoint (None: the checkpoint's root is still checked, not its
+    signature). Raises ``LogNotVerified`` naming the first bad change, or
+    ``ListsNotFromLog`` naming per table the first differing row; with
+    ``repair``, differing rows are rewritten from the replay instead, each
+    one passed to ``report`` and kept in ``StartupProof.repaired``.
+    """
+    with db.read_snapshot() as connection:
+        verified = verify_and_replay(connection, verifier, origin)
+        differences = list(list_differences(connection, verified.replayed))
+    proof = StartupProof(
+        verified.state,
+        verified.size,
+        verified.root,
+        verified.checkpoint_size,
+        verified.signature_checked,
+    )
+    if not differences:
+        return proof
+    if not repair:
+        raise ListsNotFromLog(differences)
+    proof.repaired = _repair(db, verified, report or (lambda _line: None))
+    return proof
+
+
+def verify_and_replay(connection: Connection, verifier: Verifier | None, origin: str) -> _Verified:
+    """Step 1 and the replay of step 2 (inside one snapshot read)."""
+    checkpoint = log_repo.latest_checkpoint(connection)
+    check = _LogCheck(_stored_nodes(connection), checkpoint[0] if checkpoint else None)
+    replayed = ReplayedLists()
+    state = ListState()
+    for batch in _change_batches(connection):
+        for change, stored in batch:
+            check.leaf(change, stored)
+            replayed.apply(change)
+            try:
+                state.apply(change)
+            except ValueError as error:  # a change no register writes, hashed as it is
+                raise LogNotVerified(change.sequence, str(error)) from error
+    size = check.frontier.size
+    head = repo.last_sequence(connection)
+    if head != size:
+        raise LogNotVerified(
+            min(head, size) + 1,
+            f"the register's state names change {head} as the last, but the change table "
+            f"ends at change {size}: changes were "
+            + ("deleted" if head > size else "added without moving the state"),
+        )
+    check.finish()
+    signature_checked = False
+    if checkpoint is not None:
+        signature_checked = _check_checkpoint(check, *checkpoint, verifier, origin)
+    if checkpoint is None or checkpoint[0] < size:
+        signed = 0 if checkpoint is None else checkpoint[0]
+        log.warning(
+            "changes not covered by a stored signed checkpoint",
+            extra={"from_sequence": signed + 1, "to_sequence": size},
+        )
+    return _Verified(
+        size, check.frontier.root(), check.checkpoint_size, signature_checked, replayed, state
+    )
+
+
+class _LogCheck:
+    """Leaf by leaf: sequence, recomputed leaf hash, tree nodes, checkpoint root."""
+
+    def __init__(self, stored_nodes: dict[tuple[int, int], bytes], checkpoint_size: int | None):
+        self.stored_nodes = stored_nodes
+        self.checkpoint_size = checkpoint_size
+        self.checkpoint_root: bytes | None = None
+        self.unhashed_from: int | None = None  # the first change without a stored hash
+        self.frontier = Frontier(on_node=self._node)
+
+    def leaf(self, change: Change, stored: bytes | None) -> None:
+        sequence = change.sequence
+        expected = self.frontier.size + 1
+        if sequence != expected:
+            raise LogNotVerified(
+                expected,
+                f"change {expected} is missing: the change table goes from change "
+                f"{expected - 1} to change {sequence} (a deleted or renumbered change row)",
+            )
+        try:
+            digest = leaf_hash(encode_change(change))
+        except AuditError as error:
+            problem = f"change {sequence} cannot be encoded: {error}"
+            raise LogNotVerified(sequence, problem) from error
+        if stored is None:
+            # Changes written before the log (or without it) are hashed by the
+            # server once it has started; they must all come after the hashed ones.
+            if self.unhashed_from is None:
+                self.unhashed_from = sequence
+        elif self.unhashed_from is not None:
+            raise LogNotVerified(
+                self.unhashed_from,
+                f"change {self.unhashed_from} has no stored leaf hash but change {sequence} "
+                "after it has one: a leaf hash was erased",
+            )
+        elif digest != stored:
+            key = "-" if change.imei_key is None else f"{change.imei_key:014d}"
+            raise LogNotVerified(
+                sequence,
+                f"change {sequence} ({change.kind.name}, IMEI key {key}) was altered: its row "
+                f"hashes to {short(digest)}, but the log recorded {short(stored)} when it was "
+                "written",
+            )
+        self.frontier.append(digest)
+        if self.frontier.size == self.checkpoint_size:
+            self.checkpoint_root = self.frontier.root()
+
+    def _node(self, level: int, index: int, digest: bytes) -> None:
+        if level % TILE_HEIGHT:
+            return
+        first, last = (index << level) + 1, (index + 1) << level
+        stored = self.stored_nodes.pop((level, index), None)
+        if stored is None:
+            if self.unhashed_from is None:  # a hashed range must have its node stored
+                raise LogNotVerified(
+                    first,
+                    f"the stored tree node ({level}, {index}) over changes {first} to {last} "
+                    "is missing: a tree node was deleted",
+                )
+        elif stored != digest:
+            raise LogNotVerified(
+                first,
+                f"the stored tree node ({level}, {index}) over changes {first} to {last} is "
+                f"{short(stored)}, but those changes give {short(digest)}: a tree node was "
+                "altered",
+            )
+
+    def finish(self) -> None:
+        """Stored nodes the tree does not have: the changes under them were removed."""
+        if self.stored_nodes:
+            level, index = min(self.stored_nodes, key=lambda node: node[1] << node[0])
+            first = (index << level) + 1
+            raise LogNotVerified(
+                first,
+                f"the stored tree node ({level}, {index}) covers changes {first} to "
+                f"{(index + 1) << level}, but the change table ends at change "
+                f"{self.frontier.size}: changes were deleted",
+            )
+
+
+def _check_checkpoint(
+    check: _LogCheck, size: int, note: str, verifier: Verifier | None, origin: str
+) -> bool:
+    """The latest checkpoint's root against the leaves; its signature under the
+    server's key (True when checked)."""
+    if size > check.frontier.size:
+        raise LogNotVerified(
+            check.frontier.size + 1,
+            f"the latest checkpoint signed {size} changes, but the change table ends at "
+            f"change {check.frontier.size}: changes were deleted",
+        )
+    try:
+        if verifier is None:
+            checkpoint = Checkpoint.parse(note.split("\n\n", 1)[0] + "\n")
+        else:
+            checkpoint = open_checkpoint(note, [verifier], origin)
+    except AuditError as error:
+        raise LogNotVerified(
+            None,
+            f"the latest stored checkpoint (size {size}) is refused: {error}"
+            + (" (it is not signed by this server's key)" if verifier is not None else ""),
+        ) from error
+    root = check.checkpoint_root
+    if size == 0 or root is None:
+        return verifier is not None
+    if root != checkpoint.root_hash:
+        raise LogNotVerified(
+            None,
+            f"the first {size} changes hash to {short(root)}, but the checkpoint of size {size} "
+            f"signed {short(checkpoint.root_hash)}: a change among 1 to {size} was altered "
+            "together with its stored leaf hash and tree nodes",
+        )
+    return verifier is not None
+
+
+def _stored_nodes(connection: Connection) -> dict[tuple[int, int], bytes]:
+    rows = connection.exec_driver_sql('SELECT level, "index", hash FROM tree_nodes')
+    return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
+
+
+_CHANGES = schema.Base.metadata.tables["changes"]
+_COLUMNS = tuple(column.name for column in _CHANGES.columns)
+# change_from_row reads columns by attribute; a named tuple reads them at C speed.
+_ChangeRow = namedtuple("_ChangeRow", _COLUMNS)  # type: ignore[misc]  # names from the schema
+_HASH = _COLUMNS.index("leaf_hash")
+
+
+def _change_batches(connection: Connection) -> Iterator[list[tuple[Change, bytes | None]]]:
+    """Every change with its stored leaf hash, in sequence order, a batch at a time."""
+    sql = select_sql("changes", _COLUMNS, ("sequence",))
+    make = _ChangeRow._make
+    # It reads a row's columns by attribute, which the named tuple has.
+    to_change: Callable[[Any], Change] = repo.change_from_row
+    for rows in driver_batches(connection, sql, BATCH):
+        yield [
+            (to_change(make(row)), None if row[_HASH] is None else bytes(row[_HASH]))
+            for row in rows
+        ]
+
+
+# --- repair -----------------------------------------------------------------------------
+
+
+def _repair(db: Database, verified: _Verified, report: Callable[[str], None]) -> list[str]:
+    """Rewrite every differing list row (and the policy) from the replay, in one
+    transaction that holds the write lock; returns a line per row changed."""
+    repaired: list[str] = []
+    with db.write() as session:
+        head = repo.lock_state(session)
+        if head != verified.size:
+            raise RuntimeError(
+                f"another server wrote changes {verified.size + 1} to {head} while this one "
+                "proved the log: stop every server of this database, then repair"
+            )
+        connection = session.connection()
+        for table in LIST_TABLES:
+            for difference in row_differences(connection, verified.replayed, table):
+                line = f"{_action(difference)}: {describe(connection, difference)}"
+                _rewrite(session, difference)
+                repaired.append(line)
+                report(line)
+        if policy_differs(connection, verified.replayed):
+            repo.save_policy(session, verified.replayed.policy)
+            line = "restored the policy of the last POLICY_CHANGED change in register_state"
+            repaired.append(line)
+            report(line)
+    for line in repaired:
+        log.warning("repaired a list row from the log", extra={"repair": line})
+    return repaired
+
+
+def _action(difference: RowDifference) -> str:
+    return {"inserted": "deleted", "deleted": "restored", "altered": "updated"}[difference.what]
+
+
+def _rewrite(session: Session, difference: RowDifference) -> None:
+    table = schema.Base.metadata.tables[difference.table.name]
+    spec = difference.table
+    where = and_(
+        *(table.c[name] == value for name, value in zip(spec.key, difference.key, strict=True))
+    )
+    if difference.expected is None:
+        session.execute(delete(table).where(where))
+        return
+    values = dict(zip(spec.values, difference.expected, strict=True))
+    if difference.actual is not None:
+        session.execute(update(table).where(where).values(values))
+        return
+    row = dict(zip(spec.key, difference.key, strict=True)) | values
+    session.execute(insert(table).values(_unlogged(session, table, spec, difference, row)))
+
+
+# Columns of the list tables that leaf version 1 does not carry, taken from
+# the change that added the row when one is restored.
+_FROM_CHANGE: dict[str, Callable[[Change], Any]] = {
+    "blocked_by": lambda change: change.actor,
+    "blocked_at_us": lambda change: change.committed_at_us,
+    "subscriber_imsi": lambda change: change.imsi,
+    "first_seen_us": lambda change: change.committed_at_us,
+    "added_by": lambda change: change.actor,
+    "added_at_us": lambda change: change.committed_at_us,
+}
+
+
+def _unlogged(
+    session: Session, table: Table, spec: Any, difference: RowDifference, row: dict[str, Any]
+) -> dict[str, Any]:
+    missing = [c for c in table.columns if c.name not in row]
+    if not missing:
+        return row
+    imsi = difference.key[1] if len(difference.key) > 1 else None
+    change = repo.last_change_of(session, int(difference.key[0]), (spec.adds,), imsi)
+    assert change is not None  # the replay holds the row, so a change added it
+    for column in missing:
+        if column.name in _FROM_CHANGE:
+            row[column.name] = _FROM_CHANGE[column.name](change)
+        elif hasattr(change, column.name):
+            row[column.name] = getattr(change, column.name)
+    return row
