@@ -172,8 +172,8 @@ def verify_and_replay(connection: Connection, verifier: Verifier | None, origin:
     signature_checked = False
     if checkpoint is not None:
         signature_checked = _check_checkpoint(check, *checkpoint, verifier, origin)
-    if checkpoint is None or checkpoint[0] < size:
-        signed = 0 if checkpoint is None else checkpoint[0]
+    signed = 0 if checkpoint is None else checkpoint[0]
+    if signed < size:
         log.warning(
             "changes not covered by a stored signed checkpoint",
             extra={"from_sequence": signed + 1, "to_sequence": size},
