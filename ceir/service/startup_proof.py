@@ -30,6 +30,7 @@ is the one encoding of a leaf.
 from __future__ import annotations
 
 import logging
+import os
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from ceir.audit import (
 )
 from ceir.audit.merkle import short
 from ceir.domain.lists import ListState
-from ceir.domain.model import Change
+from ceir.domain.model import BlacklistCause, Change
 from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage import schema
@@ -73,6 +74,8 @@ __all__ = ["LogNotVerified", "StartupProof", "prove_at_start", "verify_and_repla
 log = logging.getLogger("ceir.startup_proof")
 
 BATCH = 20_000  # change rows per fetch
+PARALLEL_FROM = 200_000  # changes from which a second process takes half of them
+CHUNK_LEVEL = 16  # the second process hands back roots of 2^16 leaves
 
 
 class LogNotVerified(Exception):
@@ -145,22 +148,37 @@ def prove_at_start(
     return proof
 
 
-def verify_and_replay(connection: Connection, verifier: Verifier | None, origin: str) -> _Verified:
-    """Step 1 and the replay of step 2 (inside one snapshot read)."""
+def verify_and_replay(
+    connection: Connection,
+    verifier: Verifier | None,
+    origin: str,
+    *,
+    parallel_from: int = PARALLEL_FROM,
+    chunk_level: int = CHUNK_LEVEL,
+) -> _Verified:
+    """Step 1 and the replay of step 2 (inside one snapshot read).
+
+    From ``parallel_from`` changes on a machine with more than one core, a
+    second process verifies and replays the later changes (from a multiple
+    of 2^chunk_level on) while this one does the earlier ones.
+    """
     checkpoint = log_repo.latest_checkpoint(connection)
-    check = _LogCheck(_stored_nodes(connection), checkpoint[0] if checkpoint else None)
-    replayed = ReplayedLists()
-    state = ListState()
-    for batch in _change_batches(connection):
-        for change, stored in batch:
-            check.leaf(change, stored)
-            replayed.apply(change)
-            try:
-                state.apply(change)
-            except ValueError as error:  # a change no register writes, hashed as it is
-                raise LogNotVerified(change.sequence, str(error)) from error
-    size = check.frontier.size
+    checkpoint_size = checkpoint[0] if checkpoint else None
     head = repo.last_sequence(connection)
+    check = _LogCheck(_stored_nodes(connection), checkpoint_size)
+    replayed = _tracked(ReplayedLists())
+    split = (
+        _split(head, chunk_level) if head >= parallel_from and (os.cpu_count() or 1) > 1 else None
+    )
+    if split is None:
+        _replay_range(connection, check, replayed, None)
+    else:
+        from .startup_range import RangeVerifier
+
+        with RangeVerifier(connection, check, split, head, chunk_level) as later:
+            _replay_range(connection, check, replayed, split)
+            later.merge_into(check, replayed)
+    size = check.size
     if head != size:
         raise LogNotVerified(
             min(head, size) + 1,
@@ -178,24 +196,111 @@ def verify_and_replay(connection: Connection, verifier: Verifier | None, origin:
             "changes not covered by a stored signed checkpoint",
             extra={"from_sequence": signed + 1, "to_sequence": size},
         )
+    state = lists_of(replayed, size)
     return _Verified(
         size, check.frontier.root(), check.checkpoint_size, signature_checked, replayed, state
     )
 
 
-class _LogCheck:
-    """Leaf by leaf: sequence, recomputed leaf hash, tree nodes, checkpoint root."""
+def _split(head: int, chunk_level: int) -> int | None:
+    """Where the second process starts: about half way, on a multiple of 2^chunk_level."""
+    split = (head // 2) >> chunk_level << chunk_level
+    return split or None
 
-    def __init__(self, stored_nodes: dict[tuple[int, int], bytes], checkpoint_size: int | None):
+
+def _replay_range(
+    connection: Connection, check: _LogCheck, replayed: ReplayedLists, upto: int | None
+) -> None:
+    for batch in _change_batches(connection, 0, upto):
+        for change, stored in batch:
+            check.leaf(change, stored)
+            replayed.apply(change)
+
+
+class _Tracked(dict[Any, Any]):
+    """A replayed table that remembers which keys it lost (and did not get back),
+    so that the replay of a later range can be laid over an earlier one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: set[Any] = set()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.removed.discard(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.removed.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.removed.add(key)
+        return super().pop(key, *default)
+
+
+def _tracked(replayed: ReplayedLists) -> ReplayedLists:
+    replayed.rows = {name: _Tracked() for name in replayed.rows}
+    return replayed
+
+
+def lists_of(replayed: ReplayedLists, sequence: int) -> ListState:
+    """The in-memory lists holding the replayed rows (columns found by name)."""
+    state = ListState(replayed.policy, sequence)
+    for table in LIST_TABLES:
+        rows = replayed.rows[table.name]
+        column = {name: index for index, name in enumerate(table.values)}
+        salt = column.get("subscriber_salt")
+        if table.name == "whitelist":
+            until = column["valid_until_us"]
+            state.whitelist = {key[0]: values[until] for key, values in rows.items()}
+        elif table.name == "blacklist":
+            cause, block = column["cause"], column["block_date_us"]
+            state.blacklist = {
+                key[0]: (BlacklistCause(values[cause]), values[block])
+                for key, values in rows.items()
+            }
+        elif table.name == "notifications":
+            msisdn, block = column["msisdn"], column["block_date_us"]
+            for (key, imsi), values in sorted(rows.items()):
+                pair_salt = b"" if salt is None else bytes(values[salt] or b"")
+                state.add_notification(key, imsi, values[msisdn], values[block], pair_salt)
+        elif table.name == "exceptions":
+            state.exceptions = set(rows)
+            if salt is not None:
+                state.exception_salts = {pair: v[salt] for pair, v in rows.items() if v[salt]}
+    return state
+
+
+class _LogCheck:
+    """Leaf by leaf: sequence, recomputed leaf hash, tree nodes, checkpoint root.
+
+    From leaf ``first`` on (0: the whole log, into one frontier); with
+    ``chunk_level``, into one frontier per 2^chunk_level leaves, whose roots
+    (``chunk_roots``) a later merge appends (``startup_range``).
+    """
+
+    def __init__(
+        self,
+        stored_nodes: dict[tuple[int, int], bytes],
+        checkpoint_size: int | None,
+        *,
+        first: int = 0,
+        chunk_level: int | None = None,
+    ) -> None:
         self.stored_nodes = stored_nodes
         self.checkpoint_size = checkpoint_size
         self.checkpoint_root: bytes | None = None
         self.unhashed_from: int | None = None  # the first change without a stored hash
-        self.frontier = Frontier(on_node=self._node)
+        self.size = first  # the leaves before the next one
+        self.frontier = Frontier(on_node=self.node)
+        self.chunk = None if chunk_level is None else 1 << chunk_level
+        self.chunk_roots: list[bytes] = []
+        self.chunk_leaves: list[bytes] = []
+        self.checkpoint_leaves: list[bytes] | None = None
 
     def leaf(self, change: Change, stored: bytes | None) -> None:
         sequence = change.sequence
-        expected = self.frontier.size + 1
+        expected = self.size + 1
         if sequence != expected:
             raise LogNotVerified(
                 expected,
@@ -226,11 +331,35 @@ class _LogCheck:
                 f"hashes to {short(digest)}, but the log recorded {short(stored)} when it was "
                 "written",
             )
-        self.frontier.append(digest)
-        if self.frontier.size == self.checkpoint_size:
-            self.checkpoint_root = self.frontier.root()
+        if self.chunk is None:
+            self.frontier.append(digest)
+            self.size = sequence
+            if sequence == self.checkpoint_size:
+                self.checkpoint_root = self.frontier.root()
+        else:
+            self._chunked(digest)
 
-    def _node(self, level: int, index: int, digest: bytes) -> None:
+    def _chunked(self, digest: bytes) -> None:
+        chunk, start = self.chunk, self.size
+        assert chunk is not None
+        if start % chunk == 0:
+            base = start
+
+            def node(level: int, index: int, node_digest: bytes) -> None:
+                self.node(level, (base >> level) + index, node_digest)
+
+            self.frontier = Frontier(on_node=node)
+            self.chunk_leaves = []
+        self.frontier.append(digest)
+        self.chunk_leaves.append(digest)
+        self.size = start + 1
+        if self.size == self.checkpoint_size:
+            self.checkpoint_leaves = list(self.chunk_leaves)
+        if self.size % chunk == 0:
+            self.chunk_roots.append(self.frontier.root())
+
+    def node(self, level: int, index: int, digest: bytes) -> None:
+        """Compare a node the leaves complete with the stored one (levels 8, 16, ...)."""
         if level % TILE_HEIGHT:
             return
         first, last = (index << level) + 1, (index + 1) << level
@@ -259,7 +388,7 @@ class _LogCheck:
                 first,
                 f"the stored tree node ({level}, {index}) covers changes {first} to "
                 f"{(index + 1) << level}, but the change table ends at change "
-                f"{self.frontier.size}: changes were deleted",
+                f"{self.size}: changes were deleted",
             )
 
 
@@ -268,11 +397,11 @@ def _check_checkpoint(
 ) -> bool:
     """The latest checkpoint's root against the leaves; its signature under the
     server's key (True when checked)."""
-    if size > check.frontier.size:
+    if size > check.size:
         raise LogNotVerified(
-            check.frontier.size + 1,
+            check.size + 1,
             f"the latest checkpoint signed {size} changes, but the change table ends at "
-            f"change {check.frontier.size}: changes were deleted",
+            f"change {check.size}: changes were deleted",
         )
     try:
         if verifier is None:
@@ -310,9 +439,14 @@ _ChangeRow = namedtuple("_ChangeRow", _COLUMNS)  # type: ignore[misc]  # names f
 _HASH = _COLUMNS.index("leaf_hash")
 
 
-def _change_batches(connection: Connection) -> Iterator[list[tuple[Change, bytes | None]]]:
-    """Every change with its stored leaf hash, in sequence order, a batch at a time."""
+def _change_batches(
+    connection: Connection, after: int, upto: int | None
+) -> Iterator[list[tuple[Change, bytes | None]]]:
+    """The changes after ``after`` (up to ``upto``) with their stored leaf
+    hashes, in sequence order, a batch at a time."""
     sql = select_sql("changes", _COLUMNS, ("sequence",))
+    bound = "" if upto is None else f" AND sequence <= {int(upto)}"
+    sql = sql.replace(" ORDER BY ", f" WHERE sequence > {int(after)}{bound} ORDER BY ", 1)
     make = _ChangeRow._make
     # It reads a row's columns by attribute, which the named tuple has.
     to_change: Callable[[Any], Change] = repo.change_from_row

@@ -25,12 +25,15 @@ import pytest
 
 from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.audit import encode_change, leaf_hash
+from ceir.domain.identifiers import full_imei
 from ceir.domain.model import Caller, Change, OrgKind
 from ceir.service.clock import ManualClock
 from ceir.service.imports import ImportService
 from ceir.service.list_audit import ListsNotFromLog
+from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.register import Committed
-from ceir.service.startup_proof import LogNotVerified
+from ceir.service.registry import RegistryService
+from ceir.service.startup_proof import LogNotVerified, _Verified, verify_and_replay
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 from ceir.v1 import equipment_check_pb2, types_pb2
@@ -334,3 +337,79 @@ def test_ceir_serve_help_documents_repair() -> None:
     result = cli("serve", "--help")
     assert "--repair" in result.output
     assert "verifies the stored change log" in " ".join(result.output.split())
+
+
+# --- the later changes in a second process -------------------------------------------------
+
+
+@pytest.fixture
+def longer(db_url: str, server: RunningServer, clients: dict[str, Client]) -> str:
+    """700 imports, then changes of every list and revocations of earlier
+    imports, so that the second process's range removes rows of the first's."""
+    _import(server, 700)
+    populate(clients)
+    registry = RegistryService(server.register)
+    revoked = [full_imei(35_000_000_000_000 + n) for n in (3, 100, 650)]
+    registry.revoke(KEMENPERIN, "", "", revoked, "test", lambda _done: b"")
+    return db_url
+
+
+def _verified(db_url: str, key_file: Path, **parallel: int) -> _Verified:
+    from ceir.audit import Signer, load_private_key
+
+    verifier = Signer(DEFAULT_ORIGIN, load_private_key(key_file)).verifier
+    db = Database(db_url)
+    try:
+        with db.read_snapshot() as connection:
+            return verify_and_replay(connection, verifier, DEFAULT_ORIGIN, **parallel)
+    finally:
+        db.dispose()
+
+
+_IN_TWO = {"parallel_from": 0, "chunk_level": 8}  # split at change 256
+
+
+def test_two_processes_give_the_log_and_lists_one_process_gives(
+    longer: str, key_file: Path
+) -> None:
+    alone, split = _verified(longer, key_file), _verified(longer, key_file, **_IN_TWO)
+    assert (split.size, split.root, split.signature_checked) == (alone.size, alone.root, True)
+    assert {name: dict(rows) for name, rows in split.replayed.rows.items()} == {
+        name: dict(rows) for name, rows in alone.replayed.rows.items()
+    }
+    for name in (
+        "sequence",
+        "policy",
+        "whitelist",
+        "blacklist",
+        "exceptions",
+        "notified",
+        "msisdns",
+    ):
+        assert getattr(split.state, name) == getattr(alone.state, name), name
+    assert int(full_imei(35_000_000_000_000 + 100)[:14]) not in split.state.whitelist  # revoked
+    assert len(split.state.whitelist) == 700 + 8 - 3
+
+
+@pytest.mark.parametrize("sequence", [10, 600])
+def test_two_processes_name_an_edited_change_in_either_range(
+    longer: str, key_file: Path, sequence: int
+) -> None:
+    alter(longer, f"UPDATE changes SET device_id = 'forged' WHERE sequence = {sequence}")
+    with pytest.raises(LogNotVerified) as refused:
+        _verified(longer, key_file, **_IN_TWO)
+    assert refused.value.sequence == sequence
+
+
+@pytest.mark.parametrize(("level", "index", "first"), [(8, 1, 257), (8, 0, 1)])
+def test_two_processes_name_a_tampered_tree_node_in_either_range(
+    longer: str, key_file: Path, level: int, index: int, first: int
+) -> None:
+    alter(
+        longer,
+        "UPDATE tree_nodes SET hash = (SELECT leaf_hash FROM changes WHERE sequence = 1) "
+        f'WHERE level = {level} AND "index" = {index}',
+    )
+    with pytest.raises(LogNotVerified) as refused:
+        _verified(longer, key_file, **_IN_TWO)
+    assert refused.value.sequence == first
