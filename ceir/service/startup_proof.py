@@ -36,8 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, insert, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from ceir.audit import (
     TILE_HEIGHT,
@@ -58,16 +57,8 @@ from ceir.storage import schema
 from ceir.storage.database import Database
 from ceir.storage.streaming import driver_batches, select_sql
 
-from .list_audit import (
-    LIST_TABLES,
-    ListsNotFromLog,
-    ReplayedLists,
-    RowDifference,
-    describe,
-    list_differences,
-    policy_differs,
-    row_differences,
-)
+from .list_audit import LIST_TABLES, ListsNotFromLog, ReplayedLists, list_differences
+from .list_repair import repair_lists
 
 __all__ = ["LogNotVerified", "StartupProof", "prove_at_start", "verify_and_replay"]
 
@@ -144,7 +135,7 @@ def prove_at_start(
         return proof
     if not repair:
         raise ListsNotFromLog(differences)
-    proof.repaired = _repair(db, verified, report or (lambda _line: None))
+    proof.repaired = repair_lists(db, verified.replayed, verified.size, report)
     return proof
 
 
@@ -455,84 +446,3 @@ def _change_batches(
             (to_change(make(row)), None if row[_HASH] is None else bytes(row[_HASH]))
             for row in rows
         ]
-
-
-# --- repair -----------------------------------------------------------------------------
-
-
-def _repair(db: Database, verified: _Verified, report: Callable[[str], None]) -> list[str]:
-    """Rewrite every differing list row (and the policy) from the replay, in one
-    transaction that holds the write lock; returns a line per row changed."""
-    repaired: list[str] = []
-    with db.write() as session:
-        head = repo.lock_state(session)
-        if head != verified.size:
-            raise RuntimeError(
-                f"another server wrote changes {verified.size + 1} to {head} while this one "
-                "proved the log: stop every server of this database, then repair"
-            )
-        connection = session.connection()
-        for table in LIST_TABLES:
-            for difference in row_differences(connection, verified.replayed, table):
-                line = f"{_action(difference)}: {describe(connection, difference)}"
-                _rewrite(session, difference)
-                repaired.append(line)
-                report(line)
-        if policy_differs(connection, verified.replayed):
-            repo.save_policy(session, verified.replayed.policy)
-            line = "restored the policy of the last POLICY_CHANGED change in register_state"
-            repaired.append(line)
-            report(line)
-    for line in repaired:
-        log.warning("repaired a list row from the log", extra={"repair": line})
-    return repaired
-
-
-def _action(difference: RowDifference) -> str:
-    return {"inserted": "deleted", "deleted": "restored", "altered": "updated"}[difference.what]
-
-
-def _rewrite(session: Session, difference: RowDifference) -> None:
-    table = schema.Base.metadata.tables[difference.table.name]
-    spec = difference.table
-    where = and_(
-        *(table.c[name] == value for name, value in zip(spec.key, difference.key, strict=True))
-    )
-    if difference.expected is None:
-        session.execute(delete(table).where(where))
-        return
-    values = dict(zip(spec.values, difference.expected, strict=True))
-    if difference.actual is not None:
-        session.execute(update(table).where(where).values(values))
-        return
-    row = dict(zip(spec.key, difference.key, strict=True)) | values
-    session.execute(insert(table).values(_unlogged(session, table, spec, difference, row)))
-
-
-# Columns of the list tables that leaf version 1 does not carry, taken from
-# the change that added the row when one is restored.
-_FROM_CHANGE: dict[str, Callable[[Change], Any]] = {
-    "blocked_by": lambda change: change.actor,
-    "blocked_at_us": lambda change: change.committed_at_us,
-    "subscriber_imsi": lambda change: change.imsi,
-    "first_seen_us": lambda change: change.committed_at_us,
-    "added_by": lambda change: change.actor,
-    "added_at_us": lambda change: change.committed_at_us,
-}
-
-
-def _unlogged(
-    session: Session, table: Table, spec: Any, difference: RowDifference, row: dict[str, Any]
-) -> dict[str, Any]:
-    missing = [c for c in table.columns if c.name not in row]
-    if not missing:
-        return row
-    imsi = difference.key[1] if len(difference.key) > 1 else None
-    change = repo.last_change_of(session, int(difference.key[0]), (spec.adds,), imsi)
-    assert change is not None  # the replay holds the row, so a change added it
-    for column in missing:
-        if column.name in _FROM_CHANGE:
-            row[column.name] = _FROM_CHANGE[column.name](change)
-        elif hasattr(change, column.name):
-            row[column.name] = getattr(change, column.name)
-    return row
