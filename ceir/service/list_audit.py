@@ -161,11 +161,31 @@ class RowDifference:
 def row_differences(
     connection: Connection, replayed: ReplayedLists, table: ListTable
 ) -> list[RowDifference]:
-    """Every row of one list table that differs from the replay, in key order."""
-    expected, actual = replayed.rows[table.name], _table_rows(connection, table)
-    differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
-    both = expected.keys() & actual.keys()
-    differing += [key for key in both if expected[key] != actual[key]]  # altered
+    """Every row of one list table that differs from the replay, in key order.
+
+    The table is streamed past the replay once, keeping only the rows that
+    differ (a million-row table is not held twice); only when some replayed
+    row was not met are the table's keys read again, to name the missing ones.
+    """
+    expected = replayed.rows[table.name]
+    width, absent = len(table.key), object()
+    actual: dict[Key, Values] = {}  # the table's rows that differ
+    met = 0
+    sql = select_sql(table.name, table.key + table.values, table.key)
+    for batch in driver_batches(connection, sql, 50_000):
+        for row in batch:
+            key, values = row[:width], row[width:]
+            want = expected.get(key, absent)
+            if want is absent:
+                actual[key] = values  # inserted
+                continue
+            met += 1
+            if want != values:
+                actual[key] = values  # altered
+    differing = list(actual)
+    if met != len(expected):  # deleted
+        present = _table_rows(connection, table).keys()
+        differing += [key for key in expected if key not in present]
     return [
         RowDifference(table, key, expected.get(key), actual.get(key)) for key in sorted(differing)
     ]

@@ -157,7 +157,7 @@ def verify_and_replay(
     checkpoint_size = checkpoint[0] if checkpoint else None
     head = repo.last_sequence(connection)
     check = _LogCheck(_stored_nodes(connection), checkpoint_size)
-    replayed = _tracked(ReplayedLists())
+    replayed = ReplayedLists()  # the second process's range tracks its removals
     split = (
         _split(head, chunk_level) if head >= parallel_from and (os.cpu_count() or 1) > 1 else None
     )

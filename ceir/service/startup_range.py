@@ -18,7 +18,9 @@ appended).
 
 from __future__ import annotations
 
-import multiprocessing
+import pickle
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,8 +34,6 @@ from ceir.storage.database import Database
 from .list_audit import ReplayedLists
 
 if TYPE_CHECKING:
-    from multiprocessing.pool import AsyncResult, Pool
-
     from .startup_proof import _LogCheck
 
 __all__ = ["RangeVerifier"]
@@ -72,10 +72,15 @@ class RangeVerifier:
             if node[0] <= self.level and node[1] << node[0] >= split
         }
         url = connection.engine.url.render_as_string(hide_password=False)
-        self.pool: Pool = multiprocessing.get_context("spawn").Pool(1)
-        self.result: AsyncResult[RangeResult] = self.pool.apply_async(
-            verify_range, (url, snapshot, split, head, level, nodes, check.checkpoint_size)
+        arguments = (url, snapshot, split, head, level, nodes, check.checkpoint_size)
+        # A process of its own, not multiprocessing's spawn, which would import
+        # the server's main script again in the child.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
+        assert self.process.stdin is not None
+        with self.process.stdin as sent:
+            sent.write(pickle.dumps(arguments, pickle.HIGHEST_PROTOCOL))
 
     def __enter__(self) -> RangeVerifier:
         return self
@@ -86,17 +91,29 @@ class RangeVerifier:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if kind is None:
-            self.pool.close()
-        else:
-            self.pool.terminate()  # the first range failed: its refusal comes first
-        self.pool.join()
+        if self.process.poll() is None:
+            self.process.kill()  # the first range failed: its refusal comes first
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.process.wait()
+
+    def _result(self) -> RangeResult:
+        assert self.process.stdout is not None
+        data = self.process.stdout.read()
+        if self.process.wait() != 0:
+            raise RuntimeError(
+                f"the second process of the start-up proof failed (exit code "
+                f"{self.process.returncode}; its error is on standard error)"
+            )
+        result = pickle.loads(data)  # from the child this process started
+        assert isinstance(result, RangeResult)
+        return result
 
     def merge_into(self, check: _LogCheck, replayed: ReplayedLists) -> None:
         """Lay the second range over the first (raises its first failure)."""
         from .startup_proof import LogNotVerified
 
-        result = self.result.get()
+        result = self._result()
         if check.unhashed_from is not None and result.first_hashed is not None:
             raise LogNotVerified(
                 check.unhashed_from,
@@ -192,3 +209,17 @@ def verify_range(
     }
     result.policy = replayed.policy if policy_changed else None
     return result
+
+
+def main() -> None:
+    """The second process: arguments pickled on stdin, the result pickled on stdout."""
+    # Through the package, so the result's class is the one the server unpickles.
+    from ceir.service import startup_range
+
+    arguments = pickle.load(sys.stdin.buffer)
+    result = startup_range.verify_range(*arguments)
+    pickle.dump(result, sys.stdout.buffer, pickle.HIGHEST_PROTOCOL)
+
+
+if __name__ == "__main__":
+    main()
