@@ -11,15 +11,18 @@ In one consistent read, and in one pass over the change table:
    first N leaves equals the root of the latest stored checkpoint (size N),
    whose signature must verify under the server's own key when it has one.
 2. **The lists are the replay of that log.** The same changes are replayed
-   into the rows each list table must hold (``list_audit``) and into the
-   in-memory ``ListState`` the server answers from; the tables are then
-   read once, for the comparison only.
+   into the rows each list table must hold (``list_audit``); the tables are
+   then read once, for the comparison only, and the in-memory ``ListState``
+   the server answers from is built from the replayed rows.
+
+From ``PARALLEL_FROM`` changes on a machine with more than one core, a
+second process verifies and replays the later half (``startup_range``).
 
 A log that fails (1) is refused, always: a tampered change cannot be
 repaired from itself. Tables that fail (2) are refused unless the server
-was asked to repair them, which rewrites the differing rows from the
-replay in one transaction and reports each row it changed with the change
-that explains it.
+was asked to repair them (``list_repair``), which rewrites the differing
+rows from the replay in one transaction and reports each row it changed
+with the change that explains it.
 
 Change rows are streamed through the driver's own cursor (a server-side
 cursor on PostgreSQL) and turned into ``Change`` values by the repository's
