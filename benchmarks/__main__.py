@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import hostile, machine, register, report, sim, trust
+from . import hostile, machine, register, report, sim, startup, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,9 +34,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile"),
+        choices=("register", "sim", "trust", "hostile", "startup"),
         help="run only this section (repeatable): the register, the operator side, the log, "
-        "check latency under hostile connections",
+        "check latency under hostile connections, the start-up proof at 1,000,000 changes",
     )
     return parser.parse_args(argv)
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
-    sections = ("register", "sim", "trust", "hostile")
+    sections = ("register", "sim", "trust", "hostile", "startup")
     chosen = options.only or sections
     results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += trust.run(options.quick, Path(workdir))
         if "hostile" in chosen:
             results += hostile.run(hostile.QUICK if options.quick else hostile.FULL, Path(workdir))
+        if "startup" in chosen:
+            results += startup.run(options.quick)
     report.heading("Figures")
     report.figures(results)
     report.summary(results)

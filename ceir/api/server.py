@@ -31,7 +31,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +43,16 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ceir.audit import Signer, generate_signing_key, load_private_key
+from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
-from ceir.service.list_audit import prove_lists
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
 from ceir.service.register import Register
 from ceir.service.registry import RegistryService
+from ceir.service.startup_proof import prove_at_start
 from ceir.service.sync import SyncService
 from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
@@ -149,9 +149,17 @@ class ServerConfig:
     ephemeral_signing_key: bool = False
     # The log's origin line, also the name of the signing key.
     log_origin: str = DEFAULT_ORIGIN
-    # Refuse to start unless the list tables equal the replay of the change
-    # log (off only for tests of what a register does with tampered tables).
+    # Refuse to start unless the stored log verifies (leaf hashes recomputed
+    # from the change rows, tree nodes, the latest checkpoint's root and, with
+    # signing_key, its signature) and the list tables equal its replay (off
+    # only for tests of what a register does with tampered tables).
     prove_lists: bool = True
+    # Instead of refusing list tables that differ from the verified log's
+    # replay, rewrite the differing rows from it (one transaction) and report
+    # each to repair_report (and the log). A log that fails its own
+    # verification is refused all the same.
+    repair_lists: bool = False
+    repair_report: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -194,13 +202,21 @@ def create_server(config: ServerConfig) -> RunningServer:
     db = Database(config.db)
     if config.migrate:
         db.migrate()
+    signer = checkpoint_signer(config)
+    lists = None
     if config.prove_lists:
-        try:
-            prove_lists(db)  # before anything is answered from the tables
+        try:  # before anything is answered from the tables
+            lists = prove_at_start(
+                db,
+                _own_verifier(config, signer),
+                config.log_origin,
+                repair=config.repair_lists,
+                report=config.repair_report,
+            ).state
         except BaseException:
             db.dispose()
             raise
-    register = Register(db, config.clock, signer=checkpoint_signer(config))
+    register = Register(db, config.clock, signer=signer, lists=lists)
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
@@ -365,6 +381,14 @@ def checkpoint_signer(config: ServerConfig) -> CheckpointSigner | None:
         )
         return None
     return CheckpointSigner(config.log_origin, Signer(config.log_origin, key))
+
+
+def _own_verifier(config: ServerConfig, signer: CheckpointSigner | None) -> Verifier | None:
+    """The key the stored checkpoints must verify under: the custodian's own
+    (an ephemeral key, made up at this start, cannot have signed them)."""
+    if config.signing_key is None or signer is None:
+        return None
+    return signer.signer.verifier
 
 
 def _signing_key_password() -> bytes | None:

@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.note import valid_key_name
 from ceir.service.list_audit import ListsNotFromLog
+from ceir.service.list_repair import ListsNotRepairable
 from ceir.service.merkle_log import DEFAULT_ORIGIN
+from ceir.service.startup_proof import LogNotVerified
 
-from ._output import fail, reporting_errors
+from ._output import err, fail, reporting_errors
 
 DbOption = Annotated[
     str | None,
@@ -119,12 +122,28 @@ def serve_command(
             "--log-origin", help="The change log's origin line, also the signing key's name."
         ),
     ] = DEFAULT_ORIGIN,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="If the list tables differ from the replay of the verified change log, "
+            "rewrite the differing rows from the log in one transaction, print each row "
+            "changed and the change that explains it, then serve. A change log that fails "
+            "its own verification is refused all the same.",
+        ),
+    ] = False,
 ) -> None:
     """Run the CEIR gRPC server until SIGINT or SIGTERM.
 
-    Migrates the database to the newest schema first. Logs are JSON lines on
-    stderr. On a signal, health turns NOT_SERVING, in-flight calls finish and
-    the command exits with code 0.
+    Migrates the database to the newest schema first, then, before it answers
+    anything, verifies the stored change log (every change's leaf hash
+    recomputed, the tree nodes, the latest checkpoint's root and, with
+    --signing-key, its signature) and proves that the list tables equal its
+    replay. On a mismatch it exits with code 1 naming the first differing
+    change or row and the change that should explain it (--repair rebuilds
+    differing list rows instead). Logs are JSON lines on stderr. On a signal,
+    health turns NOT_SERVING, in-flight calls finish and the command exits
+    with code 0.
     """
     url = database(db)
     configure_logging(log_level.value)
@@ -141,6 +160,8 @@ def serve_command(
         signing_key=signing_key,
         ephemeral_signing_key=ephemeral_signing_key,
         log_origin=log_origin,
+        repair_lists=repair,
+        repair_report=_print_repair,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")
@@ -153,5 +174,10 @@ def serve_command(
     with reporting_errors():
         try:
             serve(config)
-        except ListsNotFromLog as error:
+        except (ListsNotFromLog, ListsNotRepairable, LogNotVerified) as error:
             fail(str(error))
+
+
+def _print_repair(line: str) -> None:
+    """One line on stderr per list row the repair changed."""
+    err().print(Text(f"repaired: {line}", style="yellow"), soft_wrap=True)

@@ -30,10 +30,13 @@ version 2 change is compared in full.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, LargeBinary
 
+from ceir.domain.model import Change
 from ceir.storage import repository as repo
+from ceir.storage import schema
 from ceir.storage.database import Database
 from ceir.storage.projection import (
     DEVICES,
@@ -43,8 +46,8 @@ from ceir.storage.projection import (
     ListTable,
     ProjectedRows,
     Values,
-    table_rows,
 )
+from ceir.storage.streaming import driver_batches, select_sql
 
 _REPLAY_BATCH = 10_000
 
@@ -53,9 +56,13 @@ __all__ = [
     "ListTable",
     "ListsNotFromLog",
     "ReplayedLists",
+    "RowDifference",
+    "describe",
     "list_differences",
+    "policy_differs",
     "prove_lists",
     "replay",
+    "row_differences",
 ]
 
 
@@ -64,50 +71,153 @@ class ReplayedLists(ProjectedRows):
     (``apply`` each change; ``rows`` by table name, then by key)."""
 
 
-def _table_rows(connection: Connection, table: ListTable) -> dict[Key, Values]:
-    return dict(table_rows(connection, table))
+def _binary_columns(table: ListTable) -> tuple[int, ...]:
+    """Where ``table.values`` holds binary columns (PostgreSQL's driver may
+    return them as ``memoryview``; the replay holds ``bytes``)."""
+    columns = schema.Base.metadata.tables[table.name].c
+    return tuple(
+        index
+        for index, name in enumerate(table.values)
+        if isinstance(columns[name].type, LargeBinary)
+    )
+
+
+def _driver_rows(connection: Connection, table: ListTable) -> Iterator[tuple[Key, Values]]:
+    """The rows a table holds as (key, values), in key order, straight from the
+    driver's cursor (binary values as ``bytes``)."""
+    width = len(table.key)
+    binary = _binary_columns(table)
+    sql = select_sql(table.name, table.key + table.values, table.key)
+    for batch in driver_batches(connection, sql, 50_000):
+        if not binary:
+            for row in batch:
+                yield tuple(row[:width]), tuple(row[width:])
+            continue
+        for row in batch:
+            values = list(row[width:])
+            for index in binary:
+                if isinstance(values[index], memoryview):
+                    values[index] = bytes(values[index])
+            yield tuple(row[:width]), tuple(values)
 
 
 def _same(expected: Values, actual: Values) -> bool:
     """Equal in every column the log determines (``UNKNOWN`` matches anything)."""
-    return all(want is UNKNOWN or want == have for want, have in zip(expected, actual, strict=True))
+    return expected == actual or all(
+        want is UNKNOWN or want == have for want, have in zip(expected, actual, strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class RowDifference:
+    """One list row the table holds otherwise than the replay gives it.
+
+    ``expected`` is what the log gives (None: no row), ``actual`` what the
+    table holds (None: no row).
+    """
+
+    table: ListTable
+    key: Key
+    expected: Values | None
+    actual: Values | None
+
+    @property
+    def what(self) -> str:
+        """``inserted``, ``deleted`` or ``altered`` (behind the log's back)."""
+        if self.expected is None:
+            return "inserted"
+        return "deleted" if self.actual is None else "altered"
+
+
+def row_differences(
+    connection: Connection, replayed: ReplayedLists, table: ListTable
+) -> list[RowDifference]:
+    """Every row of one list table that differs from the replay, in key order.
+
+    The table is streamed past the replay once, keeping only the rows that
+    differ (a million-row table is not held twice); only when some replayed
+    row was not met are the table's keys read again, to name the missing ones.
+    """
+    expected = replayed.rows[table.name]
+    actual: dict[Key, Values] = {}  # the table's rows that differ
+    met = 0
+    for key, values in _driver_rows(connection, table):
+        want = expected.get(key)  # a replayed row is never None
+        if want is None:
+            actual[key] = values  # inserted
+            continue
+        met += 1
+        if not _same(want, values):
+            actual[key] = values  # altered
+    differing = list(actual)
+    if met != len(expected):  # deleted
+        present = {key for key, _ in _driver_rows(connection, table)}
+        differing += [key for key in expected if key not in present]
+    return [
+        RowDifference(table, key, expected.get(key), actual.get(key)) for key in sorted(differing)
+    ]
 
 
 def list_differences(connection: Connection, replayed: ReplayedLists) -> Iterator[str]:
     """Per list table, the first row (in key order) that differs from the replay.
 
-    Each message names the table, the IMEI key (and IMSI), what differs, and
-    the last change of that row, which should have explained it.
+    Each message names the table, the IMEI key (and IMSI), how it differs,
+    and the change that should explain it.
     """
     for table in LIST_TABLES:
-        expected, actual = replayed.rows[table.name], _table_rows(connection, table)
-        differing = list(expected.keys() ^ actual.keys())  # inserted or deleted
-        both = expected.keys() & actual.keys()
-        differing += [key for key in both if not _same(expected[key], actual[key])]  # altered
+        differing = row_differences(connection, replayed, table)
         if not differing:
             continue
-        key = min(differing)
-        what = _what_differs(table, expected.get(key), actual.get(key))
         others = len(differing) - 1
         more = f" (and {others} more differing {table.name} rows)" if others else ""
-        yield (
-            f"{table.name} row for {_row_name(table, key)} is not what the log says: {what}; "
-            f"{_explanation(connection, table, key)}{more}"
-        )
-    if replayed.policy != repo.load_policy(connection):
+        yield describe(connection, differing[0]) + more
+    if policy_differs(connection, replayed):
         yield "register_state: the policy differs from the last POLICY_CHANGED change"
 
 
-def _what_differs(table: ListTable, expected: Values | None, actual: Values | None) -> str:
-    if expected is None:
-        return f"the log gives no row, the table holds {_show(table, actual)}"
-    if actual is None:
-        return f"the log gives {_show(table, expected)}, the table holds no row"
-    return "; ".join(
-        f"{column}: the log gives {want!r}, the table holds {have!r}"
-        for column, want, have in zip(table.values, expected, actual, strict=True)
+def policy_differs(connection: Connection, replayed: ReplayedLists) -> bool:
+    """True when the stored policy is not the last POLICY_CHANGED change's."""
+    return replayed.policy != repo.load_policy(connection)
+
+
+def describe(connection: Connection, difference: RowDifference) -> str:
+    """The difference in words, with the change that should explain it: the
+    last change of that row (looked up only here, for the rows that differ)."""
+    table, key = difference.table, difference.key
+    last = _last_change(connection, table, key)
+    change = "" if last is None else f"change {last.sequence} ({last.kind.name})"
+    row = f"{table.name} row for {_row_name(table, key)}"
+    if difference.expected is None:
+        explained = (
+            "no change explains it"
+            if last is None
+            else f"{change} is the last change of this row and leaves no such row"
+        )
+        return (
+            f"{row} inserted behind the log: the log gives no row, the table holds "
+            f"{_show(table, difference.actual)}; {explained}"
+        )
+    if difference.actual is None:
+        return (
+            f"{row} deleted behind the log: the table holds no row, the log gives "
+            f"{_show(table, difference.expected)}; {change or 'a change'} added it and no "
+            "later change removed it"
+        )
+    values = "; ".join(
+        f"{column} is {have!r} in the table, {change or 'the log'} set {want!r}"
+        for column, want, have in zip(
+            table.values, difference.expected, difference.actual, strict=True
+        )
         if want is not UNKNOWN and want != have
     )
+    return f"{row} altered behind the log: {values}"
+
+
+def _last_change(connection: Connection, table: ListTable, key: Key) -> Change | None:
+    if table is DEVICES:
+        return repo.last_change_of_device(connection, str(key[0]))
+    imsi = key[1] if len(key) > 1 else None
+    return repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
 
 
 def _show(table: ListTable, values: Values | None) -> str:
@@ -125,17 +235,6 @@ def _row_name(table: ListTable, key: Key) -> str:
         return f"device {key[0]}"
     name = f"IMEI key {int(key[0]):014d}"
     return f"{name}, IMSI {key[1]}" if len(key) > 1 else name
-
-
-def _explanation(connection: Connection, table: ListTable, key: Key) -> str:
-    if table is DEVICES:
-        last = repo.last_change_of_device(connection, str(key[0]))
-    else:
-        imsi = key[1] if len(key) > 1 else None
-        last = repo.last_change_of(connection, int(key[0]), table.kinds, imsi)
-    if last is None:
-        return "no change explains it"
-    return f"the last change of this row is {last.sequence} ({last.kind.name})"
 
 
 def replay(connection: Connection) -> ReplayedLists:
@@ -157,7 +256,8 @@ class ListsNotFromLog(Exception):
         super().__init__(
             "the list tables are not what the change log gives, so the register will not "
             "answer from them: " + "; ".join(differences) + ". Run `ceir audit verify --db` "
-            "for the whole audit; restore the database from a copy the audit passes"
+            "for the whole audit; restore the database from a copy the audit passes, or "
+            "start with `ceir serve --repair` to rebuild the list tables from the log"
         )
 
 

@@ -68,10 +68,14 @@ class Register:
         *,
         signer: CheckpointSigner | None = None,
         merkle_log: bool = True,
+        lists: ListState | None = None,
     ) -> None:
         """``signer`` signs a checkpoint per write; ``merkle_log=False`` stores
         no leaf hashes (only to measure what the log costs: the next start
-        with the log hashes what was written without it)."""
+        with the log hashes what was written without it). ``lists``: the
+        lists at some sequence, already replayed from the verified log (the
+        start-up proof), instead of loading them from the tables; changes
+        after that sequence are applied as they are found."""
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.state = ListState()
@@ -85,7 +89,12 @@ class Register:
         # Called after each applied batch of changes and on close, from the
         # thread that applied them (the server wakes its feed watchers so).
         self._listeners: list[Callable[[], None]] = []
-        self.reload()
+        if lists is None:
+            self.reload()
+        else:
+            self.state = lists
+            sizes = {"sequence": lists.sequence, **lists.sizes()}
+            log.info("lists replayed from the verified log", extra=sizes)
 
     # --- loading and following ------------------------------------------------------
 

@@ -1,10 +1,9 @@
 """``ceir audit verify --db`` against list tables changed behind the log's back.
 
-A matrix: each list table (whitelist, blacklist, notifications, exceptions)
-× a row inserted, a row deleted, a field altered, on SQLite and PostgreSQL.
-Every cell must fail verification and name the row, and a server must refuse
-to start on it. The ``devices`` table is not in the matrix: leaf version 1
-does not carry its fields.
+A matrix: each table the projection covers (whitelist, devices, blacklist,
+notifications, exceptions) × a row inserted, a row deleted, a field altered,
+on SQLite and PostgreSQL. Every cell must fail verification and name the
+row, and a server must refuse to start on it.
 """
 
 from __future__ import annotations
@@ -44,6 +43,22 @@ TAMPERING: dict[tuple[str, str], tuple[str, str]] = {
     ("whitelist", "altered"): (
         f"whitelist row for IMEI key {_key(4)}",
         f"UPDATE whitelist SET valid_until_us = {_NOW} WHERE imei_key = {_key(4)}",
+    ),
+    # Device ids are "D" and the sequence of the change that registered it:
+    # IMEI 0 is change 1, IMEI 4 change 5.
+    ("devices", "inserted"): (
+        "devices row for device D900",
+        "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
+        f"registered_by, registered_at_us, imei_keys) VALUES ('D900', 1, 'TPP-9', NULL, "
+        f"'Brand', 'Model', 'kemenperin', {_NOW}, '{_key(900)}')",
+    ),
+    ("devices", "deleted"): (
+        "devices row for device D1",
+        "DELETE FROM devices WHERE id = 'D1'",
+    ),
+    ("devices", "altered"): (
+        "devices row for device D5",
+        "UPDATE devices SET brand = 'Other' WHERE id = 'D5'",
     ),
     ("blacklist", "inserted"): (
         f"blacklist row for IMEI key {_key(901)}",
@@ -88,6 +103,8 @@ TAMPERING: dict[tuple[str, str], tuple[str, str]] = {
         f"UPDATE exceptions SET imsi = '{INDOSAT_IMSI}' WHERE imei_key = {_key(3)}",
     ),
 }
+TABLES = sorted({table for table, _ in TAMPERING})
+assert sorted(table.name for table in LIST_TABLES) == TABLES  # every projected table
 
 
 @pytest.fixture
@@ -107,7 +124,7 @@ def _audit(db_url: str) -> AuditReport:
 
 
 @pytest.mark.parametrize("tamper", ["inserted", "deleted", "altered"])
-@pytest.mark.parametrize("table", ["whitelist", "blacklist", "notifications", "exceptions"])
+@pytest.mark.parametrize("table", TABLES)
 def test_a_list_row_changed_behind_the_log_fails_verification_naming_it(
     register: str, table: str, tamper: str
 ) -> None:
@@ -119,7 +136,7 @@ def test_a_list_row_changed_behind_the_log_fails_verification_naming_it(
 
 
 @pytest.mark.parametrize("tamper", ["inserted", "deleted", "altered"])
-@pytest.mark.parametrize("table", ["whitelist", "blacklist", "notifications", "exceptions"])
+@pytest.mark.parametrize("table", TABLES)
 def test_a_server_refuses_to_start_on_lists_the_log_does_not_explain(
     register: str, table: str, tamper: str
 ) -> None:

@@ -141,8 +141,8 @@ def test_a_devices_row_changed_behind_the_log_is_named(
     alter(db_url, f"UPDATE devices SET brand = 'Other' WHERE id = '{device_id}'")
     with engine.connect() as connection:
         (difference,) = list_differences(connection, replay(connection))
-    assert difference.startswith(f"devices row for device {device_id} is not what the log says")
-    assert "brand: the log gives 'Brand', the table holds 'Other'" in difference
+    assert difference.startswith(f"devices row for device {device_id} altered behind the log")
+    assert "brand is 'Other' in the table, change 1 (WHITELIST_ADDED) set 'Brand'" in difference
 
 
 def test_rows_of_leaf_version_1_changes_are_compared_in_the_columns_it_carries(
@@ -163,4 +163,4 @@ def test_rows_of_leaf_version_1_changes_are_compared_in_the_columns_it_carries(
     alter(db_url, "UPDATE blacklist SET cause = 2 WHERE cause = 1")  # version 1 carries the cause
     with engine.connect() as connection:
         (difference,) = list_differences(connection, replay(connection))
-    assert "cause: the log gives 1, the table holds 2" in difference
+    assert "cause is 2 in the table, change 1 (BLACKLIST_BLOCKED) set 1" in difference
