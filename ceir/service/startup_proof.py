@@ -61,7 +61,13 @@ from ceir.storage.database import Database
 from ceir.storage.projection import UNKNOWN
 from ceir.storage.streaming import driver_batches, select_sql
 
-from .list_audit import LIST_TABLES, ListsNotFromLog, ReplayedLists, list_differences
+from .list_audit import (
+    LIST_TABLES,
+    ListsNotFromLog,
+    ReplayedLists,
+    list_differences,
+    without_cycle_collection,
+)
 from .list_repair import repair_lists
 
 __all__ = ["LogNotVerified", "StartupProof", "prove_at_start", "verify_and_replay"]
@@ -157,6 +163,17 @@ def verify_and_replay(
     second process verifies and replays the later changes (from a multiple
     of 2^chunk_level on) while this one does the earlier ones.
     """
+    with without_cycle_collection():
+        return _verify_and_replay(connection, verifier, origin, parallel_from, chunk_level)
+
+
+def _verify_and_replay(
+    connection: Connection,
+    verifier: Verifier | None,
+    origin: str,
+    parallel_from: int,
+    chunk_level: int,
+) -> _Verified:
     checkpoint = log_repo.latest_checkpoint(connection)
     checkpoint_size = checkpoint[0] if checkpoint else None
     head = repo.last_sequence(connection)

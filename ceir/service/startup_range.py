@@ -31,7 +31,7 @@ from ceir.audit import Frontier, node_hash
 from ceir.domain.model import ChangeKind, Policy
 from ceir.storage.database import Database
 
-from .list_audit import ReplayedLists
+from .list_audit import ReplayedLists, without_cycle_collection
 
 if TYPE_CHECKING:
     from .startup_proof import _LogCheck
@@ -165,7 +165,14 @@ def _append_subtree(check: _LogCheck, level: int, root: bytes) -> None:
     check.size = check.frontier.size
 
 
-def verify_range(
+def verify_range(*arguments: Any) -> RangeResult:
+    """Verify and replay changes ``after + 1`` to ``upto`` (in the second
+    process; arguments as ``_verify_range`` takes them)."""
+    with without_cycle_collection():
+        return _verify_range(*arguments)
+
+
+def _verify_range(
     url: str,
     snapshot: str | None,
     after: int,
@@ -174,7 +181,6 @@ def verify_range(
     nodes: dict[tuple[int, int], bytes],
     checkpoint_size: int | None,
 ) -> RangeResult:
-    """Verify and replay changes ``after + 1`` to ``upto`` (in the second process)."""
     from .startup_proof import LogNotVerified, _change_batches, _LogCheck, _tracked
 
     result = RangeResult()
