@@ -33,9 +33,13 @@ class _SnapshotListEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Snapshot
     SNAPSHOT_LIST_BLACKLIST: _SnapshotList.ValueType  # 2
     """The blacklist: imei_keys, blacklist_causes and block_dates_unix."""
     SNAPSHOT_LIST_NOTIFICATION: _SnapshotList.ValueType  # 3
-    """The notification list: imei_keys, imsis, msisdns, block_dates_unix."""
+    """The notification list: imei_keys, subscriber_commitments, imsis,
+    msisdns, subscriber_salts, block_dates_unix.
+    """
     SNAPSHOT_LIST_EXCEPTION: _SnapshotList.ValueType  # 4
-    """The exception list: imei_keys and imsis."""
+    """The exception list: imei_keys, subscriber_commitments, imsis and
+    subscriber_salts.
+    """
 
 class SnapshotList(_SnapshotList, metaclass=_SnapshotListEnumTypeWrapper):
     """SnapshotList names the list a snapshot chunk belongs to."""
@@ -47,9 +51,13 @@ SNAPSHOT_LIST_WHITELIST: SnapshotList.ValueType  # 1
 SNAPSHOT_LIST_BLACKLIST: SnapshotList.ValueType  # 2
 """The blacklist: imei_keys, blacklist_causes and block_dates_unix."""
 SNAPSHOT_LIST_NOTIFICATION: SnapshotList.ValueType  # 3
-"""The notification list: imei_keys, imsis, msisdns, block_dates_unix."""
+"""The notification list: imei_keys, subscriber_commitments, imsis,
+msisdns, subscriber_salts, block_dates_unix.
+"""
 SNAPSHOT_LIST_EXCEPTION: SnapshotList.ValueType  # 4
-"""The exception list: imei_keys and imsis."""
+"""The exception list: imei_keys, subscriber_commitments, imsis and
+subscriber_salts.
+"""
 Global___SnapshotList: _TypeAlias = SnapshotList  # noqa: Y015
 
 @_typing.final
@@ -133,11 +141,15 @@ class GetSnapshotResponse(_message.Message):
 
     @_builtins.property
     def imsis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Notification and exception lists: the IMSI of each entry."""
+        """Notification and exception lists: the IMSI of each entry; empty for
+        another operator's subscriber (see subscriber_commitments).
+        """
 
     @_builtins.property
     def msisdns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Notification list: the MSISDN of each entry (may be empty)."""
+        """Notification list: the MSISDN of each entry (may be empty; empty for
+        another operator's subscriber).
+        """
 
     @_builtins.property
     def block_dates_unix(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
