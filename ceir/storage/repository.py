@@ -16,7 +16,6 @@ from sqlalchemy import (
     Connection,
     Row,
     Table,
-    delete,
     false,
     insert,
     or_,
@@ -371,56 +370,6 @@ def save_policy(session: Session, policy: Policy) -> None:
 # --- whitelist and devices ------------------------------------------------------------
 
 
-def insert_devices(session: Session, devices: Sequence[Registration]) -> None:
-    """Insert devices and their whitelist rows. An IMEI that has a whitelist
-    row already must have it deleted first (``delete_whitelist``)."""
-    if not devices:
-        return
-    insert_rows(
-        session,
-        schema.Device,
-        _DEVICE_COLUMNS,
-        [
-            (
-                d.device_id,
-                int(d.source),
-                d.reference,
-                d.valid_until_us,
-                d.brand,
-                d.model,
-                d.registered_by,
-                d.registered_at_us,
-                ",".join(map(str, d.imei_keys)),
-            )
-            for d in devices
-        ],
-    )
-    insert_rows(
-        session,
-        schema.WhitelistEntry,
-        ("imei_key", "device_id", "valid_until_us"),
-        [(key, d.device_id, d.valid_until_us) for d in devices for key in d.imei_keys],
-    )
-
-
-_DEVICE_COLUMNS = (
-    "id",
-    "source",
-    "reference",
-    "valid_until_us",
-    "brand",
-    "model",
-    "registered_by",
-    "registered_at_us",
-    "imei_keys",
-)
-
-
-def delete_whitelist(session: Session, keys: Sequence[int]) -> None:
-    for part in chunks(keys):
-        session.execute(delete(_whitelist).where(_whitelist.c.imei_key.in_(part)))
-
-
 def registration_of(connection: Executor, key: int) -> Registration | None:
     device_id = connection.execute(
         select(_whitelist.c.device_id).where(_whitelist.c.imei_key == key)
@@ -444,36 +393,6 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
 # --- blacklist ------------------------------------------------------------------------
 
 
-def insert_blacklist(
-    session: Session,
-    entries: Sequence[BlacklistEntry],
-    block_dates: Sequence[int | None] | None = None,
-) -> None:
-    if not entries:
-        return
-    dates = block_dates or [None] * len(entries)
-    session.execute(
-        insert(_blacklist),
-        [
-            {
-                "imei_key": e.imei_key,
-                "cause": int(e.cause),
-                "police_report": e.police_report,
-                "blocked_by": e.blocked_by,
-                "blocked_at_us": e.blocked_at_us,
-                "block_date_us": date,
-                "subscriber_imsi": e.subscriber_imsi,
-            }
-            for e, date in zip(entries, dates, strict=True)
-        ],
-    )
-
-
-def delete_blacklist(session: Session, keys: Sequence[int]) -> None:
-    for part in chunks(keys):
-        session.execute(delete(_blacklist).where(_blacklist.c.imei_key.in_(part)))
-
-
 def blacklist_entry(connection: Executor, key: int) -> BlacklistEntry | None:
     row = connection.execute(select(_blacklist).where(_blacklist.c.imei_key == key)).first()
     if row is None:
@@ -489,33 +408,6 @@ def blacklist_entry(connection: Executor, key: int) -> BlacklistEntry | None:
 
 
 # --- notifications --------------------------------------------------------------------
-
-
-def insert_notifications(session: Session, entries: Sequence[Notification]) -> None:
-    if entries:
-        session.execute(
-            insert(_notifications),
-            [
-                {
-                    "imei_key": n.imei_key,
-                    "imsi": n.imsi,
-                    "msisdn": n.msisdn,
-                    "operator_mcc_mnc": n.operator_mcc_mnc,
-                    "first_seen_us": n.first_seen_us,
-                    "block_date_us": n.block_date_us,
-                }
-                for n in entries
-            ],
-        )
-
-
-def delete_notifications(session: Session, pairs: Sequence[tuple[int, str]]) -> None:
-    for part in chunks(pairs, 1_000):
-        session.execute(
-            delete(_notifications).where(
-                tuple_(_notifications.c.imei_key, _notifications.c.imsi).in_(part)
-            )
-        )
 
 
 def notifications_of_imei(
@@ -567,24 +459,6 @@ def _notification(row: Row[Any]) -> Notification:
 
 
 # --- exceptions -----------------------------------------------------------------------
-
-
-def insert_exception(session: Session, entry: ExceptionEntry, added_at_us: int) -> None:
-    session.execute(
-        insert(_exceptions).values(
-            imei_key=entry.imei_key,
-            imsi=entry.imsi,
-            reason=entry.reason,
-            added_by=entry.added_by,
-            added_at_us=added_at_us,
-        )
-    )
-
-
-def delete_exception(session: Session, key: int, imsi: str) -> None:
-    session.execute(
-        delete(_exceptions).where(_exceptions.c.imei_key == key, _exceptions.c.imsi == imsi)
-    )
 
 
 def exceptions_of_imei(
