@@ -55,6 +55,7 @@ class ChangeKind(enum.IntEnum):
     EXCEPTION_ADDED = 8
     EXCEPTION_REMOVED = 9
     POLICY_CHANGED = 10
+    CUSTODY_CHANGED = 11  # a step of the custody ceremony; no list rows
 
 
 class BlacklistCause(enum.IntEnum):

@@ -232,6 +232,12 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """The regulator changed the policy (phase, grace days, clone threshold):
     decisions from this sequence on follow the new policy.
     """
+    CHANGE_KIND_CUSTODY_CHANGED: _ChangeKind.ValueType  # 11
+    """A step of the custody ceremony (leaf version 2 only): reason holds the
+    state name and the custody policy version ("FROZEN 1"), reference the
+    lowercase hex SHA-256 of the document the step rests on (docs/custody.md).
+    No list changes.
+    """
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """ChangeKind names one kind of list change in the change feed, in the spirit
@@ -261,6 +267,12 @@ CHANGE_KIND_EXCEPTION_REMOVED: ChangeKind.ValueType  # 9
 CHANGE_KIND_POLICY_CHANGED: ChangeKind.ValueType  # 10
 """The regulator changed the policy (phase, grace days, clone threshold):
 decisions from this sequence on follow the new policy.
+"""
+CHANGE_KIND_CUSTODY_CHANGED: ChangeKind.ValueType  # 11
+"""A step of the custody ceremony (leaf version 2 only): reason holds the
+state name and the custody policy version ("FROZEN 1"), reference the
+lowercase hex SHA-256 of the document the step rests on (docs/custody.md).
+No list changes.
 """
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
