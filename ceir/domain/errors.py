@@ -32,7 +32,10 @@ class CeirError(Exception):
     """Base of every error the register reports to a caller.
 
     ``reason`` is an UPPER_SNAKE identifier for machines (AIP-193 ErrorInfo),
-    the message is for people.
+    the message is for people. ``metadata`` goes into the ErrorInfo with
+    the reason (e.g. where a moved register went); ``retry_after``, in
+    seconds, becomes a RetryInfo: the caller may send the same request again
+    after that long.
     """
 
     reason = "CEIR_ERROR"
@@ -43,12 +46,16 @@ class CeirError(Exception):
         *,
         reason: str | None = None,
         violations: list[FieldViolation] | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
         self.violations: list[FieldViolation] = violations or []
+        self.metadata: dict[str, str] = metadata or {}
+        self.retry_after = retry_after
 
 
 class InvalidArgument(CeirError):
