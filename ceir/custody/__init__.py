@@ -11,9 +11,12 @@ module            what it holds
 ``cosignature``   c2sp.org/tlog-cosignature v1 (Ed25519) of checkpoints
 ``handover``      the handover note: body, signing, verification
 ``errors``        the refusals, each with a ``reason`` and a ``version``
+``evidence``      the evidence directory of a handover: written, then checked
+``keyfiles``      officers' and witnesses' private key files
 ================  =============================================================
 """
 
+from ._lines import split_note
 from .chain import check_not_expired, sign_policy, verify_successor, walk_chain
 from .cosignature import (
     Cosignature,
@@ -72,6 +75,7 @@ __all__ = [
     "cosignature_message",
     "sign_handover",
     "sign_policy",
+    "split_note",
     "verify_cosignatures",
     "verify_handover",
     "verify_successor",
