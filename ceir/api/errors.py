@@ -1,5 +1,6 @@
 """Domain errors to gRPC statuses (AIP-193): a code, a message, an ErrorInfo
-with the machine-readable reason, and BadRequest field violations."""
+with the machine-readable reason (and metadata), BadRequest field
+violations, and RetryInfo when the same request may succeed later."""
 
 from __future__ import annotations
 
@@ -44,14 +45,16 @@ def to_status(error: errors.CeirError) -> grpc.Status:
     info = any_pb2.Any()
     info.Pack(
         error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            reason=error.reason,
+            domain=ERROR_DOMAIN,
+            metadata={k: _clip(v, MAX_VIOLATION_TEXT_BYTES) for k, v in error.metadata.items()},
         )
     )
     details.append(info)
     if error.retry_after is not None:
         retry = any_pb2.Any()
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(round(error.retry_after * 1e9))
+        delay.FromNanoseconds(max(0, round(error.retry_after * 1e9)))
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
     text = error.message
