@@ -1,192 +1,201 @@
-"""A real custodian register under a custody policy, a witness, and the people's key files.
+"""A custody ceremony on real servers: keys made for the test, policies 0 and 1, helpers.
 
-Register A (Telkomsel, the docs' old log key) runs under policy 0 over mutual
-TLS; register B is where policy 1 says the register goes (Kemenperin); a
-witness (Kominfo) cosigns. Every officer and witness key is a key file made
-from the docs' example keys, and the CLI is driven as people would drive it.
+Telkomsel holds the register under policy 0 (log key ``OLD``); policy 1
+hands it to Kemenperin (log key ``NEW``). Each custodian has three officers,
+two of whom must sign; Kominfo witnesses both.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from typer.testing import CliRunner, Result
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from ceir.api.server import RunningServer, ServerConfig, create_server
-from ceir.audit.keys import save_private_key
-from ceir.cli import app
-from ceir.custody.keyfiles import public_path, write_cosigner_key, write_note_key
-from ceir.pki import PkiFiles, init_pki
-from ceir.service.orgs import add_organisation
-from ceir.witness import RunningWitness, WitnessConfig, create_witness_server
+from ceir.audit import generate_signing_key, save_private_key
+from ceir.audit.note import Signer, sign_note
+from ceir.custody import (
+    AbortNote,
+    Cosigner,
+    CustodyPolicy,
+    Officer,
+    Threshold,
+    Witness,
+    sign_abort,
+    sign_policy,
+)
+from ceir.service.clock import ManualClock
+from ceir.service.merkle_log import DEFAULT_ORIGIN
+from ceir.v1 import custody_pb2 as pb
 
-from .example import ORIGIN, private_key
+from ..helpers import Client
 
-PEOPLE = {  # key file name: (key name, example phrase)
-    "ayu": ("officer.telkomsel.example/ayu", "telkomsel officer ayu"),
-    "budi": ("officer.telkomsel.example/budi", "telkomsel officer budi"),
-    "citra": ("officer.telkomsel.example/citra", "telkomsel officer citra"),
-    "dewi": ("officer.kemenperin.example/dewi", "kemenperin officer dewi"),
-    "eko": ("officer.kemenperin.example/eko", "kemenperin officer eko"),
-    "fajar": ("officer.kemenperin.example/fajar", "kemenperin officer fajar"),
-    "new-log": (ORIGIN, "kemenperin log key"),  # the incoming register's, to sign offline
-}
-WITNESS = "witness.kominfo.example"
-ORGS = {
-    "telkomsel": ("operator", ["510-10"]),
-    "kemenperin": ("kemenperin", []),
-    "kominfo": ("kominfo", []),
-}
-CLEAN_ENV: dict[str, str | None] = {
-    "CEIR_ADDRESS": None,
-    "CEIR_TOKEN": None,
-    "CEIR_CA_CERT": None,
-    "CEIR_CLIENT_CERT": None,
-    "CEIR_CLIENT_KEY": None,
-    "CEIR_DEBUG": None,
-    "COLUMNS": "250",
-}
+ORIGIN = DEFAULT_ORIGIN
+YEAR = 365 * 86_400
 
 
-def run(*args: str | Path) -> Result:
-    """``ceir ARGS`` in this process."""
-    return CliRunner(env=CLEAN_ENV).invoke(app, [str(a) for a in args])
-
-
-def ok(*args: str | Path) -> Result:
-    """``ceir ARGS``, which must succeed."""
-    result = run(*args)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
+def _signer(name: str) -> Signer:
+    return Signer(name, generate_signing_key())
 
 
 @dataclass
-class Ceremony:
-    """The registers, the witness, the files; ``as_org`` gives the connection options."""
+class Keys:
+    """Every key of the ceremony, made afresh for one test."""
 
-    directory: Path
-    pki: PkiFiles
-    outgoing: RunningServer
-    incoming: RunningServer
-    witness: RunningWitness
-    keys: dict[str, Path] = field(default_factory=dict)
+    old_key: Ed25519PrivateKey
+    new_key: Ed25519PrivateKey
+    telkomsel: tuple[Signer, Signer, Signer]
+    kemenperin: tuple[Signer, Signer, Signer]
+    kominfo: Signer
+    kominfo_cosigner: Cosigner
 
-    def as_org(self, org: str, port: int | None = None) -> list[str]:
-        """Connection options of ``org`` (its client certificate) to register A (or ``port``)."""
-        certificate = self.pki.clients[org]
-        return [
-            "--ceir",
-            f"localhost:{port or self.outgoing.port}",
-            "--ca-cert",
-            str(self.pki.ca),
-            "--client-cert",
-            str(certificate),
-            "--client-key",
-            str(self.pki.key(certificate)),
-        ]
+    @classmethod
+    def make(cls) -> Keys:
+        return cls(
+            old_key=generate_signing_key(),
+            new_key=generate_signing_key(),
+            telkomsel=(
+                _signer("officer.telkomsel/ayu"),
+                _signer("officer.telkomsel/budi"),
+                _signer("officer.telkomsel/citra"),
+            ),
+            kemenperin=(
+                _signer("officer.kemenperin/dewi"),
+                _signer("officer.kemenperin/eko"),
+                _signer("officer.kemenperin/fajar"),
+            ),
+            kominfo=_signer("witness.kominfo"),
+            kominfo_cosigner=Cosigner("witness.kominfo", generate_signing_key()),
+        )
 
     @property
-    def witness_address(self) -> str:
-        return f"127.0.0.1:{self.witness.port}"
+    def old(self) -> Signer:
+        """Telkomsel's log key (policy 0)."""
+        return Signer(ORIGIN, self.old_key)
 
-    def path(self, name: str) -> Path:
-        return self.directory / name
+    @property
+    def new(self) -> Signer:
+        """Kemenperin's log key (policy 1)."""
+        return Signer(ORIGIN, self.new_key)
 
-    def sign(self, document: Path, *signers: str) -> Path:
-        """``document`` signed by each of ``signers`` in turn, with `ceir custody sign`."""
-        current = document
-        for signer in signers:
-            signed = self.path(f"{document.stem}.{signer}.note")
-            ok("custody", "sign", current, "--key", self.keys[signer], "--out", signed)
-            current = signed
-        return current
+    def witness(self) -> Witness:
+        return Witness(self.kominfo.verifier, self.kominfo_cosigner.verifier)
 
-    def draft(self, version: int, custodian: str, endpoint: str, log_key: Path) -> Path:
-        """The policy text of ``version`` drafted with the CLI."""
-        officers = (
-            ["ayu", "budi", "citra"] if custodian == "telkomsel" else ["dewi", "eko", "fajar"]
+    def policy(self, version: int, expires: int) -> CustodyPolicy:
+        """Policy 0 (Telkomsel, old key) or 1 (Kemenperin, new key)."""
+        custodian, log_key, officers = (
+            ("telkomsel", self.old, self.telkomsel)
+            if version == 0
+            else ("kemenperin", self.new, self.kemenperin)
         )
-        out = self.path(f"policy-{version}.txt")
-        pub = {name: public_path(path) for name, path in self.keys.items()}
-        ok(
-            "custody", "draft",
-            "--version", str(version),
-            "--origin", ORIGIN,
-            "--custodian", custodian,
-            "--complaints", "telkomsel",
-            "--endpoint", endpoint,
-            "--log-key", log_key,
-            "--expires", str(int(time.time()) + 365 * 86_400),
-            "--organisation", f"{custodian}:2",
-            *(x for o in officers for x in ("--officer", f"{custodian}:{pub[o]}")),
-            "--witness-quorum", "1",
-            "--witness", f"{pub['kominfo']}:{pub['kominfo-cosigner']}",
-            "--out", out,
-        )  # fmt: skip
-        return out
-
-
-def _register(directory: Path, pki: PkiFiles, **config: object) -> RunningServer:
-    directory.mkdir()
-    running = create_server(
-        ServerConfig(
-            db=f"sqlite:///{directory / 'ceir.db'}",
-            address="127.0.0.1:0",
-            tls_key=pki.key(pki.server),
-            tls_cert=pki.server,
-            client_ca=pki.ca,
-            access_log=False,
-            log_origin=ORIGIN,
-            **config,  # type: ignore[arg-type]
+        return CustodyPolicy(
+            version=version,
+            origin=ORIGIN,
+            custodian=custodian,
+            endpoint=f"ceir.{custodian}.example:8443",
+            log_key=log_key.verifier,
+            complaints="telkomsel",
+            expires=expires,
+            thresholds=(Threshold(custodian, 2),),
+            officers=tuple(Officer(custodian, s.verifier) for s in officers),
+            witness_quorum=1,
+            witnesses=(self.witness(),),
         )
-    )
-    for name, (kind, codes) in ORGS.items():
-        add_organisation(running.register.db, name, kind, codes)
-    return running
+
+    def write_files(self, directory: Path, policy_zero: CustodyPolicy) -> tuple[Path, Path, Path]:
+        """The old and new signing key files and policy 0's note."""
+        old, new, zero = directory / "old.pem", directory / "new.pem", directory / "policy-0.note"
+        if not old.exists():
+            save_private_key(self.old_key, old)
+            save_private_key(self.new_key, new)
+            zero.write_text(sign_policy(policy_zero, self.telkomsel[:2]), encoding="utf-8")
+        return old, new, zero
+
+    def approvals(self) -> list[Signer]:
+        """Who must sign policy 1: two of each custodian's officers and the witness."""
+        return [*self.telkomsel[:2], *self.kemenperin[:2], self.kominfo]
+
+    def abort_note(self, policy: CustodyPolicy) -> str:
+        return sign_abort(AbortNote.of(policy), self.telkomsel[1:])
 
 
-@contextmanager
-def ceremony(directory: Path) -> Iterator[Ceremony]:
-    """Everything started; stopped afterwards."""
-    pki = init_pki(directory / "pki")
-    keys: dict[str, Path] = {}
-    for file, (name, phrase) in PEOPLE.items():
-        keys[file] = directory / f"{file}.key"
-        write_note_key(keys[file], name, private_key(phrase))
-    keys["kominfo"] = directory / "kominfo.key"
-    keys["kominfo-cosigner"] = directory / "kominfo.key.cosigner"
-    write_note_key(keys["kominfo"], WITNESS, private_key("kominfo witness note key"))
-    write_cosigner_key(
-        keys["kominfo-cosigner"], WITNESS, private_key("kominfo witness cosigner key")
-    )
-    old_log = directory / "old-log.pem"
-    save_private_key(private_key("public, never use it"), old_log)
-    (directory / "old-log.pub").write_text(
-        "ceir.example/changes+ccca3833+AVMzy7x5ruhgtYJsVvEMs4cMVAGUoiV12Hl/37osWgGv\n"
-    )
-    incoming = _register(directory / "b", pki, ephemeral_signing_key=True)
-    half = Ceremony(directory, pki, incoming, incoming, None, keys)  # type: ignore[arg-type]
-    policy_0 = half.sign(
-        half.draft(0, "telkomsel", "localhost:1", directory / "old-log.pub"), "ayu", "budi"
-    )
-    outgoing = _register(directory / "a", pki, signing_key=old_log, custody_policy=policy_0)
-    witness = create_witness_server(
-        WitnessConfig(
-            name=WITNESS,
-            note_key=keys["kominfo"],
-            cosigner_key=keys["kominfo-cosigner"],
-            policy=policy_0,
-            state=directory / "witness.json",
-            insecure=True,
-        )
-    )
+def now_s() -> int:
+    return int(time.time())
+
+
+def signed(text: str, *signers: Signer) -> str:
+    return sign_note(text, signers)
+
+
+def custody(client: Client) -> pb.Custody:
+    return client.call(client.custody.GetCustody, pb.GetCustodyRequest()).custody
+
+
+def error_info(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """(reason, metadata) of a failed call's ErrorInfo."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason, dict(info.metadata)
+    return "", {}
+
+
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """The RetryInfo delay of a failed call, in seconds (None without one)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
+def refused(call: Any, *args: Any) -> grpc.RpcError:
+    """The error of a call that must fail."""
     try:
-        yield Ceremony(directory, pki, outgoing, incoming, witness, keys)
-    finally:
-        witness.stop(grace=1)
-        outgoing.stop(grace=1)
-        incoming.stop(grace=1)
+        call(*args)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError("the call succeeded")
+
+
+def start(
+    db_url: str,
+    directory: Path,
+    clock: ManualClock,
+    keys: Keys,
+    zero: CustodyPolicy,
+    *,
+    incoming: bool = False,
+    standby: Any = None,
+) -> RunningServer:
+    """A register under policy 0: the custodian (old key), or the incoming one (new key)."""
+    old, new, note = keys.write_files(directory, zero)
+    return create_server(
+        ServerConfig(
+            db=db_url,
+            address="127.0.0.1:0",
+            clock=clock,
+            access_log=False,
+            follow_interval=0.2,
+            insecure=True,
+            signing_key=new if incoming else old,
+            custody_policy=note,
+            custody_expiry_interval=0.2,
+            # The incoming register's database is a copy whose checkpoints the
+            # old key signed (the standby's replication is ceir.service.standby's).
+            prove_lists=not incoming,
+            standby=standby,
+        )
+    )

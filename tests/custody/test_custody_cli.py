@@ -27,7 +27,7 @@ from ceir.custody.evidence import consistency_text, policy_text, write_evidence
 from ceir.service.merkle_log import DatabaseHashStore
 from ceir.v1 import custody_pb2, custody_pb2_grpc, transparency_pb2, transparency_pb2_grpc
 
-from .ceremony import CLEAN_ENV, Ceremony, ceremony, ok, run
+from .cli_ceremony import CLEAN_ENV, Ceremony, ceremony, ok, run
 from .example import NEW_LOG, ORIGIN
 
 

@@ -12,7 +12,7 @@ from ceir.custody import CustodyPolicy
 from ceir.custody.cosignature import CosignatureVerifier
 from ceir.custody.keyfiles import read_cosigner_key, read_note_key
 
-from .ceremony import ok, run
+from .cli_ceremony import ok, run
 from .example import V0
 
 COMMANDS = [
