@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import selectors
 import signal
 import subprocess
@@ -356,23 +357,31 @@ def _serve(*args: str) -> subprocess.Popen[str]:
 
 
 def _until_serving(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, list[str]]:
-    """The port from the ``serving`` log line, and every stderr line before it."""
+    """The port from the ``serving`` log line, and every stderr line before it.
+
+    Reads the pipe's file descriptor in chunks: a selector over the text
+    stream would miss lines a ``readline`` had already buffered."""
     assert process.stderr is not None
+    descriptor = process.stderr.fileno()
     lines: list[str] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
+        selector.register(descriptor, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not selector.select(timeout=deadline - time.monotonic()):
                 break
-            line = process.stderr.readline()
-            if not line:
+            chunk = os.read(descriptor, 65_536)
+            if not chunk:
                 break
-            lines.append(line)
-            if line.startswith("{") and json.loads(line).get("msg") == "serving":
-                return int(json.loads(line)["port"]), lines
+            *complete, pending = (pending + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode() + "\n"
+                lines.append(line)
+                if line.startswith("{") and json.loads(line).get("msg") == "serving":
+                    return int(json.loads(line)["port"]), lines
     process.kill()
-    lines.append(process.communicate()[1])
+    lines.append(pending.decode() + process.communicate()[1])
     raise AssertionError("the server did not start: " + "".join(lines))
 
 
