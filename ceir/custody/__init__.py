@@ -15,6 +15,7 @@ module            what it holds
 ================  =============================================================
 """
 
+from ._lines import split_note
 from .abort import AbortNote, policy_sha256, sign_abort, verify_abort
 from .chain import check_not_expired, sign_policy, verify_successor, walk_chain
 from .cosignature import (
@@ -79,6 +80,7 @@ __all__ = [
     "sign_abort",
     "sign_handover",
     "sign_policy",
+    "split_note",
     "verify_abort",
     "verify_cosignatures",
     "verify_handover",
