@@ -209,7 +209,9 @@ class CustodyFollower:
                 frozen = [
                     leaf.sequence
                     for leaf in map(CustodyLeaf.of, staged)
-                    if leaf is not None and leaf.state == "FROZEN"
+                    if leaf is not None
+                    and leaf.state == "FROZEN"
+                    and leaf.version == self.trust.version + 1
                 ]
                 final = frozen[0] if frozen else None
             if final is not None and checkpoint.size > final:
