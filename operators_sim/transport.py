@@ -12,6 +12,7 @@ A node only ever talks to the register through a ``CeirLink``; tests use
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,6 +386,12 @@ class GrpcLink:
 
     def close(self) -> None:
         self._channel.unsubscribe(self._on_state)
+        # gRPC's connectivity thread sees the unsubscription within 0.2 s; a
+        # channel closed under it makes that thread raise "Channel closed!".
+        state = getattr(self._channel, "_connectivity_state", None)
+        deadline = time.monotonic() + 1.0
+        while getattr(state, "polling", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._channel.close()
 
 
