@@ -174,7 +174,8 @@ class CustodyFollower:
         self.link = link
         self.connect = connect
         self.state_dir = state_dir
-        self.endpoints = dict(endpoints or {})
+        # Read at each switch, not copied: a drill may add an address once it listens.
+        self.endpoints: Mapping[str, str] = endpoints if endpoints is not None else {}
         self.name = name
         self.poll_interval = poll_interval
         self.polling = polling
