@@ -377,11 +377,11 @@ class CustodyFollower:
         if announced is not None:
             candidates.append(announced.endpoint)
         for endpoint in dict.fromkeys(candidates):
-            if endpoint != self.trust.endpoint and self._switch_to(endpoint):
+            if endpoint != self.trust.endpoint and self._switch_to(endpoint, here):
                 return True
         return False
 
-    def _switch_to(self, endpoint: str) -> bool:
+    def _switch_to(self, endpoint: str, here: custody_pb.Custody | None) -> bool:
         target = self.endpoints.get(endpoint, endpoint)
         try:
             candidate = self.connect(target)
@@ -390,7 +390,7 @@ class CustodyFollower:
             return False
         try:
             custody = candidate.get_custody()
-            switch = verify_switch(self.trust, custody, candidate, int(self.clock()))
+            switch = verify_switch(self.trust, custody, candidate, int(self.clock()), here)
         except SwitchRefused as error:
             candidate.close()
             self._alert_once(error.reason, f"{endpoint}: {error}")
@@ -430,7 +430,7 @@ class CustodyFollower:
                 directory,
                 policy_before=before,
                 policy_after=after,
-                final_checkpoint=switch.final.checkpoint,
+                final_checkpoint=switch.final_cosigned,
                 first_checkpoint=switch.first_checkpoint,
                 final_size=switch.final.size,
                 first_size=switch.first.size,

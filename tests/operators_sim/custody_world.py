@@ -152,7 +152,10 @@ class World:
             policy_version=1,
             policies=[self.zero, self.one],
             final_size=self.final_size,
-            final_checkpoint=self.log.checkpoint(self.final_size),
+            # The witnesses cosigned the final checkpoint during the ceremony.
+            final_checkpoint=cosign(
+                self.log.checkpoint(self.final_size), keys.kominfo_cosigner, now_s() - 1
+            ),
             handover=self.handover,
             first_checkpoint=first,
             custodian="kemenperin",

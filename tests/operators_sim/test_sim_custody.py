@@ -214,6 +214,9 @@ def test_the_node_moves_to_the_new_custodian_once_everything_verifies(
     verify_handover(world.handover, world.v0, world.v1, now_s())
     header = (directory / "consistency.txt").read_text().splitlines()[0]
     assert header == f"{world.final_size} {world.final_size + 1}"
+    witnesses = [w.cosigner for w in world.v0.witnesses]
+    final_note = (directory / "checkpoint-final.note").read_text()
+    assert len(verify_cosignatures(final_note, witnesses)) == 1  # the cosigned one, not the feed's
     # Reloaded after a crash: the node starts on the new register directly.
     links_before = dict(world.links)
     again = world.setup(tmp_path).follower(world.old, "xl")
