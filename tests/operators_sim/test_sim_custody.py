@@ -15,7 +15,13 @@ import pytest
 from ceir.audit.checkpoint import open_checkpoint
 from ceir.audit.merkle import MemoryHashStore, Prover, verify_consistency
 from ceir.audit.note import sign_note
-from ceir.custody import CustodyRefusal, cosign, policy_sha256, verify_handover
+from ceir.custody import (
+    CustodyRefusal,
+    cosign,
+    policy_sha256,
+    verify_cosignatures,
+    verify_handover,
+)
 from ceir.v1 import types_pb2 as pb
 from operators_sim.custody_follower import STATE_FILE
 from operators_sim.custody_state import CustodyTrust, note_text
