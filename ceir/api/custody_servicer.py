@@ -16,7 +16,7 @@ import grpc
 from ceir.domain.custody import CustodyState, CustodyView, RemoteCustody
 from ceir.domain.errors import FailedPrecondition, InvalidArgument
 from ceir.domain.permissions import Action, require
-from ceir.service import custody_incoming, custody_outgoing
+from ceir.service import custody_incoming, custody_outgoing, custody_view
 from ceir.service.custody import CustodyKeeper
 from ceir.v1 import custody_pb2 as pb
 from ceir.v1 import custody_pb2_grpc
@@ -58,14 +58,18 @@ def custody_message(view: CustodyView) -> pb.Custody:
     )
 
 
-def remote_fetch(channel: grpc.Channel) -> Callable[[float], RemoteCustody]:
+def remote_fetch(
+    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()
+) -> Callable[[float], RemoteCustody]:
     """Reads the custodian's ceremony over ``channel`` (the standby's, authenticated by
-    the incoming organisation's client certificate)."""
+    the incoming organisation's client certificate, or a token in ``metadata``)."""
     stub = custody_pb2_grpc.CustodyServiceStub(channel)
 
     def fetch(timeout: float) -> RemoteCustody:
         try:
-            custody = stub.GetCustody(pb.GetCustodyRequest(), timeout=timeout).custody
+            custody = stub.GetCustody(
+                pb.GetCustodyRequest(), timeout=max(timeout, 1.0), metadata=metadata
+            ).custody
         except grpc.RpcError as error:
             raise FailedPrecondition(
                 f"cannot read the custodian's ceremony: {error.code().name} {error.details()}",
@@ -122,7 +126,7 @@ class CustodyServicer:
 
     def _custody(self) -> pb.Custody:
         keeper = self._keeper()
-        return custody_message(keeper.describe(keeper.load()))
+        return custody_message(custody_view.describe(keeper, keeper.load()))
 
     def GetCustody(self, request: pb.GetCustodyRequest, context: Any) -> pb.GetCustodyResponse:
         caller = current_caller()
@@ -135,7 +139,9 @@ class CustodyServicer:
                     detail="this register runs without a custody policy",
                 )
             )
-        return pb.GetCustodyResponse(custody=custody_message(self.keeper.view(caller)))
+        return pb.GetCustodyResponse(
+            custody=custody_message(custody_view.view(self.keeper, caller))
+        )
 
     def ProposePolicy(
         self, request: pb.ProposePolicyRequest, context: Any

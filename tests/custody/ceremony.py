@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.audit import generate_signing_key, save_private_key
 from ceir.audit.note import Signer, sign_note
 from ceir.custody import (
@@ -29,6 +30,7 @@ from ceir.custody import (
     sign_abort,
     sign_policy,
 )
+from ceir.service.clock import ManualClock
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.v1 import custody_pb2 as pb
 
@@ -166,3 +168,34 @@ def refused(call: Any, *args: Any) -> grpc.RpcError:
     except grpc.RpcError as error:
         return error
     raise AssertionError("the call succeeded")
+
+
+def start(
+    db_url: str,
+    directory: Path,
+    clock: ManualClock,
+    keys: Keys,
+    zero: CustodyPolicy,
+    *,
+    incoming: bool = False,
+    standby: Any = None,
+) -> RunningServer:
+    """A register under policy 0: the custodian (old key), or the incoming one (new key)."""
+    old, new, note = keys.write_files(directory, zero)
+    return create_server(
+        ServerConfig(
+            db=db_url,
+            address="127.0.0.1:0",
+            clock=clock,
+            access_log=False,
+            follow_interval=0.2,
+            insecure=True,
+            signing_key=new if incoming else old,
+            custody_policy=note,
+            custody_expiry_interval=0.2,
+            # The incoming register's database is a copy whose checkpoints the
+            # old key signed (the standby's replication is ceir.service.standby's).
+            prove_lists=not incoming,
+            standby=standby,
+        )
+    )

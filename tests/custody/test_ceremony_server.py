@@ -14,7 +14,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from ceir.api.server import RunningServer, ServerConfig, create_server
+from ceir.api.server import RunningServer
 from ceir.audit import Checkpoint, open_checkpoint
 from ceir.audit.note import NoteSignature
 from ceir.custody import CustodyPolicy, Handover, cosign, policy_sha256, verify_cosignatures
@@ -35,6 +35,7 @@ from .ceremony import (
     refused,
     retry_delay,
     signed,
+    start,
 )
 
 OPERATORS = ("indosat", "telkomsel", "xl")
@@ -49,23 +50,6 @@ def keys() -> Keys:
 @pytest.fixture
 def policies(keys: Keys) -> tuple[CustodyPolicy, CustodyPolicy]:
     return keys.policy(0, now_s() + YEAR), keys.policy(1, now_s() + 30 * 86_400)
-
-
-def start(db_url: str, tmp_path: Path, clock: ManualClock, keys: Keys, zero: CustodyPolicy):  # type: ignore[no-untyped-def]
-    old, _new, note = keys.write_files(tmp_path, zero)
-    return create_server(
-        ServerConfig(
-            db=db_url,
-            address="127.0.0.1:0",
-            clock=clock,
-            access_log=False,
-            follow_interval=0.2,
-            insecure=True,
-            signing_key=old,
-            custody_policy=note,
-            custody_expiry_interval=0.2,
-        )
-    )
 
 
 @pytest.fixture
