@@ -60,9 +60,7 @@ def check_evidence(directory: Path, v0: CustodyPolicy, v1: CustodyPolicy, n: int
     handover = verify_handover(read("handover.note"), v0, v1, now_s())
     final = open_checkpoint(read("checkpoint-final.note"), [v0.log_key], v0.origin)
     first = open_checkpoint(read("checkpoint-first.note"), [v1.log_key], v1.origin)
-    assert (
-        (final.size, final.root_hash) == (handover.size, handover.root_hash) == (n, final.root_hash)
-    )
+    assert final.size == handover.size == n and final.root_hash == handover.root_hash
     assert verify_cosignatures(read("checkpoint-final.note"), [w.cosigner for w in v0.witnesses])
     assert verify_cosignatures(read("checkpoint-first.note"), [w.cosigner for w in v1.witnesses])
     header, *hashes = read("consistency.txt").splitlines()
