@@ -27,10 +27,12 @@ from ceir.service.clock import ManualClock
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
 from ceir.v1 import custody_pb2 as pb
-from ceir.v1 import transparency_pb2
+from ceir.v1 import registry_pb2 as registry_pb
+from ceir.v1 import transparency_pb2, types_pb2
 from operators_sim.custody_follower import CustodySetup
 from operators_sim.custody_state import CustodyTrust, note_text
 from operators_sim.decision import Source
+from operators_sim.loader import Admin
 from operators_sim.node import OPERATORS, SyncNode
 from operators_sim.transport import GrpcLink
 
@@ -173,12 +175,12 @@ def test_a_node_follows_the_register_to_its_new_custodian(
         follower.step()
         assert follower.trust.version == 0
         cosigned = cosign(active.first_checkpoint, keys.kominfo_cosigner, now_s())
-        kemenperin.call(
+        first = kemenperin.call(
             kemenperin.custody.SubmitCosignature, pb.SubmitCosignatureRequest(checkpoint=cosigned)
-        )
+        ).custody.first_checkpoint
         # Now it moves: the handover, the first checkpoint and both proofs verify.
-        assert eventually(lambda: follower.trust.version == 1)
-        assert follower.link.target == new_address
+        assert eventually(lambda: follower.link.target == new_address)  # trusted, then moved
+        assert follower.trust.version == 1
         assert eventually(lambda: node.applied_sequence == n + 1)  # the ACTIVE leaf
         kemenperin.register(imei(2))
         head = kemenperin.call(
@@ -192,6 +194,45 @@ def test_a_node_follows_the_register_to_its_new_custodian(
         saved = CustodyTrust.load(state / "custody.json", setup.policy_0)
         assert saved.version == 1 and saved.finals[0].size == n
         check_evidence(state / "evidence" / "handover-1", v0, v1, n)
+        # The old register retires; a writer still aimed at it follows REGISTER_MOVED.
+        proof = kemenperin.call(
+            kemenperin.log.GetConsistencyProof,
+            transparency_pb2.GetConsistencyProofRequest(first_size=n, second_size=n + 1),
+        ).hashes
+        telkomsel = clients["telkomsel"]
+        telkomsel.call(
+            telkomsel.custody.Retire,
+            pb.RetireRequest(
+                handover=active.handover, first_checkpoint=first, consistency_proof=proof
+            ),
+        )
+        # The writers act for the brief's organisations; these three write nothing here.
+        unused = {name: "unused" for name in ("tri", "smartfren", "bea-cukai")}
+        admin = Admin(old_address, {**tokens, **unused}, endpoints=endpoints, retry_for=30)
+        try:
+            written = admin.send(
+                "kemenperin",
+                "RegisterDevice",
+                registry_pb.RegisterDeviceRequest(
+                    request_id="handover-register-3",
+                    device=registry_pb.DeviceRegistration(
+                        imeis=[imei(3)],
+                        source=types_pb2.REGISTRATION_SOURCE_TPP_IMPORT,
+                        reference="TPP-3",
+                        brand="b",
+                        model="m",
+                    ),
+                ),
+                f"registered {imei(3)}",
+            )
+            stats = admin.ledger.stats
+            assert (stats.refused_moved, stats.moved, stats.acknowledged) == (1, 1, 1)
+            assert admin.target == new_address and admin.ledger.writes[0].target == new_address
+        finally:
+            admin.close()
+        assert eventually(lambda: node.applied_sequence == written.sequence)
+        assert node.decide(imei(3)).source is Source.REPLICA
+        assert verifier.stats.alerts == {}
     finally:
         node.stop()
         node.link.close()
