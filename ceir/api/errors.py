@@ -1,10 +1,11 @@
 """Domain errors to gRPC statuses (AIP-193): a code, a message, an ErrorInfo
-with the machine-readable reason, and BadRequest field violations."""
+with the machine-readable reason (and metadata), BadRequest field
+violations, and RetryInfo when the same request may succeed later."""
 
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -42,8 +43,20 @@ def to_status(error: errors.CeirError) -> grpc.Status:
     code = status_code(error)
     details = []
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    info.Pack(
+        error_details_pb2.ErrorInfo(
+            reason=error.reason,
+            domain=ERROR_DOMAIN,
+            metadata={k: _clip(v, MAX_VIOLATION_TEXT_BYTES) for k, v in error.metadata.items()},
+        )
+    )
     details.append(info)
+    if error.retry_after is not None:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_after * 1e9)))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     text = error.message
     if error.violations:
         violations = _bounded_violations(error.violations)

@@ -10,10 +10,15 @@ module            what it holds
 ``chain``         signing policies, ``verify_successor``, ``walk_chain``
 ``cosignature``   c2sp.org/tlog-cosignature v1 (Ed25519) of checkpoints
 ``handover``      the handover note: body, signing, verification
+``abort``         the abort note: the outgoing officers call a handover off
 ``errors``        the refusals, each with a ``reason`` and a ``version``
+``evidence``      the evidence directory of a handover: written, then checked
+``keyfiles``      officers' and witnesses' private key files
 ================  =============================================================
 """
 
+from ._lines import split_note
+from .abort import AbortNote, policy_sha256, sign_abort, verify_abort
 from .chain import check_not_expired, sign_policy, verify_successor, walk_chain
 from .cosignature import (
     Cosignature,
@@ -30,6 +35,7 @@ from .errors import (
     DuplicateSigner,
     KeyReused,
     LogKeySignatureMissing,
+    MalformedAbort,
     MalformedCosignature,
     MalformedHandover,
     MalformedPolicy,
@@ -44,6 +50,7 @@ from .handover import Handover, sign_handover, verify_handover
 from .policy import CustodyPolicy, Officer, Threshold, Witness
 
 __all__ = [
+    "AbortNote",
     "BadCustodySignature",
     "Cosignature",
     "CosignatureFromFuture",
@@ -55,6 +62,7 @@ __all__ = [
     "Handover",
     "KeyReused",
     "LogKeySignatureMissing",
+    "MalformedAbort",
     "MalformedCosignature",
     "MalformedHandover",
     "MalformedPolicy",
@@ -70,8 +78,12 @@ __all__ = [
     "check_not_expired",
     "cosign",
     "cosignature_message",
+    "policy_sha256",
+    "sign_abort",
     "sign_handover",
     "sign_policy",
+    "split_note",
+    "verify_abort",
     "verify_cosignatures",
     "verify_handover",
     "verify_successor",

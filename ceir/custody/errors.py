@@ -6,6 +6,7 @@
     └── CustodyRefusal            something received about custody does not verify
         ├── MalformedPolicy           POLICY_FORMAT: not a canonical policy text
         ├── MalformedHandover         HANDOVER_FORMAT: not a canonical handover note body
+        ├── MalformedAbort            ABORT_FORMAT: not a canonical abort note body
         ├── MalformedCosignature      COSIGNATURE_FORMAT: not a tlog-cosignature/v1 signature
         ├── WrongVersion              WRONG_VERSION: not the next version, or another policy's note
         ├── WrongOrigin               WRONG_ORIGIN: about another log
@@ -38,6 +39,7 @@ __all__ = [
     "KeyReused",
     "LogKeySignatureMissing",
     "MalformedCosignature",
+    "MalformedAbort",
     "MalformedHandover",
     "MalformedPolicy",
     "PolicyExpired",
@@ -70,6 +72,12 @@ class MalformedHandover(CustodyRefusal):
     """The note's body is not a canonical handover statement."""
 
     reason = "HANDOVER_FORMAT"
+
+
+class MalformedAbort(CustodyRefusal):
+    """The note's body is not a canonical abort note."""
+
+    reason = "ABORT_FORMAT"
 
 
 class MalformedCosignature(CustodyRefusal):

@@ -9,6 +9,7 @@
     ├── NotFound             the thing named does not exist
     ├── AlreadyExists        the thing to create exists already
     ├── FailedPrecondition   the register's state forbids the operation now
+    │   └── WritesRefused    this register takes no writes now (custody: frozen, moved, standby)
     ├── OutOfRange           a position past what the register has (a sequence ahead of its head)
     └── ResourceExhausted    the server is at a limit it keeps for everyone's sake
 
@@ -43,12 +44,19 @@ class CeirError(Exception):
         *,
         reason: str | None = None,
         violations: list[FieldViolation] | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
+        """``metadata``: ErrorInfo metadata (where to go instead, ...);
+        ``retry_after``: seconds after which the same request may succeed
+        (sent as google.rpc.RetryInfo)."""
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
         self.violations: list[FieldViolation] = violations or []
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after = retry_after
 
 
 class InvalidArgument(CeirError):
@@ -82,6 +90,15 @@ class AlreadyExists(CeirError):
 
 class FailedPrecondition(CeirError):
     reason = "FAILED_PRECONDITION"
+
+
+class WritesRefused(FailedPrecondition):
+    """The register takes no writes now: frozen for a custody handover
+    (``REGISTER_FROZEN``, retry later), handed over (``REGISTER_MOVED``) or a
+    standby (``NOT_CUSTODIAN``). ``metadata`` names the custodian and its
+    endpoint. Checks are still answered."""
+
+    reason = "WRITES_REFUSED"
 
 
 class OutOfRange(CeirError):
