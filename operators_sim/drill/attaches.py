@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class AttachLoad:
     """Poisson attaches at ``rate`` per second, from ``start`` to ``stop``."""
 
     def __init__(
-        self, nodes: list[Node], population: Population, rate: float, seed: int, started: float
+        self, nodes: Sequence[Node], population: Population, rate: float, seed: int, started: float
     ) -> None:
         """``started``: the ``time.perf_counter()`` the drill's timeline counts from."""
         self.nodes = nodes

@@ -194,8 +194,15 @@ class Ceremony:
         self.final_checkpoint = custody.final_checkpoint
         self.timeline.mark("FROZEN", f"final size {self.final_size:,}")
 
-    def cosign(self, side: Side, checkpoint: str, old_size: int, proof: Sequence[bytes],
-               policies: Sequence[str], what: str) -> str:
+    def cosign(
+        self,
+        side: Side,
+        checkpoint: str,
+        old_size: int,
+        proof: Sequence[bytes],
+        policies: Sequence[str],
+        what: str,
+    ) -> str:
         """The witness cosigns ``checkpoint``; the line goes to ``side``. Returns
         the checkpoint with its cosignature."""
         from ceir.v1 import custody_pb2_grpc

@@ -66,9 +66,7 @@ class Cluster:
         self.files.pki.parent.mkdir(parents=True, exist_ok=True)
         self.files.key("x").parent.mkdir(parents=True, exist_ok=True)
         pki = demo_pki(self.files.pki)
-        self.credentials: dict[str, Credentials] = client_certificates(
-            pki.directory, REQUIRED_ORGS
-        )
+        self.credentials: dict[str, Credentials] = client_certificates(pki.directory, REQUIRED_ORGS)
         server = (pki.key(pki.server).read_bytes(), pki.server.read_bytes())
         if self.node_proxy:
             self.proxies["nodes"] = Proxy(self.address(OUTGOING), self.files.pki, server)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -54,7 +55,8 @@ def refusal(error: grpc.RpcError) -> Refusal:
         status = rpc_status.from_call(call) if call is not None else None
     except ValueError:  # a status whose details do not match its code: keep the code
         status = None
-    for detail in status.details if status is not None else ():
+    details: list[any_pb2.Any] = list(status.details) if status is not None else []
+    for detail in details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)

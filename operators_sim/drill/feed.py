@@ -46,7 +46,7 @@ def read_log(channel: grpc.Channel, timeout: float = 120.0) -> list[pb.ListChang
                 raise
             time.sleep(0.2)
         finally:
-            stream.cancel()
+            stream.cancel()  # type: ignore[no-untyped-call]
 
 
 def tree_root(changes: list[pb.ListChange], size: int) -> tuple[Frontier, bytes]:

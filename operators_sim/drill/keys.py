@@ -22,9 +22,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ceir.audit.keys import generate_signing_key, save_private_key
 from ceir.audit.note import Signer
-from ceir.custody import CustodyPolicy, Cosigner, Officer, Threshold, Witness, sign_policy
+from ceir.custody import Cosigner, CustodyPolicy, Officer, Threshold, Witness, sign_policy
 
-__all__ = ["OUTGOING", "INCOMING", "DrillKeys", "make_keys", "policy"]
+__all__ = [
+    "INCOMING",
+    "OUTGOING",
+    "WITNESS",
+    "DrillKeys",
+    "make_keys",
+    "policy",
+    "signed_policy_0",
+    "write_log_key",
+]
 
 OUTGOING = "telkomsel"
 INCOMING = "kemenperin"

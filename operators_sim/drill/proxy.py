@@ -26,16 +26,28 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from ceir.v1 import custody_pb2, equipment_check_pb2, list_sync_pb2, policy_pb2
-from ceir.v1 import registry_pb2, transparency_pb2
+from ceir.v1 import (
+    custody_pb2,
+    equipment_check_pb2,
+    list_sync_pb2,
+    policy_pb2,
+    registry_pb2,
+    transparency_pb2,
+)
 from ceir.v1 import list_sync_pb2 as sync_pb
 
 from ..transport import CHANNEL_OPTIONS, Tls, open_channel
 
 log = logging.getLogger("operators_sim.drill.proxy")
 
-_MODULES = (custody_pb2, equipment_check_pb2, list_sync_pb2, policy_pb2, registry_pb2)
-_MODULES_ALL = (*_MODULES, transparency_pb2)
+_MODULES = (
+    custody_pb2,
+    equipment_check_pb2,
+    list_sync_pb2,
+    policy_pb2,
+    registry_pb2,
+    transparency_pb2,
+)
 WATCH = "/ceir.v1.ListSyncService/WatchChanges"
 
 Alter = Callable[[sync_pb.WatchChangesResponse], bool]
@@ -117,7 +129,8 @@ class Proxy:
 
 def _caller(context: grpc.ServicerContext) -> str:
     names = context.auth_context().get("x509_common_name") or [b""]
-    return names[0].decode()
+    name = names[0]
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _abort(context: grpc.ServicerContext, error: grpc.RpcError) -> None:
@@ -135,17 +148,19 @@ def _abort(context: grpc.ServicerContext, error: grpc.RpcError) -> None:
     context.abort(code, call.details() if call is not None else str(error))
 
 
-class _Handler(grpc.GenericRpcHandler):
+class _Handler(grpc.GenericRpcHandler[bytes, bytes]):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.methods: dict[str, tuple[bool, bool]] = {}
-        for module in _MODULES_ALL:
+        for module in _MODULES:
             for service in module.DESCRIPTOR.services_by_name.values():
                 for method in service.methods:
                     path = f"/{service.full_name}/{method.name}"
                     self.methods[path] = (method.client_streaming, method.server_streaming)
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(
+        self, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         path = details.method
         shape = self.methods.get(path)
         if shape is None:
@@ -157,9 +172,9 @@ class _Handler(grpc.GenericRpcHandler):
             return proxy.channel(_caller(context))
 
         metadata = tuple(
-            (m.key, m.value)
-            for m in details.invocation_metadata
-            if not m.key.startswith(("grpc-", ":"))
+            (key, value)
+            for key, value in details.invocation_metadata
+            if not key.startswith(("grpc-", ":"))
         )
         if path == WATCH:
             return grpc.unary_stream_rpc_method_handler(
@@ -201,7 +216,9 @@ class _Handler(grpc.GenericRpcHandler):
 
             return grpc.stream_unary_rpc_method_handler(stream_unary)
 
-        def stream_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        def stream_stream(
+            requests: Iterator[bytes], context: grpc.ServicerContext
+        ) -> Iterator[bytes]:
             call = upstream(context).stream_stream(path, _identity, _identity)(
                 requests, metadata=metadata
             )

@@ -194,9 +194,7 @@ td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 
 
 def render_markdown(verdict: Verdict, marks: Sequence[Mark], facts: str) -> str:
-    steps = "\n".join(
-        f"| {m.at:.2f} | {m.step} | {m.detail.replace('|', '/')} |" for m in marks
-    )
+    steps = "\n".join(f"| {m.at:.2f} | {m.step} | {m.detail.replace('|', '/')} |" for m in marks)
     lines = "\n".join(f"- {line}" for line in verdict.lines())
     return f"""# Handover drill: {verdict.scenario}
 
