@@ -18,6 +18,7 @@ nothing else.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -41,6 +42,25 @@ _FIXED_V1 = struct.Struct(_COMMON)
 # of device slot keys.
 _FIXED_V2 = struct.Struct(_COMMON + "B32sB")
 _EMPTY_STRING = b"\x00\x00"
+# A custody leaf (docs/trust.md, "Custody leaves"): reason "<step> <policy
+# version>", reference a lowercase hex SHA-256 or empty, IMEI key 0.
+_CUSTODY_STEPS = ("ANNOUNCED", "READY", "FROZEN", "ABORTED", "ACTIVE", "RETIRED")
+_CUSTODY_REASON = re.compile(r"([A-Z]+) (0|[1-9][0-9]{0,18})")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_CUSTODY_UNUSED = (
+    "imsi",
+    "msisdn",
+    "device_id",
+    "operator_mcc_mnc",
+    "brand",
+    "model",
+    "police_report",
+    "subscriber_commitment",
+    "subscriber_salt",
+    "source",
+    "blacklist_cause",
+    "device_imei_keys",
+)
 
 
 class LeafError(ValueError):
@@ -71,6 +91,8 @@ def _key(text: str, what: str, sequence: int) -> int:
 def encode_leaf(change: pb.ListChange) -> bytes:
     """The canonical bytes of a change, in the encoding its ``leaf_version`` names."""
     version = change.leaf_version or 1
+    if change.kind == pb.CHANGE_KIND_CUSTODY_CHANGED:
+        _check_custody(change, version)
     if version == 1:
         return _encode_v1(change)
     if version == 2:
@@ -78,6 +100,26 @@ def encode_leaf(change: pb.ListChange) -> bytes:
     raise LeafError(
         f"change {change.sequence}: leaf_version {version} is not one this node knows (1, 2)"
     )
+
+
+def _check_custody(change: pb.ListChange, version: int) -> None:
+    """Refuse a custody change in any shape but the one docs/trust.md gives."""
+    sequence = change.sequence
+    if version != 2:
+        raise LeafError(f"change {sequence}: a custody change has leaf version 2 only")
+    if change.imei_key != "0" * 14:
+        raise LeafError(f"change {sequence}: a custody change has imei_key 00000000000000")
+    unused = [name for name in _CUSTODY_UNUSED if getattr(change, name)]
+    unused += [name for name in ("valid_until", "block_date", "policy") if change.HasField(name)]
+    if unused:
+        raise LeafError(f"change {sequence}: a custody change does not carry {unused[0]}")
+    match = _CUSTODY_REASON.fullmatch(change.reason)
+    if match is None or match[1] not in _CUSTODY_STEPS or int(match[2]) >= 2**63:
+        raise LeafError(f"change {sequence}: custody reason {change.reason!r} is malformed")
+    if change.reference and not _SHA256_HEX.fullmatch(change.reference):
+        raise LeafError(f"change {sequence}: custody reference is not a hex SHA-256")
+    if not change.actor:
+        raise LeafError(f"change {sequence}: a custody change names its actor")
 
 
 def _common(change: pb.ListChange, version: int) -> tuple[int, ...]:

@@ -172,6 +172,8 @@ class Replica:
         if kind == pb.CHANGE_KIND_POLICY_CHANGED:
             self.policy = Policy.from_message(change.policy)
             return
+        if kind == pb.CHANGE_KIND_CUSTODY_CHANGED:
+            return  # a step of the custody ceremony: no list changes
         if not change.imei_key:
             raise ValueError(f"change {change.sequence} has no IMEI key")
         key = int(change.imei_key)

@@ -13,6 +13,7 @@ from ceir.api.convert import change, change_from_pb, leaf_from_pb
 from ceir.audit.commitment import subscriber_commitment
 from ceir.audit.errors import LeafEncodingError
 from ceir.audit.leaf import encode_change, encode_leaf, leaf_view
+from ceir.domain.custody_steps import CUSTODY_STEPS, custody_change
 from ceir.domain.model import BlacklistCause, Change, ChangeKind, Policy, RegistrationSource
 
 KEY = st.integers(0, 10**14 - 1)
@@ -34,8 +35,25 @@ NOTIFIED = Change(
 )
 
 
+def changes() -> st.SearchStrategy[Change]:
+    """Any change the leaf encodings take: list and policy changes with any
+    fields, and custody steps in their one shape."""
+    return list_changes() | custody_changes()
+
+
 @st.composite
-def changes(draw: st.DrawFn) -> Change:
+def custody_changes(draw: st.DrawFn) -> Change:
+    step = custody_change(
+        draw(st.sampled_from(CUSTODY_STEPS)),
+        draw(st.integers(0, 2**63 - 1)),
+        draw(st.just("") | st.binary(min_size=32, max_size=32).map(bytes.hex)),
+        draw(TEXT.filter(bool)),
+    )
+    return replace(step, sequence=draw(st.integers(1, 2**63)), committed_at_us=draw(MICROS))
+
+
+@st.composite
+def list_changes(draw: st.DrawFn) -> Change:
     subscriber = draw(
         st.none()
         | st.tuples(
@@ -48,7 +66,9 @@ def changes(draw: st.DrawFn) -> Change:
     return draw(
         st.builds(
             Change,
-            kind=st.sampled_from(ChangeKind),
+            kind=st.sampled_from(
+                [kind for kind in ChangeKind if kind is not ChangeKind.CUSTODY_CHANGED]
+            ),
             imei_key=st.none() | KEY,
             imsi=st.just(imsi),
             msisdn=st.just(msisdn),

@@ -47,6 +47,7 @@ from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
+from ceir.service.custody import CustodyKeeper
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -57,6 +58,7 @@ from ceir.service.sync import SyncService
 from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
+    custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,
     policy_pb2,
@@ -65,6 +67,7 @@ from ceir.v1 import (
 )
 
 from .calls import AtOnce, Gate
+from .custody_servicer import CustodyServicer, remote_fetch
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
@@ -85,6 +88,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     list_sync_pb2.DESCRIPTOR.services_by_name["ListSyncService"],
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
+    custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -160,6 +164,12 @@ class ServerConfig:
     # verification is refused all the same.
     repair_lists: bool = False
     repair_report: Callable[[str], None] | None = None
+    # The signed note of custody policy 0 (docs/custody.md): the register's
+    # trust root for the custody ceremony. Stored at the first start; later
+    # starts must be given the same.
+    custody_policy: Path | None = None
+    # How often an announced custody policy's expiry is checked (seconds).
+    custody_expiry_interval: float = 5.0
 
 
 @dataclass
@@ -217,6 +227,15 @@ def create_server(config: ServerConfig) -> RunningServer:
             db.dispose()
             raise
     register = Register(db, config.clock, signer=signer, lists=lists)
+    # The incoming register's follower of the custodian (ceir.service.standby,
+    # --standby-of), when there is one.
+    standby: Any = None
+    try:
+        keeper = custody_keeper(config, register, standby)
+    except BaseException:
+        register.close()
+        db.dispose()
+        raise
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
@@ -250,6 +269,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         "ListSyncService": (None, ListSyncStreams(sync, signal)),
         "PolicyService": (PolicyServicer(PolicyService(register), mutations), None),
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
+        "CustodyService": (CustodyServicer(keeper), None),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)
@@ -359,6 +379,26 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 _loop_lock = threading.Lock()
 _running_loop: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def custody_keeper(
+    config: ServerConfig, register: Register, standby: Any = None
+) -> CustodyKeeper | None:
+    """The custody ceremony of a register started with a custody policy (None without).
+
+    Raises ``CustodyConfigError`` when the policy does not fit the database or the key.
+    """
+    if config.custody_policy is None:
+        return None
+    keeper = CustodyKeeper(
+        register,
+        standby=standby,
+        outgoing=None if standby is None else remote_fetch(standby.channel),
+        standby_endpoint=getattr(config, "standby_of", None) or "",
+    )
+    keeper.open(config.custody_policy.read_text(encoding="utf-8"))
+    keeper.start_timer(config.custody_expiry_interval)
+    return keeper
 
 
 def checkpoint_signer(config: ServerConfig) -> CheckpointSigner | None:

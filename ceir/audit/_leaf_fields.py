@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TypeVar
 
+from ceir.domain.custody_steps import custody_problem
 from ceir.domain.model import BlacklistCause, Change, ChangeKind, Phase, Policy, RegistrationSource
 
 from .errors import LeafEncodingError
@@ -139,6 +140,16 @@ def string(name: str, value: str) -> bytes:
 def strings(names: tuple[str, ...], values: tuple[str, ...]) -> bytes:
     """The strings of a leaf, in order."""
     return b"".join(string(name, value) for name, value in zip(names, values, strict=True))
+
+
+def check_custody(leaf: Leaf, where: str) -> None:
+    """Raise unless a custody leaf has the one shape ``custody_steps`` gives
+    it (version 2 only, IMEI key 0, reason ``<step> <policy version>``,
+    reference a hex SHA-256 or empty, an actor, nothing else)."""
+    if leaf.kind is ChangeKind.CUSTODY_CHANGED:
+        problem = custody_problem(leaf)
+        if problem:
+            raise LeafEncodingError(f"{where}: {problem}")
 
 
 def refuse_set(version: int, leaf: Leaf, names: tuple[str, ...]) -> None:
@@ -276,6 +287,7 @@ def plain_common(change: Change) -> tuple[int, ...] | None:
     if (
         change.policy is not None
         or type(change.kind) is not ChangeKind
+        or change.kind is ChangeKind.CUSTODY_CHANGED  # its shape is checked
         or type(change.sequence) is not int
         or not 1 <= change.sequence <= U64
         or (key is not None and (type(key) is not int or not 0 <= key < IMEI_KEY_LIMIT))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
-from ceir.domain.model import Change
+from ceir.domain.model import Change, ChangeKind
 
 from ._leaf_fields import (
     COMMON_FORMAT,
@@ -61,6 +61,7 @@ def view(change: Change) -> Leaf:
 
 def encode(leaf: Leaf) -> bytes:
     """The version 1 bytes of ``leaf``, each field checked."""
+    _refuse_custody(leaf)
     refuse_set(VERSION, leaf, NOT_RECORDED)
     updated_by = "" if leaf.policy is None else leaf.policy.updated_by
     return FIXED.pack(VERSION, *common_fields(leaf)) + strings(
@@ -81,9 +82,18 @@ def decode(data: bytes) -> Leaf:
         raise LeafEncodingError(f"leaf has {len(data) - end} trailing bytes at offset {end}")
     imsi, msisdn, device_id, operator_mcc_mnc, updated_by = values
     leaf = read_common(VERSION, fields, updated_by)
+    _refuse_custody(leaf)
     return replace(
         leaf, imsi=imsi, msisdn=msisdn, device_id=device_id, operator_mcc_mnc=operator_mcc_mnc
     )
+
+
+def _refuse_custody(leaf: Leaf) -> None:
+    # Custody steps came after version 2: no version 1 leaf records one.
+    if leaf.kind is ChangeKind.CUSTODY_CHANGED:
+        raise LeafEncodingError(
+            f"change {leaf.sequence}: CUSTODY_CHANGED has leaf version 2 only, not version 1"
+        )
 
 
 def encode_plain(change: Change) -> bytes | None:

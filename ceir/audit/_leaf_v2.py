@@ -18,6 +18,7 @@ from ._leaf_fields import (
     COMMON_FORMAT,
     IMEI_KEY_LIMIT,
     Leaf,
+    check_custody,
     common_fields,
     plain_common,
     plain_strings,
@@ -116,6 +117,7 @@ def commitment_of(change: Change) -> bytes:
 def encode(leaf: Leaf) -> bytes:
     """The version 2 bytes of ``leaf``, each field checked."""
     refuse_set(VERSION, leaf, NOT_RECORDED)
+    check_custody(leaf, f"change {leaf.sequence}")
     commitment = leaf.subscriber_commitment
     if not isinstance(commitment, bytes) or len(commitment) not in (0, COMMITMENT_BYTES):
         raise LeafEncodingError(
@@ -169,7 +171,7 @@ def decode(data: bytes) -> Leaf:
     actor, device_id, mcc_mnc, reference, brand, model, report, reason, updated_by = values
     leaf = read_common(VERSION, fields[:-3], updated_by)
     present = read_presence(71, has_commitment, *commitment)
-    return replace(
+    decoded = replace(
         leaf,
         device_id=device_id,
         operator_mcc_mnc=mcc_mnc,
@@ -182,6 +184,8 @@ def decode(data: bytes) -> Leaf:
         reason=reason,
         subscriber_commitment=commitment if present else b"",
     )
+    check_custody(decoded, f"custody leaf at sequence {decoded.sequence}")
+    return decoded
 
 
 def encode_plain(change: Change) -> bytes | None:

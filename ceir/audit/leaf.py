@@ -23,7 +23,7 @@ and MSISDN are never in a version 2 leaf; the commitment
 offset   length  field (both versions)
 =======  ======  =============================================================
 0        1       encoding version, 0x01 or 0x02
-1        1       kind (``ChangeKind``, 1 to 10)
+1        1       kind (``ChangeKind``, 1 to 11; 11 in version 2 only)
 2        8       sequence, u64 (1 for the first change)
 10       8       commit time, i64 microseconds
 18       1+8     imei key: presence, u64 (0 to 10^14 - 1)

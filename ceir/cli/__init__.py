@@ -11,6 +11,7 @@ import typer
 
 from .audit import audit_app
 from .check import check_command
+from .custody import custody_app
 from .importer import import_command
 from .orgs import org_app
 from .pki import pki_app
@@ -34,3 +35,4 @@ app.command("check")(check_command)
 app.add_typer(policy_app)
 app.add_typer(audit_app)
 app.add_typer(pki_app)
+app.add_typer(custody_app)

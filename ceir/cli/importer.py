@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.progress import (
@@ -46,6 +47,7 @@ from ._remote import (
     ServerNameOption,
     TokenOption,
 )
+from ._writes import DEFAULT_RETRY_FOR, RetryForOption, send_write
 from .csvformat import Rejection, Row, check_header, read_rows
 
 MAX_CHUNK_ROWS = 10_000  # the server's limit per message
@@ -173,6 +175,7 @@ def import_command(
             "--chunk-rows, so that running the same import again changes nothing.",
         ),
     ] = None,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR,
     chunk_rows: Annotated[
         int, typer.Option(min=1, max=MAX_CHUNK_ROWS, help="Rows per streamed message.")
     ] = 5_000,
@@ -188,7 +191,9 @@ def import_command(
     """Import registrations from a CSV file (format: docs/cli.md).
 
     Exit code 0 if every row was registered, 3 if some rows were rejected,
-    1 if the import could not run.
+    1 if the import could not run. A register frozen for a custody handover
+    gets the import again (same request id) until --retry-for runs out; a
+    register handed over passes it to its successor's endpoint.
     """
     remote = Remote(
         ceir,
@@ -203,13 +208,22 @@ def import_command(
         metadata = remote.metadata
         found = survey(file)
         key = request_id or default_request_id(found.sha256, chunk_rows)
-        with remote.channel() as channel, _progress() as progress:
+        with _progress() as progress:
             task = progress.add_task("rows streamed", total=max(found.lines - 1, 0))
-            stub = registry_pb2_grpc.RegistryServiceStub(channel)
-            response = stub.ImportRegistrations(
-                requests(file, key, chunk_rows, outcome, lambda n: progress.advance(task, n)),
-                metadata=metadata,
-            )
+
+            def send(channel: grpc.Channel, to: Remote) -> registry_pb2.ImportRegistrationsResponse:
+                # Sent again whole, with the same request id: the chunks the
+                # register took before are answered from its stored answers.
+                outcome.local.clear()
+                outcome.read_error = None
+                progress.reset(task)
+                stub = registry_pb2_grpc.RegistryServiceStub(channel)
+                return stub.ImportRegistrations(
+                    requests(file, key, chunk_rows, outcome, lambda n: progress.advance(task, n)),
+                    metadata=metadata,
+                )
+
+            response = send_write(remote, send, retry_for)
         if outcome.read_error is not None:
             raise CliError(
                 f"reading {file} failed: {outcome.read_error}; the rows sent before it "

@@ -7,6 +7,7 @@ import json
 from datetime import UTC
 from typing import Annotated, Any
 
+import grpc
 import typer
 from google.protobuf.field_mask_pb2 import FieldMask
 from rich.table import Table
@@ -25,6 +26,7 @@ from ._remote import (
     TimeoutOption,
     TokenOption,
 )
+from ._writes import DEFAULT_RETRY_FOR, RetryForOption, new_request_id, send_write
 from .check import JsonOption, enum_name
 
 policy_app = typer.Typer(
@@ -137,8 +139,13 @@ def set_(
         int | None, typer.Option(help="The clone window in seconds (60 to 2,592,000).")
     ] = None,
     request_id: Annotated[
-        str | None, typer.Option(show_default=False, help="Idempotency key of the change.")
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="Idempotency key of the change; default: one made up for this command.",
+        ),
     ] = None,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR,
     json_output: JsonOption = False,
     ceir: AddressOption = DEFAULT_ADDRESS,
     token: TokenOption = None,
@@ -148,7 +155,12 @@ def set_(
     server_name: ServerNameOption = None,
     timeout: TimeoutOption = 30.0,
 ) -> None:
-    """Change the named fields of the policy (Kominfo only); prints the new policy."""
+    """Change the named fields of the policy (Kominfo only); prints the new policy.
+
+    A register frozen for a custody handover gets the change again (same
+    request id) until --retry-for runs out; a register handed over passes
+    it to its successor's endpoint.
+    """
     remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
     with reporting_errors(ceir):
         request = update_request(
@@ -158,9 +170,12 @@ def set_(
                 "clone_threshold": clone_threshold,
                 "clone_window_seconds": clone_window_seconds,
             },
-            request_id or "",
+            request_id or new_request_id(),
         )
-        with remote.channel() as channel:
+
+        def send(channel: grpc.Channel, to: Remote) -> policy_pb2.UpdatePolicyResponse:
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
-            response = stub.UpdatePolicy(request, metadata=remote.metadata, timeout=timeout)
+            return stub.UpdatePolicy(request, metadata=to.metadata, timeout=timeout)
+
+        response = send_write(remote, send, retry_for)
     _print(response.policy, json_output)

@@ -12,6 +12,7 @@ from rich.text import Text
 from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.note import valid_key_name
+from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_repair import ListsNotRepairable
 from ceir.service.merkle_log import DEFAULT_ORIGIN
@@ -132,6 +133,18 @@ def serve_command(
             "its own verification is refused all the same.",
         ),
     ] = False,
+    custody_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--custody-policy",
+            exists=True,
+            dir_okay=False,
+            help="The signed note of custody policy 0 (docs/custody.md), the trust root of "
+            "the custody handover. The first start stores it: a register whose --signing-key "
+            "is its log key is the custodian; one started with --standby-of follows the "
+            "custodian as the incoming register. Later starts must be given the same file.",
+        ),
+    ] = None,
 ) -> None:
     """Run the CEIR gRPC server until SIGINT or SIGTERM.
 
@@ -162,6 +175,7 @@ def serve_command(
         log_origin=log_origin,
         repair_lists=repair,
         repair_report=_print_repair,
+        custody_policy=custody_policy,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")
@@ -174,7 +188,7 @@ def serve_command(
     with reporting_errors():
         try:
             serve(config)
-        except (ListsNotFromLog, ListsNotRepairable, LogNotVerified) as error:
+        except (ListsNotFromLog, ListsNotRepairable, LogNotVerified, CustodyConfigError) as error:
             fail(str(error))
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Command",
     "ImportChunk",
     "RecordCheckEffects",
+    "RecordCustodyStep",
     "RegisterDevice",
     "RemoveException",
     "ReportRecovered",
@@ -172,3 +173,22 @@ class RecordCheckEffects(Command[int]):
     action: ClassVar[Action] = Action.CHECK
 
     checks: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
+class RecordCustodyStep(Command[int]):
+    """Record a step of the custody ceremony as a leaf (``CUSTODY_CHANGED``).
+
+    ``step`` is the state reached (``FROZEN``), ``version`` the policy it is
+    about, ``reference`` the lowercase hex SHA-256 of the step's document
+    ("" for none, ``expired`` for an abort by expiry). Who may take which
+    step is the custody service's rule (``ceir.service.custody``); the
+    handler returns the leaf's sequence.
+    """
+
+    operation: ClassVar[str] = "RecordCustodyStep"
+    action: ClassVar[Action] = Action.CUSTODY
+
+    step: str
+    version: int
+    reference: str

@@ -123,6 +123,8 @@ class ListState:
         if kind is ChangeKind.POLICY_CHANGED:
             assert change.policy is not None
             self.policy = change.policy
+        elif kind is ChangeKind.CUSTODY_CHANGED:
+            pass  # a step of the custody ceremony: no list changes
         elif key is None:
             raise ValueError(f"change {change.sequence} ({kind.name}) has no IMEI key")
         elif kind is ChangeKind.WHITELIST_ADDED:

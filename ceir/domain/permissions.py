@@ -31,6 +31,7 @@ class Action(enum.StrEnum):
     READ_POLICY = "read the policy"
     UPDATE_POLICY = "change the policy"
     READ_LOG = "read the transparency log"
+    CUSTODY = "take part in the custody ceremony"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -55,6 +56,11 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     Action.UPDATE_POLICY: frozenset({OrgKind.KOMINFO}),
     # Whoever receives the lists may check them against the signed log.
     Action.READ_LOG: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    # Every organisation reads the ceremony and may carry signatures made
+    # off the server (they verify or are refused); who may take each step
+    # (propose, freeze, report readiness, ...) is narrowed by the custody
+    # service (ceir/service/custody_rules.py).
+    Action.CUSTODY: _ALL,
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

@@ -7,6 +7,14 @@ registered, paired or blocked, by this process or another one sharing the
 database. The write (a ``RecordCheckEffects`` command, handled in
 ``handlers``) therefore decides each such check again against the lists as
 committed, and records only what that decision still calls for.
+
+While the register takes no writes (frozen for a custody handover, moved,
+a standby: ``WritesRefused``) checks are still answered, from the lists as
+they are, and their effects are not recorded: a first sight is answered as
+one (the block date it would get now) and is recorded by the first check of
+that device once writes resume, whose grace period then starts; a grace
+period over is answered BLACKLISTED and blocked at that same next check.
+Nothing is appended while frozen, so the final checkpoint stays the last.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ceir.domain.commands import RecordCheckEffects
-from ceir.domain.errors import FieldViolation, InvalidArgument
+from ceir.domain.errors import FieldViolation, InvalidArgument, WritesRefused
 from ceir.domain.identifiers import is_imsi, msisdn_digits, validate_imsi, validate_msisdn
 from ceir.domain.model import Caller, Decision
 from ceir.domain.permissions import Action, require
@@ -123,7 +131,10 @@ class CheckService:
         valid, decisions, pending = decided.valid, decided.decisions, decided.pending
         if pending:
             due = [valid[index] for index in pending]
-            done = self.register.execute(caller, RecordCheckEffects(tuple(due)))
+            try:
+                done = self.register.execute(caller, RecordCheckEffects(tuple(due)))
+            except WritesRefused:
+                return decisions  # answered, not recorded (see the module docstring)
             assert isinstance(done, Committed)  # no request id: nothing to replay
             now_us = done.value
             # Decide again against the lists that now hold the effects, at the

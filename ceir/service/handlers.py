@@ -32,6 +32,7 @@ from ceir.domain.commands import (
     Command,
     ImportChunk,
     RecordCheckEffects,
+    RecordCustodyStep,
     RegisterDevice,
     RemoveException,
     ReportRecovered,
@@ -432,6 +433,22 @@ def _notification_end(
     )
 
 
+# --- custody -----------------------------------------------------------------------------
+
+
+def _record_custody_step(command: RecordCustodyStep, unit: WriteUnit) -> int:
+    """One leaf, no list row: ``reason`` names the step and the policy version."""
+    unit.add(
+        Change(
+            ChangeKind.CUSTODY_CHANGED,
+            0,
+            reason=f"{command.step} {command.version}",
+            reference=command.reference,
+        )
+    )
+    return unit.sequence
+
+
 # --- the table ----------------------------------------------------------------------------
 
 HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
@@ -444,6 +461,7 @@ HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
     RemoveException: Handler(_authorize_pair, _remove_exception),
     UpdatePolicy: Handler(_anyone, _update_policy),
     RecordCheckEffects: Handler(_anyone, _record_check_effects),
+    RecordCustodyStep: Handler(_anyone, _record_custody_step),
 }
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -37,6 +38,21 @@ from .unit import WriteUnit
 
 log = logging.getLogger("ceir.register")
 T = TypeVar("T")
+
+
+class WriteGate(Protocol):
+    """Decides, inside the write transaction, whether this register takes a write now.
+
+    Raises ``WritesRefused`` (frozen for a handover, moved, a standby). Set
+    by the custody service (``Register.write_gate``); None takes every write.
+    """
+
+    def __call__(self, session: Session, command: Command[Any]) -> None: ...
+
+
+# More writes in the transaction of a command, after its changes and the
+# signed checkpoint of the new size (the note, "" without one) are stored.
+Within = Callable[[Session, str], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Register:
         # Called after each applied batch of changes and on close, from the
         # thread that applied them (the server wakes its feed watchers so).
         self._listeners: list[Callable[[], None]] = []
+        self.write_gate: WriteGate | None = None
         if lists is None:
             self.reload()
         else:
@@ -125,6 +142,10 @@ class Register:
     @property
     def closed(self) -> bool:
         return self._stop.is_set()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the register to close; True once closed."""
+        return self._stop.wait(timeout)
 
     def _follow(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -169,18 +190,23 @@ class Register:
         request_id: str = "",
         request_fingerprint: str = "",
         render: Callable[[Committed[T]], bytes] | None = None,
+        within: Within | None = None,
     ) -> Committed[T] | Replayed:
         """Run one command: the register's one write path.
 
         In order: the caller's permission (the command's action, then its
         handler's ``authorize``); under the write lock, in one transaction,
         the AIP-155 answer stored for ``request_id`` if any (replayed when
-        ``request_fingerprint`` matches, REQUEST_ID_REUSED when not); the
-        handler, which emits numbered changes; the changes with their leaves
-        and the signed checkpoint; the list rows they project to; the
-        answer, serialised by ``render``. Once committed, the changes are
-        applied to the in-memory lists. A domain error raised on the way
-        rolls everything back.
+        ``request_fingerprint`` matches, REQUEST_ID_REUSED when not, even
+        when the register takes no writes now: a retry of a write that
+        committed before a freeze gets its answer); the write gate (custody:
+        frozen, moved, standby); the handler, which emits numbered changes;
+        the changes with their leaves and the signed checkpoint; the list
+        rows they project to; ``within(session, checkpoint note)`` (the
+        custody ceremony's row, written with its leaf); the answer,
+        serialised by ``render``. Once committed, the changes are applied to
+        the in-memory lists. A domain error raised on the way rolls
+        everything back.
         """
         handler = handler_for(command)
         require(caller, command.action)
@@ -203,9 +229,13 @@ class Register:
                                 reason="REQUEST_ID_REUSED",
                             )
                         return Replayed(stored[1])
+                if self.write_gate is not None:
+                    self.write_gate(session, command)
                 result = Committed(handler.handle(command, unit), unit.sequence)
                 append = self._write_changes(session, unit)
                 write_projection(session, unit.changes)
+                if within is not None:
+                    within(session, append.note if append is not None else "")
                 if key and render is not None:
                     repo.store_answer(
                         session,
@@ -219,6 +249,15 @@ class Register:
             self._accept(append)
             self._apply(unit.changes)
             return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction that appends nothing, serialised with every write
+        (the write lock and the state row's lock), for the custody ceremony's
+        own rows."""
+        with self._write_lock, self.db.write() as session:
+            repo.lock_state(session)
+            yield session
 
     def _write_changes(self, session: Session, unit: WriteUnit) -> Append | None:
         """Store the unit's changes with their leaves of the Merkle log."""

@@ -180,10 +180,11 @@ class RowWrite(NamedTuple):
 
 
 def rows_of(change: Change) -> list[RowWrite]:
-    """The rows one change writes or deletes, in order (none for a policy change)."""
+    """The rows one change writes or deletes, in order (none for a policy or
+    custody change)."""
     key = change.imei_key
     kind = change.kind
-    if key is None or kind is ChangeKind.POLICY_CHANGED:
+    if key is None or kind is ChangeKind.POLICY_CHANGED or kind is ChangeKind.CUSTODY_CHANGED:
         return []
     v1 = change.leaf_version < 2
     if kind is ChangeKind.WHITELIST_ADDED:

@@ -199,3 +199,51 @@ class IdempotencyRecord(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at_us: Mapped[Micros]
+
+
+class CustodyPolicyRecord(Base):
+    """A custody policy this register verified (version 0 is its trust root): the signed note."""
+
+    __tablename__ = "custody_policies"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    note: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(String(64))  # of the policy text, lowercase hex
+    stored_at_us: Mapped[Micros]
+
+
+class CustodyCeremonyRecord(Base):
+    """One row: the custody ceremony (``ceir.domain.custody.Ceremony``)."""
+
+    __tablename__ = "custody_ceremony"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
+    pending_kind: Mapped[str] = mapped_column(String(16))
+    pending_document: Mapped[str] = mapped_column(Text)
+    pending_notice_s: Mapped[int] = mapped_column(BigInteger)
+    announced_at_us: Mapped[OptionalMicros]
+    notice_ends_at_us: Mapped[OptionalMicros]
+    final_size: Mapped[int] = mapped_column(BigInteger)
+    final_checkpoint: Mapped[str] = mapped_column(Text)
+    handover: Mapped[str] = mapped_column(Text)
+    first_checkpoint: Mapped[str] = mapped_column(Text)
+    writable: Mapped[int] = mapped_column(Integer)
+    abort_note: Mapped[str] = mapped_column(Text)
+    moved_custodian: Mapped[str] = mapped_column(String(64))
+    moved_endpoint: Mapped[str] = mapped_column(String(256))
+    transferred_size: Mapped[int] = mapped_column(BigInteger)
+    detail: Mapped[str] = mapped_column(Text)
+    updated_at_us: Mapped[Micros]
+
+
+class CustodyReadiness(Base):
+    """An operator's report that its nodes hold and verified an announced policy."""
+
+    __tablename__ = "custody_readiness"
+
+    organisation: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    reported_at_us: Mapped[Micros]

@@ -38,7 +38,8 @@ policies = st.builds(
 
 changes = st.builds(
     Change,
-    kind=st.sampled_from(ChangeKind),
+    # a custody change has no version 1 leaf (test_audit_custody.py)
+    kind=st.sampled_from([kind for kind in ChangeKind if kind is not ChangeKind.CUSTODY_CHANGED]),
     imei_key=st.none() | st.integers(0, 10**14 - 1),
     imsi=TEXT,
     msisdn=TEXT,
@@ -237,7 +238,8 @@ NON_CANONICAL = [
     ),
     (_with(0, b"\x00"), "leaf encoding version 0 at offset 0 is not one"),
     (_with(1, b"\x00"), "0 at offset 1 is not a ChangeKind"),
-    (_with(1, b"\x0b"), "11 at offset 1 is not a ChangeKind"),
+    (_with(1, b"\x0c"), "12 at offset 1 is not a ChangeKind"),
+    (_with(1, b"\x0b"), "CUSTODY_CHANGED has leaf version 2 only, not version 1"),
     (_with(2, bytes(8)), "sequence at offset 2 is 0"),
     (_with(18, b"\x02"), "presence byte at offset 18 is 2"),
     (_with(19, struct.pack(">Q", 10**14)), "imei key 100000000000000 at offset 19"),

@@ -23,6 +23,7 @@ from ceir.domain.model import (
     RegistrationSource,
 )
 
+from ..test_convert_change import custody_changes
 from .test_audit_leaf import EXAMPLE, I64, TEXT, policies
 
 KEY = st.integers(0, 10**14 - 1)
@@ -41,12 +42,19 @@ def subscribers(draw: st.DrawFn) -> dict[str, object]:
     }
 
 
+def changes() -> st.SearchStrategy[Change]:
+    """List and policy changes with any fields, and custody steps in their one shape."""
+    return list_changes() | custody_changes()
+
+
 @st.composite
-def changes(draw: st.DrawFn) -> Change:
+def list_changes(draw: st.DrawFn) -> Change:
     change = draw(
         st.builds(
             Change,
-            kind=st.sampled_from(ChangeKind),
+            kind=st.sampled_from(
+                [kind for kind in ChangeKind if kind is not ChangeKind.CUSTODY_CHANGED]
+            ),
             imei_key=st.none() | KEY,
             source=st.none() | st.sampled_from(RegistrationSource),
             valid_until_us=st.none() | I64,

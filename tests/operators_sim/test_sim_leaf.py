@@ -25,7 +25,7 @@ from ceir.audit.checkpoint import open_checkpoint
 from ceir.audit.leaf import encode_change
 from ceir.audit.merkle import Frontier
 from ceir.audit.note import Verifier
-from ceir.domain.model import Change
+from ceir.domain.model import Change, ChangeKind
 from ceir.v1 import types_pb2 as pb
 from operators_sim.leaf import LeafError, encode_leaf, leaf_hash, subscriber_commitment
 
@@ -154,13 +154,36 @@ def test_version_0_from_an_older_server_and_version_1_give_the_same_bytes() -> N
 @pytest.mark.parametrize("view", ["clear", "salt", "commitment"])
 def test_the_version_2_example_encodes_byte_for_byte_in_every_view(view: str) -> None:
     blocks = re.findall(r"```\n(02[0-9a-f]{100,})\n```", TRUST)
-    assert len(blocks) == 2
+    assert len(blocks) == 3  # changes 3 and 4, then the custody leaf
     notified = _notified(view)
     assert encode_leaf(notified).hex() == blocks[0]
     assert len(encode_leaf(notified)) == 138
     assert encode_leaf(_registered()).hex() == blocks[1]
     assert leaf_hash(notified).hex() == _documented("leaf hash of change 3")
     assert leaf_hash(_registered()).hex() == _documented("leaf hash of change 4")
+
+
+def test_the_custody_example_encodes_byte_for_byte() -> None:
+    blocks = re.findall(r"```\n(02[0-9a-f]{100,})\n```", TRUST)
+    announced = pb.ListChange(
+        sequence=5,
+        kind=pb.CHANGE_KIND_CUSTODY_CHANGED,
+        imei_key="00000000000000",
+        commit_time=_stamp(1622505600000000),
+        leaf_version=2,
+        actor="kominfo",
+        reason="ANNOUNCED 1",
+        reference=hashlib.sha256(b"ceir docs example policy: not a real one").hexdigest(),
+    )
+    assert encode_leaf(announced).hex() == blocks[2]
+    with pytest.raises(LeafError, match="custody reason"):
+        encode_leaf(pb.ListChange(**{**_fields(announced), "reason": "OPERATING 1"}))
+    with pytest.raises(LeafError, match="version 2 only"):
+        encode_leaf(pb.ListChange(**{**_fields(announced), "leaf_version": 1}))
+
+
+def _fields(message: pb.ListChange) -> dict[str, object]:
+    return {field.name: value for field, value in message.ListFields()}
 
 
 def test_the_documented_commitment_is_reproduced() -> None:
@@ -249,6 +272,8 @@ def test_a_key_that_is_not_14_digits_is_refused(key: str) -> None:
 @settings(max_examples=100)
 @given(changes(), st.sampled_from([1, 2]))
 def test_the_node_and_the_register_encode_every_change_alike(value: Change, version: int) -> None:
+    if value.kind is ChangeKind.CUSTODY_CHANGED:
+        version = 2  # a custody change has no version 1 leaf
     value = replace(value, leaf_version=version)
     if version == 1:
         value = replace(value, subscriber_salt=b"")
