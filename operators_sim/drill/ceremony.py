@@ -20,8 +20,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from ceir.audit.note import Signer, sign_note
-from ceir.custody import CustodyPolicy
-from ceir.custody._lines import split_note
+from ceir.custody import CustodyPolicy, split_note
 from ceir.v1 import custody_pb2 as custody_pb
 from ceir.v1 import custody_pb2_grpc as custody_grpc
 from ceir.v1 import transparency_pb2 as log_pb
@@ -67,7 +66,10 @@ class Side:
 
 
 def note_text(signed: str) -> str:
-    """The text of a signed note (the document officers sign)."""
+    """The text of a signed note (the document officers sign), or the text
+    itself before anyone signed it."""
+    if "\n\n" not in signed:
+        return signed
     return split_note(signed)[0]
 
 

@@ -20,7 +20,7 @@ import grpc
 from ..embedded import create_organisations, demo_pki
 from ..loader import REQUIRED_ORGS
 from ..transport import CHANNEL_OPTIONS, Credentials, client_certificates, open_channel
-from .keys import INCOMING, OUTGOING
+from .keys import INCOMING, OUTGOING, WITNESS
 from .processes import ServerProcess, ceir_command, free_port, wait_serving
 from .proxy import Proxy
 
@@ -144,7 +144,8 @@ class Cluster:
         ]
         self._start(ServerProcess(INCOMING, command, self.files.logs / f"{INCOMING}.log"))
 
-    def start_witness(self, cosigner_key: Path, policy_0: Path) -> None:
+    def start_witness(self, keys: tuple[Path, Path], policy_0: Path) -> None:
+        """``keys``: the witness's note key file and cosigner key file."""
         pki = self.files.pki
         command = [
             *ceir_command(),
@@ -153,8 +154,12 @@ class Cluster:
             "serve",
             "--listen",
             self.address("witness"),
+            "--name",
+            WITNESS,
             "--key",
-            str(cosigner_key),
+            str(keys[0]),
+            "--cosigner-key",
+            str(keys[1]),
             "--policy",
             str(policy_0),
             "--state",

@@ -33,6 +33,7 @@ __all__ = [
     "policy",
     "signed_policy_0",
     "write_log_key",
+    "write_witness_keys",
 ]
 
 OUTGOING = "telkomsel"
@@ -51,7 +52,7 @@ class DrillKeys:
     origin: str
     log_private: dict[str, Ed25519PrivateKey]  # organisation -> its log key
     officers: dict[str, tuple[Signer, ...]]  # organisation -> its officers
-    witness: Signer  # Kominfo's note key: signs policies and handover notes
+    witness_private: Ed25519PrivateKey  # Kominfo's note key: policies and handover notes
     cosigner_private: Ed25519PrivateKey  # Kominfo's cosigner key: the witness process's
     outsider: Signer  # an officer's key that no policy lists
 
@@ -59,6 +60,11 @@ class DrillKeys:
     def log(self) -> dict[str, Signer]:
         """Each custodian's log key as a note signer, named like the origin."""
         return {org: Signer(self.origin, key) for org, key in self.log_private.items()}
+
+    @property
+    def witness(self) -> Signer:
+        """Kominfo's note key: its staff sign policies and handover notes with it."""
+        return Signer(WITNESS, self.witness_private)
 
     @property
     def cosigner(self) -> Cosigner:
@@ -91,7 +97,7 @@ def make_keys(origin: str) -> DrillKeys:
         officers={
             org: tuple(_officer(org, name) for name in names) for org, names in OFFICERS.items()
         },
-        witness=Signer(WITNESS, generate_signing_key()),
+        witness_private=generate_signing_key(),
         cosigner_private=generate_signing_key(),
         outsider=_officer(OUTGOING, "mallory"),
     )
@@ -126,6 +132,17 @@ def policy(
 def signed_policy_0(keys: DrillKeys, policy_0: CustodyPolicy) -> str:
     """Policy 0, the trust root, signed by Telkomsel's officers and Kominfo."""
     return sign_policy(policy_0, (*keys.signers(OUTGOING, THRESHOLD), keys.witness))
+
+
+def write_witness_keys(keys: DrillKeys, path: Path) -> tuple[Path, Path]:
+    """Kominfo's witness keys as ``ceir custody witness-key`` writes them: the
+    note key in ``path``, the cosigner key in ``path.cosigner``."""
+    from ceir.custody.keyfiles import write_cosigner_key, write_note_key
+
+    cosigner = path.with_name(path.name + ".cosigner")
+    write_note_key(path, WITNESS, keys.witness_private)
+    write_cosigner_key(cosigner, WITNESS, keys.cosigner_private)
+    return path, cosigner
 
 
 def write_log_key(keys: DrillKeys, organisation: str, path: Path) -> Path:

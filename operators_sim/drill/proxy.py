@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_status import rpc_status
@@ -148,7 +148,13 @@ def _abort(context: grpc.ServicerContext, error: grpc.RpcError) -> None:
     context.abort(code, call.details() if call is not None else str(error))
 
 
-class _Handler(grpc.GenericRpcHandler[bytes, bytes]):
+if TYPE_CHECKING:
+    _GenericHandler = grpc.GenericRpcHandler[bytes, bytes]
+else:  # the stubs are generic, grpc's class is not
+    _GenericHandler = grpc.GenericRpcHandler
+
+
+class _Handler(_GenericHandler):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.methods: dict[str, tuple[bool, bool]] = {}

@@ -39,11 +39,11 @@ from .keys import (
     DAY,
     INCOMING,
     OUTGOING,
-    WITNESS,
     make_keys,
     policy,
     signed_policy_0,
     write_log_key,
+    write_witness_keys,
 )
 from .report import write_reports
 from .scenarios import scenario
@@ -132,12 +132,9 @@ class Drill:
         config = self.config
         self.progress("making keys and policy 0")
         self.keys = keys = make_keys(config.origin)
-        from ceir.custody.keyfiles import write_cosigner_key
-
         outgoing_key = write_log_key(keys, OUTGOING, files.key("telkomsel-log.pem"))
         incoming_key = write_log_key(keys, INCOMING, files.key("kemenperin-log.pem"))
-        cosigner_key = files.key("kominfo-cosigner.key")
-        write_cosigner_key(cosigner_key, WITNESS, keys.cosigner_private)
+        witness_keys = write_witness_keys(keys, files.key("kominfo-witness.key"))
         self.policy_0 = policy(
             keys, 0, OUTGOING, cluster.endpoint(OUTGOING), int(time.time()) + 365 * DAY
         )
@@ -147,7 +144,7 @@ class Drill:
         self.progress("starting Telkomsel's register, the witness and Kemenperin's standby")
         cluster.prepare_databases()
         cluster.start_outgoing(outgoing_key, policy_path)
-        cluster.start_witness(cosigner_key, policy_path)
+        cluster.start_witness(witness_keys, policy_path)
         cluster.wait_serving(OUTGOING)
         cluster.start_incoming(incoming_key, policy_path)
         cluster.wait_serving("witness")
