@@ -89,11 +89,15 @@ def _officer(organisation: str, name: str) -> Signer:
     return Signer(f"officer.{organisation}.go.id/{name}", generate_signing_key())
 
 
-def make_keys(origin: str) -> DrillKeys:
-    """New keys for one drill of the log ``origin``."""
+def make_keys(origin: str, outgoing_log: Ed25519PrivateKey | None = None) -> DrillKeys:
+    """New keys for one drill of the log ``origin`` (Telkomsel's log key is
+    ``outgoing_log`` when given: a register whose log that key signed already)."""
     return DrillKeys(
         origin=origin,
-        log_private={org: generate_signing_key() for org in (OUTGOING, INCOMING)},
+        log_private={
+            OUTGOING: outgoing_log or generate_signing_key(),
+            INCOMING: generate_signing_key(),
+        },
         officers={
             org: tuple(_officer(org, name) for name in names) for org, names in OFFICERS.items()
         },
