@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from ceir.domain.identifiers import full_imei
 from ceir.v1 import (
+    custody_pb2_grpc,
     equipment_check_pb2,
     equipment_check_pb2_grpc,
     list_sync_pb2_grpc,
@@ -58,6 +59,7 @@ class Client:
         self.sync = list_sync_pb2_grpc.ListSyncServiceStub(self.channel)
         self.policy = policy_pb2_grpc.PolicyServiceStub(self.channel)
         self.log = transparency_pb2_grpc.TransparencyServiceStub(self.channel)
+        self.custody = custody_pb2_grpc.CustodyServiceStub(self.channel)
 
     def call(self, stub_method: Callable[..., R], request: Any, **kwargs: Any) -> R:
         return stub_method(request, metadata=self.metadata, timeout=30, **kwargs)

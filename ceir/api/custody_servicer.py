@@ -58,14 +58,18 @@ def custody_message(view: CustodyView) -> pb.Custody:
     )
 
 
-def remote_fetch(channel: grpc.Channel) -> Callable[[float], RemoteCustody]:
+def remote_fetch(
+    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()
+) -> Callable[[float], RemoteCustody]:
     """Reads the custodian's ceremony over ``channel`` (the standby's, authenticated by
-    the incoming organisation's client certificate)."""
+    the incoming organisation's client certificate, or a token in ``metadata``)."""
     stub = custody_pb2_grpc.CustodyServiceStub(channel)
 
     def fetch(timeout: float) -> RemoteCustody:
         try:
-            custody = stub.GetCustody(pb.GetCustodyRequest(), timeout=timeout).custody
+            custody = stub.GetCustody(
+                pb.GetCustodyRequest(), timeout=max(timeout, 1.0), metadata=metadata
+            ).custody
         except grpc.RpcError as error:
             raise FailedPrecondition(
                 f"cannot read the custodian's ceremony: {error.code().name} {error.details()}",

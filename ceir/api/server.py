@@ -170,6 +170,10 @@ class ServerConfig:
     custody_policy: Path | None = None
     # How often an announced custody policy's expiry is checked (seconds).
     custody_expiry_interval: float = 5.0
+    # The incoming register's follower of the custodian's log
+    # (``ceir.service.standby.Standby``, from --standby-of); its feed's channel
+    # also reads the custodian's ceremony.
+    standby: Any = None
 
 
 @dataclass
@@ -227,11 +231,8 @@ def create_server(config: ServerConfig) -> RunningServer:
             db.dispose()
             raise
     register = Register(db, config.clock, signer=signer, lists=lists)
-    # The incoming register's follower of the custodian (ceir.service.standby,
-    # --standby-of), when there is one.
-    standby: Any = None
     try:
-        keeper = custody_keeper(config, register, standby)
+        keeper = custody_keeper(config, register, config.standby)
     except BaseException:
         register.close()
         db.dispose()
@@ -390,10 +391,13 @@ def custody_keeper(
     """
     if config.custody_policy is None:
         return None
+    feed = getattr(standby, "feed", standby)  # the channel is the standby feed's
     keeper = CustodyKeeper(
         register,
         standby=standby,
-        outgoing=None if standby is None else remote_fetch(standby.channel),
+        outgoing=None
+        if standby is None
+        else remote_fetch(feed.channel, getattr(feed, "metadata", ())),
         standby_endpoint=getattr(config, "standby_of", None) or "",
     )
     keeper.open(config.custody_policy.read_text(encoding="utf-8"))

@@ -40,6 +40,7 @@ from ceir.domain.commands import (
     RevokeRegistration,
     UpdatePolicy,
 )
+from ceir.domain.custody_steps import custody_change
 from ceir.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -437,15 +438,8 @@ def _notification_end(
 
 
 def _record_custody_step(command: RecordCustodyStep, unit: WriteUnit) -> int:
-    """One leaf, no list row: ``reason`` names the step and the policy version."""
-    unit.add(
-        Change(
-            ChangeKind.CUSTODY_CHANGED,
-            0,
-            reason=f"{command.step} {command.version}",
-            reference=command.reference,
-        )
-    )
+    """One leaf, no list row (``ceir.domain.custody_steps`` gives its one shape)."""
+    unit.add(custody_change(command.step, command.version, command.reference, unit.actor))
     return unit.sequence
 
 
