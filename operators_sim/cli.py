@@ -67,6 +67,19 @@ def _tokens(path: Path | None) -> dict[str, str] | None:
     return {str(k): v for k, v in data.items()}
 
 
+def _endpoints(values: list[str] | None) -> dict[str, str]:
+    """``POLICY_ENDPOINT=HOST:PORT`` pairs: where to dial for a custody policy's endpoint."""
+    mapping: dict[str, str] = {}
+    for value in values or ():
+        endpoint, sep, target = value.partition("=")
+        if not sep or not endpoint or not target or " " in value:
+            raise typer.BadParameter(
+                f"{value!r} is not POLICY_ENDPOINT=HOST:PORT", param_hint="--endpoint"
+            )
+        mapping[endpoint] = target
+    return mapping
+
+
 def _tls(ca_cert: Path | None, server_name: str | None) -> Tls | None:
     """TLS settings from --ca-cert and --server-name (with --client-certs, a
     server name alone still overrides the one dialled)."""
@@ -148,6 +161,31 @@ def attach(
     verify: bool = typer.Option(
         True, help="Synchronize nodes verify the signed log (--no-verify: trust the feed)."
     ),
+    custody_policy: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="With --ceir: custody policy 0 (its signed note). Nodes trust its log key and "
+        "follow the register's custody handovers: readiness, the freeze, split views, "
+        "the move to the new custodian.",
+    ),
+    node_state: Path | None = typer.Option(
+        None,
+        file_okay=False,
+        help="With --custody-policy: where each node keeps its trust state and evidence "
+        "(<DIR>/<operator>/custody.json, .../evidence/); default <data dir>/nodes or a "
+        "new temporary directory.",
+    ),
+    endpoint: list[str] | None = typer.Option(
+        None,
+        help="POLICY_ENDPOINT=HOST:PORT, repeatable: the address to dial for an endpoint a "
+        "custody policy or a REGISTER_MOVED names (default: the endpoint itself).",
+    ),
+    retry_for: float = typer.Option(
+        120.0,
+        min=0.0,
+        help="Seconds a write keeps being retried while the register is frozen or moving.",
+    ),
     seed: int = typer.Option(1, help="Seed of the population and the traffic."),
     report: Path = typer.Option(
         Path("reports/sim"), help="Directory for report.json and report.html."
@@ -202,6 +240,18 @@ def attach(
             "--custodian-key needs --ceir (the embedded CEIR hands its key to the nodes)",
             param_hint="--custodian-key",
         )
+    if custody_policy and not ceir:
+        raise typer.BadParameter(
+            "--custody-policy needs --ceir (a register whose log key the policy names)",
+            param_hint="--custody-policy",
+        )
+    if custody_policy and custodian_key:
+        raise typer.BadParameter(
+            "--custody-policy or --custodian-key, not both: the policy names the log key",
+            param_hint="--custodian-key",
+        )
+    if node_state and not custody_policy:
+        raise typer.BadParameter("--node-state needs --custody-policy", param_hint="--node-state")
     if outage and ceir:
         raise typer.BadParameter(
             "--outage needs the embedded CEIR (no --ceir)", param_hint="--outage"
@@ -232,6 +282,10 @@ def attach(
         verify=verify,
         custodian_key=custodian_key,
         log_origin=log_origin,
+        custody_policy=custody_policy,
+        node_state=node_state,
+        endpoints=_endpoints(endpoint),
+        retry_for=retry_for,
     )
     from .report import print_summary, write_reports
     from .summary import summarize

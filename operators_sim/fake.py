@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from ceir.audit.checkpoint import Checkpoint, sign_checkpoint
 from ceir.audit.merkle import MemoryHashStore, Prover
 from ceir.audit.note import Signer
+from ceir.v1 import custody_pb2 as custody_pb
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 
 from .leaf import leaf_hash
-from .transport import LinkDown
+from .transport import LinkDown, LinkError
 from .verification import DEFAULT_ORIGIN
 
 CheckHandler = Callable[[check_pb.CheckEquipmentRequest], check_pb.CheckEquipmentResponse]
@@ -133,6 +134,8 @@ class FakeLink:
         self.watch_calls: list[int] = []
         self.snapshot_calls = 0
         self.checks_received: list[check_pb.CheckEquipmentRequest] = []
+        self.custody: custody_pb.Custody | None = None  # None: no CustodyService
+        self.readiness: list[tuple[int, str]] = []
         self._open: list[_Feed] = []
 
     def _require_up(self) -> None:
@@ -186,6 +189,17 @@ class FakeLink:
         if self.signed is None:
             raise LinkDown("UNAVAILABLE: no signed log scripted")
         return self.signed.consistency_proof(first_size, second_size)
+
+    def get_custody(self) -> custody_pb.Custody:
+        self._require_up()
+        if self.custody is None:
+            raise LinkError("UNIMPLEMENTED: no custody scripted", "UNIMPLEMENTED")
+        return self.custody
+
+    def report_readiness(self, policy_version: int, policy_sha256: str) -> custody_pb.Custody:
+        custody = self.get_custody()
+        self.readiness.append((policy_version, policy_sha256))
+        return custody
 
     def reachable(self) -> bool:
         return self.up

@@ -38,6 +38,9 @@ from .verification import LogVerifier, Refused
 
 log = logging.getLogger("operators_sim.follower")
 ChangeListener = Callable[[Sequence[pb.ListChange], float], None]
+MovedListener = Callable[[str], None]
+REGISTER_MOVED = "REGISTER_MOVED"
+HOLDING_REASONS = ("SPLIT_VIEW",)  # refused on purpose: the lists held are still the verified ones
 POLICY_READS = 5
 
 
@@ -172,9 +175,14 @@ class Follower:
         chunk_size: int = 0,
         name: str = "follower",
         verifier: LogVerifier | None = None,
+        on_moved: MovedListener | None = None,
     ) -> None:
+        """``on_moved``: told the new endpoint when the register answers
+        REGISTER_MOVED (a custody handover: ``operators_sim.custody``)."""
         self.link = link
         self.verifier = verifier
+        self.on_moved = on_moved
+        self._switching = False
         self.replica = replica
         self.listener = listener
         self.backoff = backoff or Backoff()
@@ -243,7 +251,10 @@ class Follower:
                 # verifier counted the alert. Retry from the last verified sequence.
                 self.stats.refused += 1
                 self.stats.last_error = f"{error.reason}: {error}"
-                self._mark_down()
+                if error.reason not in HOLDING_REASONS:
+                    # A split view is refused on purpose: the node goes on deciding
+                    # from its verified lists, as up to date as the register lets it be.
+                    self._mark_down()
             except SequenceError as error:
                 self.stats.refused += 1
                 self.stats.last_error = str(error)
@@ -258,6 +269,10 @@ class Follower:
             except (LinkError, BootstrapError) as error:
                 self.stats.last_error = str(error)
                 self._mark_down()
+                moved = isinstance(error, LinkError) and error.reason == REGISTER_MOVED
+                if moved and self.on_moved is not None:
+                    assert isinstance(error, LinkError)
+                    self.on_moved(error.metadata.get("endpoint", ""))
             if not self._stop.is_set():
                 self.stats.reconnects += 1
                 self._stop.wait(self.backoff.next())
@@ -354,15 +369,25 @@ class Follower:
             with self._stream_lock:
                 self._stream = None
 
+    def reconnect(self) -> None:
+        """Reopen the feed on the link as it is now (after a custody switch),
+        without counting the moment as an outage."""
+        self._switching = True
+        self._cancel_stream()
+
     def _notify(self) -> None:
         with self._caught_up:
             self._caught_up.notify_all()
 
     def _mark_up(self) -> None:
         self._streaming = True
+        self._switching = False
         self.backoff.reset()
 
     def _mark_down(self) -> None:
+        if self._switching:  # the stream the switch cancelled: not an outage
+            self._switching = False
+            return
         if self._streaming:
             self._streaming = False
             self.disconnected_since = time.monotonic()

@@ -12,11 +12,14 @@ before it returns, so traffic finds them expired without touching any clock.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -31,7 +34,16 @@ from ceir.v1 import types_pb2 as pb
 from .codec import imsi_text
 from .node import OPERATORS
 from .population import CATALOGUE, Category, Population
-from .transport import Credentials, Tls, open_channel, token_credentials
+from .transport import Credentials, Tls, error_details, open_channel, token_credentials
+from .writes import (
+    DEFAULT_RETRY_FOR,
+    REGISTER_FROZEN,
+    REGISTER_MOVED,
+    AckedWrite,
+    WriteLedger,
+)
+
+log = logging.getLogger("operators_sim.loader")
 
 IMPORT_CHUNK = 10_000
 EXPIRED_TOURIST_SECONDS = 4
@@ -87,6 +99,12 @@ class Admin:
 
     ``Admin(target, tokens, tls)`` acts with bearer tokens;
     ``Admin(target, credentials=...)`` with any ``Credentials``.
+
+    ``send`` makes a write through a custody handover (``operators_sim.writes``):
+    REGISTER_FROZEN is retried after its RetryInfo delay, REGISTER_MOVED
+    followed to the endpoint it names (through ``endpoints``, a policy
+    endpoint -> the address to dial), both with the same request id, for up
+    to ``retry_for`` seconds; ``ledger`` keeps every acknowledged write.
     """
 
     def __init__(
@@ -96,6 +114,8 @@ class Admin:
         tls: Tls | None = None,
         *,
         credentials: dict[str, Credentials] | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        retry_for: float = DEFAULT_RETRY_FOR,
     ) -> None:
         if credentials is None:
             if tokens is None:
@@ -104,6 +124,18 @@ class Admin:
             credentials = token_credentials(tokens, tls)
         check_credentials(credentials)
         self.credentials = credentials
+        self.endpoints = dict(endpoints or {})
+        self.retry_for = retry_for
+        self.ledger = WriteLedger()
+        self._interrupted = threading.Event()
+        self._target_lock = threading.Lock()
+        self._connect(target)
+        self.run_id = uuid.uuid4().hex[:10]
+
+    def _connect(self, target: str) -> None:
+        """Channels and stubs to ``target`` for every organisation."""
+        credentials = self.credentials
+        self.target = target
         self._channels: dict[Tls | None, grpc.Channel] = {}
         self._registries: dict[str, registry_grpc.RegistryServiceStub] = {}
         self._policies: dict[str, policy_grpc.PolicyServiceStub] = {}
@@ -119,7 +151,6 @@ class Admin:
         self.channel = self._channels[credentials[KOMINFO].tls]
         self.registry = self._registries[KOMINFO]
         self.policy = self._policies[KOMINFO]
-        self.run_id = uuid.uuid4().hex[:10]
 
     def registry_for(self, org: str) -> registry_grpc.RegistryServiceStub:
         """The registry stub on ``org``'s channel (use with ``metadata(org)``)."""
@@ -129,8 +160,64 @@ class Admin:
         return self.credentials[org].metadata
 
     def close(self) -> None:
+        self._interrupted.set()
         for channel in self._channels.values():
             channel.close()
+
+    def interrupt(self) -> None:
+        """Stop retrying: a write waiting for a frozen register gives up (the run ends)."""
+        self._interrupted.set()
+
+    def follow(self, endpoint: str, seen_at: str) -> bool:
+        """Reconnect to the custodian's ``endpoint`` (a REGISTER_MOVED from
+        ``seen_at``); False when there is nowhere new to go."""
+        target = self.endpoints.get(endpoint, endpoint)
+        with self._target_lock:
+            if self.target != seen_at:
+                return True  # another writer already followed it
+            if not target or target == self.target:
+                return False
+            old = list(self._channels.values())
+            self._connect(target)
+        for channel in old:
+            channel.close()
+        self.ledger.count("moved")
+        log.warning("writes follow the register to %s (%s)", endpoint, target)
+        return True
+
+    def send(self, org: str, method: str, request: Any, what: str, timeout: float = 30.0) -> Any:
+        """Call the registry's ``method`` as ``org``; retried through a freeze or a move."""
+        deadline = time.monotonic() + self.retry_for
+        sent = False
+        while True:
+            target = self.target
+            if sent:
+                self.ledger.count("retried")
+            sent = True
+            try:
+                call = getattr(self._registries[org], method)
+                response = call(request, metadata=self.metadata(org), timeout=timeout)
+            except grpc.RpcError as error:
+                reason, metadata, delay = error_details(error)
+                if reason == REGISTER_FROZEN:
+                    self.ledger.count("refused_frozen")
+                elif reason == REGISTER_MOVED:
+                    self.ledger.count("refused_moved")
+                if reason not in (REGISTER_FROZEN, REGISTER_MOVED) or (
+                    time.monotonic() >= deadline or self._interrupted.is_set()
+                ):
+                    self.ledger.count("failed")
+                    raise
+                moved = reason == REGISTER_MOVED and self.follow(
+                    metadata.get("endpoint", ""), target
+                )
+                if not moved:
+                    self._interrupted.wait(delay if delay is not None else 1.0)
+                continue
+            self.ledger.acknowledged(
+                AckedWrite(request.request_id, method, what, org, int(response.sequence), target)
+            )
+            return response
 
     def set_policy(self, **values: int) -> pb.Policy:
         """Kominfo changes the named policy fields."""
@@ -295,15 +382,16 @@ def report_stolen(admin: Admin, population: Population, device: int, report: str
     """The owner's operator reports every slot of a device stolen; the sequence."""
     operator = owner_operator(population, device)
     slots = range(int(population.slots[device]))
-    response = admin.registry_for(operator).ReportStolen(
+    response = admin.send(
+        operator,
+        "ReportStolen",
         registry_pb.ReportStolenRequest(
             request_id=f"sim-{admin.run_id}-stolen-{device}-{report.replace('/', '.')}",
             imeis=[population.full_imei(device, s) for s in slots],
             police_report=report,
             subscriber_imsi=imsi_text(int(population.sim_imsi[int(population.sim[device])])),
         ),
-        metadata=admin.metadata(operator),
-        timeout=30,
+        f"stolen device {device} ({report})",
     )
     return int(response.sequence)
 
@@ -311,14 +399,15 @@ def report_stolen(admin: Admin, population: Population, device: int, report: str
 def report_recovered(admin: Admin, population: Population, device: int, report: str) -> int:
     operator = owner_operator(population, device)
     slots = range(int(population.slots[device]))
-    response = admin.registry_for(operator).ReportRecovered(
+    response = admin.send(
+        operator,
+        "ReportRecovered",
         registry_pb.ReportRecoveredRequest(
             request_id=f"sim-{admin.run_id}-recovered-{device}-{report.replace('/', '.')}",
             imeis=[population.full_imei(device, s) for s in slots],
             police_report=report,
         ),
-        metadata=admin.metadata(operator),
-        timeout=30,
+        f"recovered device {device} ({report})",
     )
     return int(response.sequence)
 
@@ -326,7 +415,9 @@ def report_recovered(admin: Admin, population: Population, device: int, report: 
 def register_now(admin: Admin, population: Population, device: int) -> int:
     """Kemenperin registers every slot of a device (a late TPP registration)."""
     model = CATALOGUE[int(population.model[device])]
-    response = admin.registry_for(KEMENPERIN).RegisterDevice(
+    response = admin.send(
+        KEMENPERIN,
+        "RegisterDevice",
         registry_pb.RegisterDeviceRequest(
             request_id=f"sim-{admin.run_id}-register-{device}",
             device=registry_pb.DeviceRegistration(
@@ -339,8 +430,7 @@ def register_now(admin: Admin, population: Population, device: int) -> int:
                 model=model.name,
             ),
         ),
-        metadata=admin.metadata(KEMENPERIN),
-        timeout=30,
+        f"registered device {device}",
     )
     return int(response.sequence)
 
@@ -348,14 +438,15 @@ def register_now(admin: Admin, population: Population, device: int) -> int:
 def add_pair(admin: Admin, population: Population, device: int) -> int:
     """The owner's operator pairs the device's first IMEI with the owner's IMSI."""
     operator = owner_operator(population, device)
-    response = admin.registry_for(operator).AddException(
+    response = admin.send(
+        operator,
+        "AddException",
         registry_pb.AddExceptionRequest(
             request_id=f"sim-{admin.run_id}-pair-{device}",
             imei=population.full_imei(device, 0),
             imsi=imsi_text(int(population.sim_imsi[int(population.sim[device])])),
             reason=f"aduan-{device}",
         ),
-        metadata=admin.metadata(operator),
-        timeout=30,
+        f"paired device {device}",
     )
     return int(response.sequence)

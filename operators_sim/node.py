@@ -34,6 +34,7 @@ from ceir.v1 import types_pb2 as pb
 from . import rules
 from .clones import CloneTracker
 from .codec import MALFORMED, imei_keys, imsi_code, imsi_text
+from .custody_follower import CustodyFollower, CustodySetup
 from .decision import PENDING_OUTCOMES, Decision, Decisions, Outcome, Source, outcome_of
 from .follower import Follower
 from .replica import DEFAULT_MERGE_THRESHOLD, Replica
@@ -209,15 +210,30 @@ class SyncNode(_Node):
         chunk_size: int = 0,
         trust: Trust | None = None,
         gossip: Gossip | None = None,
+        custody: CustodySetup | None = None,
     ) -> None:
         """``trust``: the custodian's key and the log's origin; with it the
         node verifies the feed (``operators_sim.verification``) and publishes
-        its verified checkpoints to ``gossip``."""
+        its verified checkpoints to ``gossip``. ``custody``: the node trusts
+        its policy 0 instead, and follows the register's custody handovers
+        (``operators_sim.custody_follower``); it verifies the feed with the
+        keys of the policies it walked to."""
+        self.custody: CustodyFollower | None = None
+        if custody is not None:
+            self.custody = custody.follower(link, operator.name)
+            link = self.custody.link
+            trust = self.custody.verifier_trust(trust.replay_log if trust is not None else False)
         super().__init__(operator, link, failover)
         self.replica = Replica(merge_threshold)
         self.clones = CloneTracker()
         self.verifier = (
-            LogVerifier(trust, link.consistency_proof, gossip=gossip, name=operator.name)
+            LogVerifier(
+                trust,
+                link.consistency_proof,
+                gossip=gossip,
+                name=operator.name,
+                guard=self.custody,
+            )
             if trust is not None
             else None
         )
@@ -228,7 +244,13 @@ class SyncNode(_Node):
             chunk_size=chunk_size,
             name=f"{operator.name}-feed",
             verifier=self.verifier,
+            on_moved=self.custody.moved if self.custody is not None else None,
         )
+        if self.custody is not None and self.verifier is not None:
+            verifier = self.verifier
+            self.custody.alert = verifier.stats.alert
+            self.custody.restart = self.follower.reconnect
+            self.custody.retrusted = lambda new: setattr(verifier, "trust", new)
         self.reporter = Reporter(link, name=f"{operator.name}-reports")
         self.propagation = array("d")  # seconds from commit to applied, per change
         self._own_prefixes = tuple(code.replace("-", "") for code in operator.mcc_mncs)
@@ -245,8 +267,12 @@ class SyncNode(_Node):
         self.replica.start_merging()
         self.follower.start()
         self.reporter.start()
+        if self.custody is not None:
+            self.custody.start()
 
     def stop(self) -> None:
+        if self.custody is not None:
+            self.custody.stop()
         self.follower.stop()
         self.reporter.stop()
         self.replica.close()
@@ -332,7 +358,15 @@ class AuthorizeNode(_Node):
         *,
         cache_ttl: float = 5.0,
         cache_size: int = 200_000,
+        custody: CustodySetup | None = None,
     ) -> None:
+        """``custody``: the node reports readiness for announced policies and
+        moves its checks to the new custodian once the handover verifies
+        (it learns of the ceremony from GetCustody: it has no feed)."""
+        self.custody: CustodyFollower | None = None
+        if custody is not None:
+            self.custody = custody.follower(link, operator.name, polling=True)
+            link = self.custody.link
         super().__init__(operator, link, failover)
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
@@ -341,9 +375,12 @@ class AuthorizeNode(_Node):
         self.last_sequence = 0
 
     def start(self) -> None:
-        pass
+        if self.custody is not None:
+            self.custody.start()
 
     def stop(self) -> None:
+        if self.custody is not None:
+            self.custody.stop()
         self.link.close()
 
     def decide_batch(self, batch: AttachBatch, at_us: int) -> Decisions:

@@ -30,6 +30,7 @@ from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import types_pb2 as pb
 
+from .custody_follower import CustodySetup
 from .decision import Decisions
 from .embedded import EmbeddedCeir, demo_pki
 from .loader import KOMINFO, REQUIRED_ORGS, Admin, LoadResult, check_tokens, load
@@ -56,6 +57,7 @@ from .transport import (
 )
 from .truth import Truth
 from .verification import DEFAULT_ORIGIN, Gossip, Trust
+from .writes import DEFAULT_RETRY_FOR, WriteLedger
 
 PHASES = {"notify": pb.PHASE_NOTIFY, "enforce": pb.PHASE_ENFORCE}
 
@@ -88,6 +90,16 @@ class SimConfig:
     custodian_key: Path | None = None  # with ``ceir``: the custodian's public key; verify with it
     log_origin: str = DEFAULT_ORIGIN
     catch_up_timeout: float = 60.0
+    # Custody: the nodes trust this policy 0 (signed note file) and follow handovers
+    # (``operators_sim.custody_follower``); each keeps its state and evidence in
+    # ``node_state/<operator>`` (default: ``<data dir>/nodes`` or a new temporary
+    # directory, kept). ``endpoints``: a policy endpoint -> the address to dial,
+    # for nodes and writers alike. Writes retry through a freeze for ``retry_for`` s.
+    custody_policy: Path | None = None
+    node_state: Path | None = None
+    endpoints: dict[str, str] = field(default_factory=dict)
+    custody_poll: float = 1.0
+    retry_for: float = DEFAULT_RETRY_FOR
 
 
 @dataclass
@@ -138,6 +150,8 @@ class SimResult:
     verifying: bool = False  # synchronize nodes verified the signed log
     transport: str = ""  # how the organisations connected, in words
     split_views: list[str] = field(default_factory=list)
+    writes: WriteLedger | None = None  # every acknowledged write and the refusal counts
+    node_state: Path | None = None  # with custody: the nodes' state and evidence
 
 
 class _Recorder:
@@ -289,11 +303,32 @@ class Simulation:
         self._restart: threading.Thread | None = None
         self.trust: Trust | None = None
         self.gossip = Gossip()
+        self.node_state: Path | None = None
+
+    def _custody(self, operator: str, credentials: Credentials) -> CustodySetup | None:
+        """The node's custody setup, when the run is given a policy 0."""
+        config = self.config
+        if config.custody_policy is None:
+            return None
+        if self.node_state is None:
+            base = config.node_state or (
+                config.data_dir / "nodes"
+                if config.data_dir is not None
+                else Path(tempfile.mkdtemp(prefix="ceir-sim-nodes-"))
+            )
+            self.node_state = base
+        return CustodySetup(
+            policy_0=config.custody_policy.read_text(encoding="utf-8"),
+            connect=lambda target: GrpcLink(target, credentials.token, tls=credentials.tls),
+            state_dir=self.node_state / operator,
+            endpoints=config.endpoints,
+            poll_interval=config.custody_poll,
+        )
 
     def _trust(self) -> Trust | None:
         config = self.config
-        if not config.verify:
-            return None
+        if not config.verify or config.custody_policy is not None:
+            return None  # with a policy 0, each node takes its keys from its policy chain
         if self.embedded is not None:
             return Trust.from_file(self.embedded.public_key_path, config.log_origin)
         if config.custodian_key is not None:
@@ -342,7 +377,12 @@ class Simulation:
         setup_started = time.monotonic()
         self.progress(Progress("starting the CEIR"))
         target, credentials = self._start_ceir()
-        admin = Admin(target, credentials=credentials)
+        admin = Admin(
+            target,
+            credentials=credentials,
+            endpoints=config.endpoints,
+            retry_for=config.retry_for,
+        )
         nodes: list[Node] = []
         try:
             admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
@@ -380,11 +420,23 @@ class Simulation:
         operator = OPERATORS[index]
         own = credentials[operator.name]
         link = GrpcLink(target, own.token, tls=own.tls)
+        custody = self._custody(operator.name, own)
         if self.config.mode is Mode.SYNCHRONIZE:
             return SyncNode(
-                operator, link, self.config.failover, trust=self.trust, gossip=self.gossip
+                operator,
+                link,
+                self.config.failover,
+                trust=self.trust if self.config.verify else None,
+                gossip=self.gossip,
+                custody=custody if self.config.verify else None,
             )
-        return AuthorizeNode(operator, link, self.config.failover, cache_ttl=self.config.cache_ttl)
+        return AuthorizeNode(
+            operator,
+            link,
+            self.config.failover,
+            cache_ttl=self.config.cache_ttl,
+            custody=custody,
+        )
 
     def _run_traffic(
         self,
@@ -433,15 +485,25 @@ class Simulation:
             self._outage(float("inf"), down_at, outages)
         if self._restart is not None:
             self._restart.join()
+        admin.interrupt()  # a write still waiting out a freeze is given up (not acknowledged)
         injector.stop()
         for worker in workers:
             worker.finish()
         run_seconds = time.perf_counter() - started
         self.progress(self._progress("catching up", run_seconds, recorder, nodes))
-        head, caught_up = self._catch_up(target, credentials[KOMINFO], nodes)
+        head, caught_up = self._catch_up(admin.target, credentials[KOMINFO], nodes)
+        custody_views = [
+            view
+            for node in nodes
+            if isinstance(node, SyncNode) and node.custody is not None
+            for view in node.custody.stats.split_views
+        ]
         return SimResult(
-            verifying=self.trust is not None and config.mode is Mode.SYNCHRONIZE,
-            split_views=list(self.gossip.split_views),
+            verifying=config.mode is Mode.SYNCHRONIZE
+            and (self.trust is not None or (config.verify and config.custody_policy is not None)),
+            split_views=list(self.gossip.split_views) + custody_views,
+            writes=admin.ledger,
+            node_state=self.node_state,
             config=config,
             population=population,
             load=loaded,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -136,6 +136,9 @@ class OperatorSummary:
     replica: ReplicaSummary | None = None  # synchronize nodes
     verification: NodeVerification | None = None  # synchronize nodes that verify
     cache: CacheSummary | None = None  # authorize nodes
+    # nodes following custody: readiness reported, handovers followed, split views,
+    # evidence directories, the policy version and endpoint trusted at the end
+    custody: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As ``report.json`` holds it: a section the node does not have is left out."""
@@ -292,7 +295,9 @@ class SimSummary:
     timeline: Timeline
     latency_histogram: LatencyHistogram
     sms_examples: tuple[SmsExample, ...]
-    ok: bool  # no mismatch, replicas caught up, no verification alert
+    ok: bool  # no mismatch, replicas caught up, no verification alert, no write applied twice
+    # the writers' counts through a custody handover (``operators_sim.writes``)
+    writes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """What ``report.json`` holds: the fields by name, nested as here."""
@@ -325,6 +330,7 @@ def summarize(result: SimResult) -> SimSummary:
     )
     total_mismatches = int(verdicts.mismatch.sum())
     verification = _verification_total(operators, result.verifying, result.split_views)
+    writes = result.writes.as_dict() if result.writes is not None else {}
     load = result.load
     return SimSummary(
         title="CEIR attach simulation",
@@ -372,7 +378,11 @@ def summarize(result: SimResult) -> SimSummary:
             for node in result.nodes
             for message in node.outbox[:SMS_EXAMPLES_PER_OPERATOR]
         ),
-        ok=total_mismatches == 0 and result.caught_up and not verification.alerts,
+        ok=total_mismatches == 0
+        and result.caught_up
+        and not verification.alerts
+        and not writes.get("applied_twice"),
+        writes=writes,
     )
 
 
@@ -389,6 +399,7 @@ def _operator_summary(
     forced = records.source == Source.FORCED
     mine = records.operator == index
     replica = verification = cache = None
+    custody = _custody(node)
     if isinstance(node, SyncNode):
         propagation = np.frombuffer(node.propagation, dtype=np.float64)
         replica = ReplicaSummary(
@@ -429,7 +440,20 @@ def _operator_summary(
         replica=replica,
         verification=verification,
         cache=cache,
+        custody=custody,
     )
+
+
+def _custody(node: Node) -> dict[str, Any] | None:
+    follower = node.custody
+    if follower is None:
+        return None
+    data: dict[str, Any] = follower.stats.as_dict()
+    data["policy_version"] = follower.trust.version
+    data["custodian"] = follower.trust.current.custodian
+    data["endpoint"] = follower.trust.endpoint
+    data["final_sizes"] = [final.size for final in follower.trust.finals]
+    return data
 
 
 def _mismatch_examples(

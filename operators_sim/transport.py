@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Protocol
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from ceir.v1 import custody_pb2 as custody_pb
+from ceir.v1 import custody_pb2_grpc as custody_grpc
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import list_sync_pb2 as sync_pb
@@ -150,11 +154,23 @@ def open_channel(
 
 
 class LinkError(Exception):
-    """A call to the CEIR failed; ``code`` is the gRPC status name."""
+    """A call to the CEIR failed; ``code`` is the gRPC status name, ``reason``
+    and ``metadata`` its ErrorInfo (``REGISTER_MOVED``, {"endpoint": ...}),
+    ``retry_after`` its RetryInfo delay in seconds (None: none given)."""
 
-    def __init__(self, message: str, code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str = "",
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.metadata = metadata or {}
+        self.retry_after = retry_after
 
 
 class LinkDown(LinkError):
@@ -199,11 +215,40 @@ class CeirLink(Protocol):
         of the one of ``second_size`` (TransparencyService.GetConsistencyProof)."""
         ...
 
+    def get_custody(self) -> custody_pb.Custody:
+        """The custody ceremony as the register sees it (CustodyService.GetCustody)."""
+        ...
+
+    def report_readiness(self, policy_version: int, policy_sha256: str) -> custody_pb.Custody:
+        """Tell the register this operator verified the announced policy."""
+        ...
+
     def reachable(self) -> bool:
         """True while the connection to the CEIR is up (as far as known)."""
         ...
 
     def close(self) -> None: ...
+
+
+def error_details(
+    error: grpc.RpcError,
+) -> tuple[str, dict[str, str], float | None]:
+    """The ErrorInfo reason and metadata and the RetryInfo delay of a failed call."""
+    reason, metadata, retry_after = "", {}, None
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):  # details that do not match the code or message
+        status = None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = max(retry.retry_delay.ToNanoseconds() / 1e9, 0.0)
+    return reason, metadata, retry_after
 
 
 def translate(error: grpc.RpcError) -> LinkError:
@@ -212,7 +257,8 @@ def translate(error: grpc.RpcError) -> LinkError:
     details = error.details() if hasattr(error, "details") else str(error)
     name = code.name if code is not None else "UNKNOWN"
     kind = LinkDown if code in _DOWN or code is None else LinkError
-    return kind(f"{name}: {details}", name)
+    reason, metadata, retry_after = error_details(error) if code is not None else ("", {}, None)
+    return kind(f"{name}: {details}", name, reason, metadata, retry_after)
 
 
 class _GrpcFeed:
@@ -246,6 +292,7 @@ class GrpcLink:
         self._sync = sync_grpc.ListSyncServiceStub(self._channel)
         self._policy = policy_grpc.PolicyServiceStub(self._channel)
         self._log = log_grpc.TransparencyServiceStub(self._channel)
+        self._custody = custody_grpc.CustodyServiceStub(self._channel)
 
     def get_policy(self) -> pb.Policy:
         try:
@@ -308,6 +355,28 @@ class GrpcLink:
             raise translate(error) from None
         return list(response.hashes)
 
+    def get_custody(self) -> custody_pb.Custody:
+        try:
+            response = self._custody.GetCustody(
+                custody_pb.GetCustodyRequest(), metadata=self._metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return response.custody
+
+    def report_readiness(self, policy_version: int, policy_sha256: str) -> custody_pb.Custody:
+        try:
+            response = self._custody.ReportReadiness(
+                custody_pb.ReportReadinessRequest(
+                    policy_version=policy_version, policy_sha256=policy_sha256
+                ),
+                metadata=self._metadata,
+                timeout=self.timeout,
+            )
+        except grpc.RpcError as error:
+            raise translate(error) from None
+        return response.custody
+
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         self._state = state
 
@@ -317,3 +386,52 @@ class GrpcLink:
     def close(self) -> None:
         self._channel.unsubscribe(self._on_state)
         self._channel.close()
+
+
+class SwitchableLink:
+    """A ``CeirLink`` whose register can change under the node: after a
+    verified custody handover the node's feed, reports and proofs go to the
+    new custodian (``switch``), and every user of the link follows at once."""
+
+    def __init__(self, link: CeirLink, target: str = "") -> None:
+        self.current = link
+        self.target = target
+        self.switches = 0
+
+    def switch(self, link: CeirLink, target: str) -> None:
+        """Talk to ``link`` from now on; the old one is closed."""
+        old, self.current, self.target = self.current, link, target
+        self.switches += 1
+        old.close()
+
+    def get_policy(self) -> pb.Policy:
+        return self.current.get_policy()
+
+    def snapshot(self, chunk_size: int = 0) -> Iterator[sync_pb.GetSnapshotResponse]:
+        return self.current.snapshot(chunk_size)
+
+    def watch(self, after_sequence: int) -> FeedStream:
+        return self.current.watch(after_sequence)
+
+    def check_batch(
+        self, checks: Sequence[check_pb.CheckEquipmentRequest]
+    ) -> list[check_pb.CheckEquipmentResponse]:
+        return self.current.check_batch(checks)
+
+    def checkpoint(self) -> str:
+        return self.current.checkpoint()
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        return self.current.consistency_proof(first_size, second_size)
+
+    def get_custody(self) -> custody_pb.Custody:
+        return self.current.get_custody()
+
+    def report_readiness(self, policy_version: int, policy_sha256: str) -> custody_pb.Custody:
+        return self.current.report_readiness(policy_version, policy_sha256)
+
+    def reachable(self) -> bool:
+        return self.current.reachable()
+
+    def close(self) -> None:
+        self.current.close()

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ceir.audit.checkpoint import Checkpoint, open_checkpoint
 from ceir.audit.errors import AuditError, BadLeaf, InconsistentTree, VerificationError
@@ -66,6 +67,20 @@ MAX_STAGED = 1_000_000  # changes waiting for a checkpoint before the node gives
 
 ProofSource = Callable[[int, int], Sequence[bytes]]
 """``(first_size, second_size) -> hashes``: GetConsistencyProof on the node's link."""
+
+
+class CheckpointGuard(Protocol):
+    """Who decides which key may sign which checkpoint (``operators_sim.custody``:
+    key epochs of the custody policies). Without one, any trusted key signs any size."""
+
+    def open(self, note: str, staged: Sequence[pb.ListChange]) -> Checkpoint:
+        """The checkpoint ``note`` states, if its key may sign it, given the changes
+        it is to cover (``()`` for a snapshot's); raises ``AuditError`` or ``Refused``."""
+        ...
+
+    def accepted(self, note: str, checkpoint: Checkpoint, changes: Sequence[pb.ListChange]) -> None:
+        """The checkpoint verified and ``changes`` are released to the replica."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -117,11 +132,13 @@ class VerificationStats:
 
 
 class Refused(Exception):
-    """The node refused what it received; ``reason`` is the counted alert."""
+    """The node refused what it received; ``reason`` is the counted alert
+    (``counted=False``: refused again for a reason already alerted once)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, counted: bool = True) -> None:
         super().__init__(message)
         self.reason = reason
+        self.counted = counted
 
 
 class LogVerifier:
@@ -134,10 +151,12 @@ class LogVerifier:
         *,
         gossip: Gossip | None = None,
         name: str = "node",
+        guard: CheckpointGuard | None = None,
     ) -> None:
         self.trust = trust
         self.proofs = proofs
         self.gossip = gossip
+        self.guard = guard
         self.name = name
         self.stats = VerificationStats()
         self.frontier = Frontier()
@@ -171,9 +190,19 @@ class LogVerifier:
     def open(self, note: str) -> Checkpoint:
         """A checkpoint whose signature and origin verify (``Refused`` if not)."""
         try:
-            return open_checkpoint(note, self.trust.verifiers, self.trust.origin)
+            return self._open(note, ())
+        except Refused as error:
+            if not error.counted:
+                self.drop_stage()
+                raise
+            raise self.refuse(error.reason, str(error)) from error
         except AuditError as error:
             raise self.refuse(error.reason, str(error)) from error
+
+    def _open(self, note: str, staged: Sequence[pb.ListChange]) -> Checkpoint:
+        if self.guard is not None:
+            return self.guard.open(note, staged)
+        return open_checkpoint(note, self.trust.verifiers, self.trust.origin)
 
     def refuse(self, reason: str, message: str) -> Refused:
         """Count an alert found outside ``receive`` and return it to raise."""
@@ -196,7 +225,12 @@ class LogVerifier:
                     )
                 return []
             return self._verify(note)
-        except (AuditError, LeafError, Refused) as error:
+        except Refused as error:
+            if not error.counted:
+                self.drop_stage()
+                raise
+            raise self.refuse(error.reason, str(error)) from error
+        except (AuditError, LeafError) as error:
             raise self.refuse(getattr(error, "reason", "LEAF_ENCODING"), str(error)) from error
 
     def _stage_changes(self, changes: Sequence[pb.ListChange]) -> None:
@@ -214,7 +248,7 @@ class LogVerifier:
             self._staged.append(change)
 
     def _verify(self, note: str) -> list[pb.ListChange]:
-        checkpoint = open_checkpoint(note, self.trust.verifiers, self.trust.origin)
+        checkpoint = self._open(note, self._staged)
         stage = self._stage
         if checkpoint.size != stage.size:
             raise InconsistentTree(
@@ -242,6 +276,8 @@ class LogVerifier:
         stats.checkpoints_verified += 1
         stats.changes_verified += len(verified)
         stats.verified_size = checkpoint.size
+        if self.guard is not None:
+            self.guard.accepted(note, checkpoint, verified)
         if self.gossip is not None:
             self.gossip.publish(self, checkpoint)
         return verified
