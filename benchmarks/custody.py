@@ -168,7 +168,7 @@ def _measure(work: Path, source: Path, key_file: Path, changes: int) -> list[Fig
         cluster.wait_serving(OUTGOING, timeout=600)
         started = time.perf_counter() - began
         cluster.start_witness(witness_keys, files.policy(0))
-        cluster.start_incoming(incoming_key, files.policy(0))
+        cluster.start_incoming(incoming_key, files.policy(0), policy_0.log_key.vkey)
         cluster.wait_serving("witness")
         cluster.wait_serving(INCOMING, timeout=600)
         report.progress("Kemenperin's standby copies the log (pre-copy)")

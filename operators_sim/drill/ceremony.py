@@ -252,7 +252,8 @@ class Ceremony:
             ),
         )
         assert isinstance(response, custody_pb.ActivateResponse)
-        self.handover = handover
+        # the note as the incoming register completed it: with the new key's signature
+        self.handover = response.custody.handover or handover
         self.first_checkpoint = response.custody.first_checkpoint
         self.timeline.mark("ACTIVE", "first checkpoint signed by the new key")
         return response.custody

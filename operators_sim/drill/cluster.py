@@ -126,7 +126,9 @@ class Cluster:
         for proxy in self.proxies.values():
             proxy.start()
 
-    def start_incoming(self, signing_key: Path, policy_0: Path) -> None:
+    def start_incoming(self, signing_key: Path, policy_0: Path, custodian_key: str) -> None:
+        """``custodian_key``: the outgoing custodian's log key (verifier key), with
+        which the standby verifies what it copies."""
         pki = self.files.pki
         upstream = (
             self.proxies["transfer"].address
@@ -137,6 +139,8 @@ class Cluster:
             *self._serve_command(INCOMING, signing_key, policy_0),
             "--standby-of",
             upstream,
+            "--trusted-log-key",
+            custodian_key,
             "--client-cert",
             str(pki / f"{INCOMING}.pem"),
             "--client-key",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -75,9 +76,11 @@ def handover(
     logging.basicConfig(level=logging.WARNING)
     sys.setswitchinterval(0.0005)  # as ceir-sim attach: many threads share the GIL
 
+    began = time.monotonic()
+
     def show(message: str) -> None:
         if not quiet:
-            console.print(f"drill: {message}")
+            console.print(f"drill {time.monotonic() - began:5.1f} s: {message}")
 
     config = DrillConfig(
         scenario=scenario,

@@ -25,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ceir.custody import CustodyRefusal, walk_chain
+
+from ..custody_follower import CustodySetup
 from ..loader import KEMENPERIN, KOMINFO, Admin, load
 from ..node import OPERATORS, Failover, SyncNode
 from ..population import generate
 from ..simulation import PHASES, Records
-from ..transport import GrpcLink
+from ..transport import CeirLink, Credentials, GrpcLink
 from ..verification import DEFAULT_ORIGIN, Gossip, Trust
 from .attaches import AttachLoad
 from .ceremony import Ceremony, Side
@@ -45,6 +48,7 @@ from .keys import (
     write_log_key,
     write_witness_keys,
 )
+from .links import Cut, CuttableLink
 from .report import write_reports
 from .scenarios import scenario
 from .script import DrillFailed, Hooks, Outcome, Script
@@ -55,6 +59,7 @@ from .writer import ListWriter
 __all__ = ["Drill", "DrillConfig", "DrillFailed", "DrillResult"]
 
 log = logging.getLogger("operators_sim.drill")
+NOT_READY = "smartfren"  # the operator whose node is not upgraded in ``not-ready``
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Drill:
         self.progress = progress or (lambda _message: None)
         self.timeline = Timeline()
         self.nodes: list[SyncNode] = []
+        self.cuts: dict[str, Cut] = {}
         self.gossip = Gossip()
 
     def run(self) -> DrillResult:
@@ -146,21 +152,65 @@ class Drill:
         cluster.start_outgoing(outgoing_key, policy_path)
         cluster.start_witness(witness_keys, policy_path)
         cluster.wait_serving(OUTGOING)
-        cluster.start_incoming(incoming_key, policy_path)
+        cluster.start_incoming(incoming_key, policy_path, self.policy_0.log_key.vkey)
         cluster.wait_serving("witness")
         cluster.wait_serving(INCOMING)
         return policy_0
 
     def _nodes(self, cluster: Cluster, policy_0: str) -> list[SyncNode]:
-        trust = Trust((self.policy_0.log_key,), self.config.origin)
+        """Each operator's node, trusting policy 0 alone and following the
+        custody handover; every link it opens can be cut (``Cut``). In
+        ``not-ready`` one node is not upgraded: it knows policy 0's key only."""
+        states = self.config.report / "nodes"
+        shutil.rmtree(states, ignore_errors=True)
         nodes = []
         for operator in OPERATORS:
             own = cluster.credentials[operator.name]
-            link = GrpcLink(cluster.endpoint(OUTGOING), own.token, tls=own.tls)
-            nodes.append(
-                SyncNode(operator, link, Failover.LAST_KNOWN, trust=trust, gossip=self.gossip)
-            )
+            cut = self.cuts[operator.name] = Cut()
+
+            def connect(target: str, own: Credentials = own, cut: Cut = cut) -> CeirLink:
+                return CuttableLink(GrpcLink(target, own.token, tls=own.tls), cut)
+
+            link = connect(cluster.endpoint(OUTGOING))
+            if self.scenario.name == "not-ready" and operator.name == NOT_READY:
+                trust = Trust((self.policy_0.log_key,), self.config.origin)
+                node = SyncNode(operator, link, Failover.LAST_KNOWN, trust=trust)
+            else:
+                custody = CustodySetup(
+                    policy_0=policy_0,
+                    connect=connect,
+                    state_dir=states / operator.name,
+                    poll_interval=0.5,
+                )
+                node = SyncNode(
+                    operator, link, Failover.LAST_KNOWN, gossip=self.gossip, custody=custody
+                )
+            nodes.append(node)
         return nodes
+
+    def _hooks(self) -> Hooks:
+        def cut(name: str) -> None:
+            self.cuts[name].cut()
+
+        def restore(name: str) -> None:
+            self.cuts[name].restore()
+
+        def refuse(note: str) -> dict[str, str]:
+            """Each node walks its chain to ``note``, as it would were it published."""
+            refusals = {}
+            now = int(time.time())
+            for node in self.nodes:
+                if node.custody is None:
+                    continue
+                try:
+                    walk_chain(node.custody.trust.current, [note], now)
+                except CustodyRefusal as error:
+                    refusals[node.name] = error.reason
+                else:
+                    refusals[node.name] = "ACCEPTED"
+            return refusals
+
+        return Hooks(cut_node=cut, restore_node=restore, refuse_policy=refuse)
 
     # -- the drill -----------------------------------------------------------------------
 
@@ -203,7 +253,7 @@ class Drill:
             timeline,
             policy_0,
             config.notice,
-            Hooks(),
+            self._hooks(),
             witness_outage=config.witness_outage,
             crash_outage=config.crash_outage,
         )
@@ -275,8 +325,12 @@ class Drill:
         return DrillResult(verdict, html_path, md_path, evidence)
 
     def _verified(self) -> list[str]:
-        """The nodes that verified the handover (they trust policy 1's key now)."""
-        return []
+        """The nodes that verified the handover and moved to the new custodian."""
+        return [
+            node.name
+            for node in self.nodes
+            if node.custody is not None and node.custody.stats.handovers > 0
+        ]
 
     def _evidence(self, directory: Path, outcome: Outcome) -> Path | None:
         if outcome.outcome != "handed_over":

@@ -183,7 +183,7 @@ class Script:
         result.roots_equal = True  # the incoming register checked it; verified again below
         handover = out.state().handover
         ceremony.activate(handover)
-        result.handover = handover
+        result.handover = handover = ceremony.handover
         first = ceremony.first_checkpoint
         size = Checkpoint.parse(note_text(first)).size
         proof = ceremony.consistency(ceremony.incoming, result.final_size, size)
