@@ -175,6 +175,7 @@ class Ceremony:
                 custody_pb.SubmitSignatureRequest(signed_note=signed), timeout=CALL_TIMEOUT
             ),
         )
+        self.timeline.mark("submitted", f"{organisation}: signed {what}")
 
     def freeze(self, timeout: float) -> None:
         """Freeze as soon as the register lets it (the notice period may still run)."""

@@ -8,9 +8,10 @@ register sent them, details included. Two faults:
 
 - ``alter``: the feed (``WatchChanges``) carries one change altered, every
   time it passes (``transfer-corrupt``: between the two registers);
-- ``inject``: once armed, every open and later feed gets one more message,
-  given by the drill (``split-view``: a checkpoint the old key signed after
-  the freeze, between the nodes and the outgoing register).
+- ``inject``: once armed, each caller's feed gets one more message, given
+  by the drill, once it has passed the sequence the message follows
+  (``split-view``: a checkpoint the old key signed after the freeze, between
+  the nodes and the outgoing register).
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ Alter = Callable[[sync_pb.WatchChangesResponse], bool]
 """Rewrites a feed message in place; True when it changed it."""
 
 
+def alter_change(sequence: int) -> Alter:
+    """Rewrite the IMEI key of the change numbered ``sequence``, wherever it passes."""
+
+    def alter(message: sync_pb.WatchChangesResponse) -> bool:
+        for change in message.changes:
+            if change.sequence == sequence:
+                change.imei_key = f"{(int(change.imei_key or 0) + 1) % 10**14:014d}"
+                return True
+        return False
+
+    return alter
+
+
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -75,7 +89,8 @@ class Proxy:
         self.alter: Alter | None = None
         self.altered = 0
         self._inject: sync_pb.WatchChangesResponse | None = None
-        self._inject_event = threading.Event()
+        self._inject_after = 0
+        self._injected: set[str] = set()  # callers that got it
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._server = grpc.server(
@@ -105,10 +120,26 @@ class Proxy:
                 channel.close()
             self._channels.clear()
 
-    def inject(self, message: sync_pb.WatchChangesResponse) -> None:
-        """Send ``message`` once on every feed, open now or opened later."""
-        self._inject = message
-        self._inject_event.set()
+    def inject(self, message: sync_pb.WatchChangesResponse, after: int) -> None:
+        """Send ``message`` once to each caller, on its feed (open now or later)
+        once that feed has passed sequence ``after``."""
+        with self._lock:
+            self._inject_after = after
+            self._inject = message
+
+    def injection_for(self, caller: str, sequence: int) -> sync_pb.WatchChangesResponse | None:
+        """The message to inject now on ``caller``'s feed, at ``sequence`` (once)."""
+        with self._lock:
+            message = self._inject
+            if message is None or sequence < self._inject_after or caller in self._injected:
+                return None
+            self._injected.add(caller)
+            return message
+
+    @property
+    def injected(self) -> set[str]:
+        with self._lock:
+            return set(self._injected)
 
     def channel(self, organisation: str) -> grpc.Channel:
         with self._lock:
@@ -122,9 +153,6 @@ class Proxy:
                 channel = open_channel(self.upstream, tls, CHANNEL_OPTIONS)
                 self._channels[organisation] = channel
             return channel
-
-    def pending_injection(self) -> sync_pb.WatchChangesResponse | None:
-        return self._inject if self._inject_event.is_set() else None
 
 
 def _caller(context: grpc.ServicerContext) -> str:
@@ -246,7 +274,9 @@ class _Handler(_GenericHandler):
         """The feed, read upstream by a thread so that an injection need not
         wait for the register's next message."""
         proxy = self.proxy
-        call = proxy.channel(_caller(context)).unary_stream(path, _identity, _identity)(
+        caller = _caller(context)
+        sequence = sync_pb.WatchChangesRequest.FromString(request).after_sequence
+        call = proxy.channel(caller).unary_stream(path, _identity, _identity)(
             request, metadata=metadata
         )
         context.add_callback(call.cancel)
@@ -261,11 +291,9 @@ class _Handler(_GenericHandler):
                 messages.put(error)
 
         threading.Thread(target=pump, name="proxy-feed", daemon=True).start()
-        injected = False
         while context.is_active():
-            forged = proxy.pending_injection()
-            if forged is not None and not injected:
-                injected = True
+            forged = proxy.injection_for(caller, sequence)
+            if forged is not None:
                 yield forged.SerializeToString()
             try:
                 item = messages.get(timeout=0.2)
@@ -276,7 +304,11 @@ class _Handler(_GenericHandler):
             if isinstance(item, grpc.RpcError):
                 _abort(context, item)
                 return
-            yield self._altered(item)
+            data = self._altered(item)
+            sent = sync_pb.WatchChangesResponse.FromString(data)
+            if sent.changes:
+                sequence = sent.changes[-1].sequence
+            yield data
 
     def _altered(self, data: bytes) -> bytes:
         alter = self.proxy.alter

@@ -49,6 +49,7 @@ from .keys import (
     write_witness_keys,
 )
 from .links import Cut, CuttableLink
+from .proxy import alter_change
 from .report import write_reports
 from .scenarios import scenario
 from .script import DrillFailed, Hooks, Outcome, Script
@@ -60,6 +61,7 @@ __all__ = ["Drill", "DrillConfig", "DrillFailed", "DrillResult"]
 
 log = logging.getLogger("operators_sim.drill")
 NOT_READY = "smartfren"  # the operator whose node is not upgraded in ``not-ready``
+ALTERED_SEQUENCE = 200  # the change the proxy alters in ``transfer-corrupt`` (a registration)
 
 
 @dataclass
@@ -147,14 +149,16 @@ class Drill:
         policy_0 = signed_policy_0(keys, self.policy_0)
         policy_path = files.policy(0)
         policy_path.write_text(policy_0, encoding="utf-8")
+        if "transfer" in cluster.proxies:  # transfer-corrupt: one change altered in transit
+            cluster.proxies["transfer"].alter = alter_change(ALTERED_SEQUENCE)
         self.progress("starting Telkomsel's register, the witness and Kemenperin's standby")
         cluster.prepare_databases()
+        # All at once: the standby retries until Telkomsel's register answers.
         cluster.start_outgoing(outgoing_key, policy_path)
         cluster.start_witness(witness_keys, policy_path)
-        cluster.wait_serving(OUTGOING)
         cluster.start_incoming(incoming_key, policy_path, self.policy_0.log_key.vkey)
-        cluster.wait_serving("witness")
-        cluster.wait_serving(INCOMING)
+        for name in (OUTGOING, "witness", INCOMING):
+            cluster.wait_serving(name)
         return policy_0
 
     def _nodes(self, cluster: Cluster, policy_0: str) -> list[SyncNode]:

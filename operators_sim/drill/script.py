@@ -50,6 +50,7 @@ log = logging.getLogger("operators_sim.drill")
 S = custody_pb.CustodyState
 WAIT = 60.0  # seconds any one step may take before the drill gives up on it
 TRANSFER_TIMEOUT = 60.0
+CORRUPT_TRANSFER_TIMEOUT = 5.0  # the standby stopped at the altered change: no point waiting
 
 
 class DrillFailed(Exception):
@@ -149,14 +150,15 @@ class Script:
         ceremony.sign(out, "kominfo", (keys.witness,), "policy 1")
         if self.name == "officer-missing":
             self.timeline.mark("waiting", "one Telkomsel officer is missing")
-            result.outcome = self._until_expired()
+            result.outcome = self._until_expired(proposed.expires)
             return
         announced = self._wait(out, (S.CUSTODY_STATE_ANNOUNCED, S.CUSTODY_STATE_READY))
         self.timeline.mark("ANNOUNCED", "policy 1 published")
         result.policy_1 = announced.policies[1] if len(announced.policies) > 1 else ""
         if self.name == "not-ready":
-            self.timeline.mark("waiting", f"{announced.waiting_operators or 'an operator'}")
-            result.outcome = self._until_expired()
+            waiting = self._settled_waiting()
+            self.timeline.mark("waiting", f"for {waiting}")
+            result.outcome = self._until_expired(proposed.expires)
             return
         ready = ceremony.wait_state(out, (S.CUSTODY_STATE_READY,), WAIT)
         if ready is None:
@@ -206,16 +208,34 @@ class Script:
             raise DrillFailed(f"the register stayed {state.state_name}: {state.detail}")
         return custody
 
-    def _until_expired(self) -> str:
-        """Wait for the register to drop policy 1 at its expiry (ABORTED)."""
+    def _until_expired(self, expires: int) -> str:
+        """Wait for the register to drop policy 1 at its expiry: an announced
+        one is aborted (ABORTED, a leaf), a proposal never announced is dropped
+        (OPERATING again, nothing pending, no leaf)."""
         out = self.ceremony.outgoing
-        custody = self.ceremony.wait_state(
-            out, (S.CUSTODY_STATE_ABORTED,), self.scenario.expiry + WAIT
-        )
-        if custody is None:
-            raise DrillFailed(f"policy 1 expired but the register is {out.state().state_name}")
-        self.timeline.mark("ABORTED", custody.detail or "policy 1 expired")
-        return "aborted"
+        deadline = time.monotonic() + max(expires - time.time(), 0) + WAIT
+        while time.monotonic() < deadline:
+            custody = out.state()
+            if custody.state == S.CUSTODY_STATE_ABORTED:
+                self.timeline.mark("ABORTED", custody.detail or "policy 1 expired")
+                return "aborted"
+            dropped = custody.state == S.CUSTODY_STATE_OPERATING and not custody.pending_kind
+            if dropped and time.time() >= expires:
+                self.timeline.mark("dropped", custody.detail or "policy 1 expired unannounced")
+                return "aborted"
+            time.sleep(0.2)
+        raise DrillFailed(f"policy 1 expired but the register is {out.state().state_name}")
+
+    def _settled_waiting(self) -> str:
+        """The operators still awaited once the others have reported (or after WAIT)."""
+        out = self.ceremony.outgoing
+        deadline = time.monotonic() + WAIT
+        while True:
+            custody = out.state()
+            waiting = list(custody.waiting_operators)
+            if len(waiting) <= 1 or time.monotonic() >= deadline:
+                return ", ".join(waiting) or "nobody"
+            time.sleep(0.2)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
         def run() -> None:
@@ -354,11 +374,14 @@ class Script:
         self.timeline.mark("incoming restarted")
 
     def _corrupt_transfer(self, result: Outcome, proposed: CustodyPolicy) -> str:
-        """The altered change makes the roots differ: refused, then aborted."""
+        """The altered change makes the roots differ: the transfer is refused
+        (``ROOTS_DIFFER``; or ``TRANSFER_INCOMPLETE`` when the standby refused
+        the altered message as it came, its root not the checkpoint's), then
+        the officers abort."""
         try:
-            self.ceremony.transfer(TRANSFER_TIMEOUT)
+            self.ceremony.transfer(CORRUPT_TRANSFER_TIMEOUT)
         except CeremonyRefused as error:
-            if error.refusal.reason != "ROOTS_DIFFER":
+            if error.refusal.reason not in ("ROOTS_DIFFER", "TRANSFER_INCOMPLETE"):
                 raise
             result.roots_equal = False
         else:
@@ -397,7 +420,8 @@ class Script:
         proxy.inject(
             sync_pb.WatchChangesResponse(
                 changes=[forged], head_sequence=final_size + 1, checkpoint=signed
-            )
+            ),
+            after=final_size,
         )
         self.timeline.mark("split view", f"old key signed size {final_size + 1:,}")
 
