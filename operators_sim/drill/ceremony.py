@@ -109,7 +109,8 @@ class Ceremony:
             return function()
         except grpc.RpcError as error:
             refused = refusal(error)
-            self.timeline.mark("refused", f"{step}: {refused.reason}")
+            if not refused.down:  # a server away is the scenario's to mark, not a refusal
+                self.timeline.mark("refused", f"{step}: {refused.reason}")
             raise CeremonyRefused(step, refused) from None
 
     def wait_state(

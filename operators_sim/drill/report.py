@@ -1,8 +1,8 @@
 """The drill's report: ``report.html`` and ``report.md``, from one timeline.
 
-A chart of the run second by second (attaches and denials above; list
-writes acknowledged, refused and retried below), with each ceremony step a
-labelled vertical line across both, drawn as inline SVG in Python (no
+A chart of the run second by second (attaches and denials; list writes
+acknowledged, refused and retried; the longest attach decision), with each
+ceremony step a numbered vertical line across the panels, drawn as inline SVG in Python (no
 script, nothing fetched); then the verdict lines and the steps in a table.
 The Markdown report shows the same chart from ``timeline.svg`` beside it.
 """
@@ -38,6 +38,7 @@ class Series:
     acknowledged: list[int]
     refused: list[int]
     retried: list[int]
+    slowest_ms: list[int]  # the longest attach decision of each second
 
 
 def _per_second(times: Sequence[float] | np.ndarray, seconds: int) -> list[int]:
@@ -58,6 +59,10 @@ def series(records: Records, writes: Sequence[WriteEvent], marks: Sequence[Mark]
     def writes_of(kind: str) -> list[int]:
         return _per_second([w.at for w in writes if w.kind == kind], seconds)
 
+    slowest = [0.0] * seconds
+    for at, latency in zip(records.at.tolist(), records.latency.tolist(), strict=True):
+        if 0 <= at < seconds:
+            slowest[int(at)] = max(slowest[int(at)], latency * 1000)
     return Series(
         seconds,
         _per_second(records.at, seconds),
@@ -65,6 +70,7 @@ def series(records: Records, writes: Sequence[WriteEvent], marks: Sequence[Mark]
         writes_of("acknowledged"),
         writes_of("refused"),
         writes_of("retried"),
+        [math.ceil(ms) for ms in slowest],
     )
 
 
@@ -106,13 +112,14 @@ def _panel(
 
 
 def timeline_svg(data: Series, marks: Sequence[Mark]) -> str:
-    """The chart: two panels over the run's seconds, ceremony steps as lines."""
-    height = TOP + 2 * PANEL + GAP + 40 + 14 * len(marks)
+    """The chart: three panels over the run's seconds, ceremony steps as lines."""
+    height = TOP + 3 * PANEL + 2 * GAP + 40 + 14 * len(marks)
     inner = WIDTH - LEFT - RIGHT
     seconds = data.seconds
     first_top = TOP + 10
     second_top = first_top + PANEL + GAP
-    bottom = second_top + PANEL
+    third_top = second_top + PANEL + GAP
+    bottom = third_top + PANEL
 
     def x(second: float) -> float:
         return LEFT + inner * second / max(seconds - 1, 1)
@@ -137,6 +144,12 @@ def timeline_svg(data: Series, marks: Sequence[Mark]) -> str:
         ],
         seconds,
         "List writes",
+    )
+    parts += _panel(
+        third_top,
+        [("longest decision, ms", "#7d3c98", data.slowest_ms)],
+        seconds,
+        "Attach decisions",
     )
     for second in range(0, seconds, max(seconds // 12, 1)):
         parts.append(

@@ -343,9 +343,12 @@ class Script:
     # -- the transfer --------------------------------------------------------------------
 
     def _transfer(self) -> None:
-        """Transfer, with the incoming register killed during it in ``incoming-crash``."""
+        """Transfer; in ``incoming-crash`` the incoming register is killed first,
+        as it pulls the last changes, and started again while the drill retries."""
         if self.name == "incoming-crash":
-            self._later(0.2, self._crash_incoming)
+            self.cluster.servers[INCOMING].kill()
+            self.timeline.mark("incoming killed", "SIGKILL while it pulls the final changes")
+            self._later(self.crash_outage, self._restart_incoming)
         deadline = time.monotonic() + TRANSFER_TIMEOUT + self.crash_outage
         while True:
             try:
@@ -366,12 +369,9 @@ class Script:
             if state.state != S.CUSTODY_STATE_TRANSFERRED:
                 self.ceremony.transfer(TRANSFER_TIMEOUT)
 
-    def _crash_incoming(self) -> None:
-        self.cluster.servers[INCOMING].kill()
-        self.timeline.mark("incoming killed", "SIGKILL during the transfer")
-        time.sleep(self.crash_outage)
+    def _restart_incoming(self) -> None:
         self.cluster.restart(INCOMING)
-        self.timeline.mark("incoming restarted")
+        self.timeline.mark("incoming restarted", "on its database; the standby resumes")
 
     def _corrupt_transfer(self, result: Outcome, proposed: CustodyPolicy) -> str:
         """The altered change makes the roots differ: the transfer is refused

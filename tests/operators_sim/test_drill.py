@@ -128,8 +128,11 @@ def test_split_view_alerts_every_node_and_writes_evidence(tmp_path: Path) -> Non
     assert verdict.outcome == "handed_over"
     assert sorted(verdict.alerts) == OPERATOR_NAMES
     assert all(reasons.get("SPLIT_VIEW") for reasons in verdict.alerts.values())
-    for name in OPERATOR_NAMES:
-        assert any((tmp_path / "report" / "nodes" / name).rglob("*.note")), name
+    for name in OPERATOR_NAMES:  # each node kept both notes and the failed proof
+        evidence = list((tmp_path / "report" / "nodes" / name / "evidence").glob("split-view-*"))
+        assert len(evidence) == 1, name
+        assert (evidence[0] / "checkpoint-conflict.note").is_file()
+        assert (evidence[0] / "checkpoint-final.note").is_file()
 
 
 @pytest.mark.slow

@@ -179,8 +179,9 @@ def test_series_counts_each_second_and_the_report_shows_every_step(tmp_path: Pat
     assert data.acknowledged[:3] == [1, 0, 1]
     assert data.refused[:3] == [0, 1, 0]
     assert data.retried[:3] == [0, 0, 1]
+    assert data.slowest_ms[:3] == [1, 1, 1]
     svg = timeline_svg(data, marks)
-    assert svg.count("<line") >= 2 + 4  # two step markers, two axes per panel
+    assert svg.count("<line") >= 2 + 6  # two step markers, two axes per panel
     assert "first &lt;checkpoint&gt;" in svg  # escaped
     html_path, md_path = write_reports(tmp_path, _verdict(), records, writes, marks, "facts")
     page = html_path.read_text()
