@@ -22,6 +22,8 @@ from operators_sim.drill.run import Drill, DrillConfig
 from operators_sim.drill.verdict import KEYS, Verdict
 from operators_sim.node import OPERATORS
 
+from ..pgserver import PostgresServer
+
 OPERATOR_NAMES = sorted(o.name for o in OPERATORS)
 SMALL = {"devices": 1_000, "rate": 150.0, "after": 2.0}
 
@@ -143,3 +145,23 @@ def test_witness_down_keeps_the_register_frozen_until_it_is_back(tmp_path: Path)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert markdown.index("witness stopped") < markdown.index("cosigned final")
     assert "witness back" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_clean_drill_with_the_incoming_register_on_postgresql(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    config = DrillConfig(
+        scenario="clean",
+        report=tmp_path / "report",
+        db_urls={"kemenperin": postgres.new_database()},
+        **SMALL,  # type: ignore[arg-type]
+    )
+    verdict = Drill(config).run().verdict
+    assert verdict.outcome == "handed_over"
+    assert verdict.attaches_undecided == 0
+    assert verdict.acknowledged_writes_lost == 0 and verdict.writes_applied_twice == 0
+    assert verdict.roots_equal is True
+    assert verdict.operators_verified == OPERATOR_NAMES
+    _evidence_holds(tmp_path / "report" / "evidence")
