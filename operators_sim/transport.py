@@ -12,6 +12,7 @@ A node only ever talks to the register through a ``CeirLink``; tests use
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from ceir.v1 import transparency_pb2_grpc as log_grpc
 from ceir.v1 import types_pb2 as pb
 
 MAX_BATCH = 1_000  # CheckEquipmentBatch's limit
+CLOSE_DELAY = 0.5  # seconds between unsubscribing from a channel's state and closing it
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     # reconnect quickly once the CEIR is back (gRPC's default waits up to 2 minutes)
@@ -385,7 +387,12 @@ class GrpcLink:
 
     def close(self) -> None:
         self._channel.unsubscribe(self._on_state)
-        self._channel.close()
+        # gRPC's connectivity poller notices the unsubscription only when its
+        # current watch (0.2 s) ends; a channel closed before that makes it
+        # raise in its thread (grpc/grpc#18995). Close once it has stopped.
+        closer = threading.Timer(CLOSE_DELAY, self._channel.close)
+        closer.daemon = True
+        closer.start()
 
 
 class SwitchableLink:

@@ -330,11 +330,11 @@ class Drill:
 
     def _verified(self) -> list[str]:
         """The nodes that verified the handover and moved to the new custodian."""
-        return [
+        return sorted(
             node.name
             for node in self.nodes
             if node.custody is not None and node.custody.stats.handovers > 0
-        ]
+        )
 
     def _evidence(self, directory: Path, outcome: Outcome) -> Path | None:
         if outcome.outcome != "handed_over":
