@@ -209,9 +209,7 @@ class Ceremony:
     ) -> str:
         """The witness cosigns ``checkpoint``; the line goes to ``side``. Returns
         the checkpoint with its cosignature."""
-        from ceir.v1 import custody_pb2_grpc
-
-        witness = custody_pb2_grpc.WitnessServiceStub(self.witness())
+        witness = custody_grpc.WitnessServiceStub(self.witness())
         response = self._call(
             f"cosign {what}",
             lambda: witness.AddCheckpoint(

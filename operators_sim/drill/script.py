@@ -38,10 +38,10 @@ from ceir.v1 import custody_pb2 as custody_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import types_pb2 as pb
 
-from .ceremony import Ceremony, CeremonyRefused, note_text
+from .ceremony import Ceremony, CeremonyRefused, Side, note_text
 from .cluster import Cluster
 from .feed import read_log, tree_root
-from .keys import INCOMING, OUTGOING, THRESHOLD, DrillKeys
+from .keys import INCOMING, OUTGOING, THRESHOLD, DrillKeys, policy
 from .scenarios import Scenario
 from .timeline import Timeline
 
@@ -118,8 +118,8 @@ class Script:
         return self.scenario.name
 
     def policy_1(self) -> CustodyPolicy:
-        from .keys import policy
-
+        """Policy 1, proposed now: Kemenperin, its key and endpoint; the
+        scenario's expiry (short where the ceremony must run out of time)."""
         expires = int(time.time() + self.scenario.expiry)
         return policy(self.keys, 1, INCOMING, self.cluster.endpoint(INCOMING), expires)
 
@@ -201,8 +201,8 @@ class Script:
 
     # -- waiting -------------------------------------------------------------------------
 
-    def _wait(self, side: object, states: tuple[int, ...]) -> custody_pb.Custody:
-        custody = self.ceremony.wait_state(side, states, WAIT)  # type: ignore[arg-type]
+    def _wait(self, side: Side, states: tuple[int, ...]) -> custody_pb.Custody:
+        custody = self.ceremony.wait_state(side, states, WAIT)
         if custody is None:
             state = self.ceremony.outgoing.state()
             raise DrillFailed(f"the register stayed {state.state_name}: {state.detail}")
@@ -267,8 +267,7 @@ class Script:
         ceremony.sign(out, "kominfo", (keys.witness,), "policy 1")
         custody = out.state()
         if custody.state in (S.CUSTODY_STATE_ANNOUNCED, S.CUSTODY_STATE_READY):
-            self.timeline.mark("ANNOUNCED", "with a wrong signer: the register accepted it")
-            return "handed_over"  # the verdict will show the scenario failed
+            raise DrillFailed("the register announced policy 1 with a wrong signer's approval")
         self.timeline.mark("not announced", custody.detail or ", ".join(refused))
         self._try_freeze()
         return "refused"
@@ -280,12 +279,13 @@ class Script:
         ceremony.sign(out, "kominfo", (keys.witness,), "policy 1")
         custody = out.state()
         if custody.state in (S.CUSTODY_STATE_ANNOUNCED, S.CUSTODY_STATE_READY):
-            self.timeline.mark("ANNOUNCED", "by the old keys alone: the register accepted it")
-            return "handed_over"
+            raise DrillFailed("the register announced policy 1 signed by the old side alone")
         self.timeline.mark("not announced", custody.detail or "THRESHOLD_NOT_MET")
         signed = sign_note(proposed.text(), (*keys.signers(OUTGOING, 3), keys.witness))
         refusals = self.hooks.refuse_policy(signed)
         for node, reason in sorted(refusals.items()):
+            if reason == "ACCEPTED":
+                raise DrillFailed(f"{node}'s node walked to policy 1 signed by the old side alone")
             self.timeline.mark("node refused", f"{node}: {reason}")
         self._try_freeze()
         return "refused"
@@ -306,7 +306,7 @@ class Script:
 
     def _cosign(
         self,
-        side: object,
+        side: Side,
         checkpoint: str,
         old_size: int,
         proof: list[bytes],
@@ -318,7 +318,7 @@ class Script:
         while True:
             try:
                 return self.ceremony.cosign(
-                    side,  # type: ignore[arg-type]
+                    side,
                     checkpoint,
                     old_size,
                     proof,
