@@ -61,6 +61,7 @@ __all__ = ["Drill", "DrillConfig", "DrillFailed", "DrillResult"]
 
 log = logging.getLogger("operators_sim.drill")
 NOT_READY = "smartfren"  # the operator whose node is not upgraded in ``not-ready``
+OUTPUTS = ("verdict.json", "report.html", "report.md", "timeline.svg", "evidence", "nodes", "logs")
 ALTERED_SEQUENCE = 200  # the change the proxy alters in ``transfer-corrupt`` (a registration)
 
 
@@ -106,13 +107,18 @@ class Drill:
         config = self.config
         report = config.report
         report.mkdir(parents=True, exist_ok=True)
+        for old in OUTPUTS:  # nothing of an earlier drill may pass for this one's
+            path = report / old
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         if config.keep_work:
             work = report / "work"
             shutil.rmtree(work, ignore_errors=True)
         else:
             work = Path(tempfile.mkdtemp(prefix="ceir-drill-"))
         files = Files(work, report / "logs")
-        shutil.rmtree(files.logs, ignore_errors=True)
         name = self.scenario.name
         cluster = Cluster(
             files,
@@ -166,7 +172,6 @@ class Drill:
         custody handover; every link it opens can be cut (``Cut``). In
         ``not-ready`` one node is not upgraded: it knows policy 0's key only."""
         states = self.config.report / "nodes"
-        shutil.rmtree(states, ignore_errors=True)
         nodes = []
         for operator in OPERATORS:
             own = cluster.credentials[operator.name]
