@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # First every decision rule on a small register over mutual TLS, then the
-# five operator nodes deciding 100,000 devices' attaches for a minute.
+# five operator nodes deciding 100,000 devices' attaches for a minute, then a
+# short handover of the register from Telkomsel to Kemenperin under traffic,
+# whose evidence is checked as a regulator would.
 demo: $(STAMP)
 	$(BIN)/python -m ceir.demo
 	$(BIN)/ceir-sim attach --devices 100000 --rate 2000 --duration 60 \
 		--mode synchronize --phase notify --report demo-data/report
+	$(BIN)/ceir-sim drill handover --report demo-data/drill
+	$(BIN)/ceir custody verify demo-data/drill/evidence
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

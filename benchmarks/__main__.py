@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import hostile, machine, register, report, sim, startup, trust
+from . import custody, hostile, machine, register, report, sim, startup, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,9 +34,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile", "startup"),
+        choices=("register", "sim", "trust", "hostile", "startup", "custody"),
         help="run only this section (repeatable): the register, the operator side, the log, "
-        "check latency under hostile connections, the start-up proof at 1,000,000 changes",
+        "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
+        "the custody handover's write freeze at 1,000,000 changes",
     )
     return parser.parse_args(argv)
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
-    sections = ("register", "sim", "trust", "hostile", "startup")
+    sections = ("register", "sim", "trust", "hostile", "startup", "custody")
     chosen = options.only or sections
     results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += hostile.run(hostile.QUICK if options.quick else hostile.FULL, Path(workdir))
         if "startup" in chosen:
             results += startup.run(options.quick)
+        if "custody" in chosen:
+            results += custody.run(options.quick)
     report.heading("Figures")
     report.figures(results)
     report.summary(results)

@@ -3,6 +3,11 @@
 ``ceir-sim attach`` runs a population through the five operators' EIR nodes
 and reports; it exits with status 1 when any decision contradicts the ground
 truth (or a replica did not catch up), 2 on a usage error.
+
+``ceir-sim drill handover`` rehearses the handover of the register from
+Telkomsel to Kemenperin (``operators_sim.drill``); it exits with status 1
+when the outcome is not the scenario's expected one or an acknowledged write
+was lost or doubled, an attach went unanswered, or the drill could not run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .drill.command import drill_app
 from .loader import REQUIRED_ORGS
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
@@ -28,6 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(drill_app)
 console = Console()
 
 

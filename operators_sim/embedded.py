@@ -1,7 +1,8 @@
 """A CEIR of the simulation's own, for runs without ``--ceir``.
 
 This is the one module of ``operators_sim`` that touches the server's code,
-and only to stand a server up as its operator would: it runs
+and only to stand a server up as its operator would (the handover drill
+creates its two registers' organisations with ``create_organisations``): it runs
 ``ceir.api.server.create_server`` in a child process (its own interpreter,
 so the register and the simulation do not share a GIL) and creates the
 organisations with ``ceir.service.orgs.add_organisation``. Everything else
@@ -51,6 +52,26 @@ def demo_pki(directory: Path) -> PkiFiles:
 
     shutil.rmtree(directory, ignore_errors=True)  # each run starts from new certificates
     return init_pki(directory)
+
+
+def create_organisations(db: str, migrate: bool = False) -> dict[str, str]:
+    """Create every organisation of the brief in the register at ``db`` (a
+    SQLite path or a SQLAlchemy URL), migrating its schema first when asked
+    (no server has run on it yet); name -> token. The handover drill does
+    this for both of its registers, as their custodians would."""
+    from ceir.service.orgs import add_organisation
+    from ceir.storage.database import Database
+
+    database = Database(db)
+    try:
+        if migrate:
+            database.migrate()
+        return {
+            org.name: add_organisation(database, org.name, org.kind, list(org.mcc_mncs))
+            for org in BRIEF_ORGANISATIONS
+        }
+    finally:
+        database.engine.dispose()
 
 
 class EmbeddedCeir:
@@ -146,17 +167,7 @@ class EmbeddedCeir:
     def create_organisations(self) -> dict[str, str]:
         """Create every organisation of the brief; name -> token.
         Call once the server has started (it creates the schema)."""
-        from ceir.service.orgs import add_organisation
-        from ceir.storage.database import Database
-
-        db = Database(str(self.db_path))
-        try:
-            return {
-                org.name: add_organisation(db, org.name, org.kind, list(org.mcc_mncs))
-                for org in BRIEF_ORGANISATIONS
-            }
-        finally:
-            db.engine.dispose()
+        return create_organisations(str(self.db_path))
 
     def kill(self) -> None:
         """SIGKILL: the server gets no chance to shut down cleanly."""

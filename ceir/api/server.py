@@ -53,6 +53,7 @@ from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
 from ceir.service.register import Register
 from ceir.service.registry import RegistryService
+from ceir.service.standby import Standby
 from ceir.service.startup_proof import prove_at_start
 from ceir.service.sync import SyncService
 from ceir.service.transparency import TransparencyService
@@ -76,6 +77,7 @@ from .servicers import (
     RegistryServicer,
     TransparencyServicer,
 )
+from .standby_feed import GrpcFeed, standby_channel
 from .streams import ChangeSignal, EquipmentCheckStreams, ImportStreams, ListSyncStreams
 
 aio_health: Any = health.aio  # type: ignore[attr-defined]  # the asyncio servicer
@@ -174,6 +176,21 @@ class ServerConfig:
     # (``ceir.service.standby.Standby``, from --standby-of); its feed's channel
     # also reads the custodian's ceremony.
     standby: Any = None
+    # Log keys of earlier custodians (the custody policy chain's): the latest
+    # stored checkpoint may be signed by one of them instead of signing_key
+    # (a register that took the log over), and a standby verifies the
+    # custodian's checkpoints under them.
+    trusted_log_keys: tuple[Verifier, ...] = ()
+    # A standby register: follow the custodian serving at this HOST:PORT
+    # (ceir.service.standby), over mutual TLS with client_cert/client_key;
+    # standby_ca verifies the custodian's certificate (default client_ca).
+    # A standby never signs: its signing key waits in RunningServer.standby_signer.
+    standby_of: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    standby_ca: Path | None = None
+    # A bearer token for the custodian instead of a client certificate (tests).
+    standby_token: str | None = None
 
 
 @dataclass
@@ -188,6 +205,12 @@ class RunningServer:
     lookups: futures.ThreadPoolExecutor
     metrics_port: int | None = None
     token_port: int | None = None
+    # With ServerConfig.standby_of: the standby following the custodian, the
+    # channel to the custodian (for the custody ceremony's calls), and the
+    # signing key the register does not use while it is a standby.
+    standby: Standby | None = None
+    standby_channel: grpc.Channel | None = None
+    standby_signer: CheckpointSigner | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -196,6 +219,10 @@ class RunningServer:
             return
         self._stopped.set()
         self._on_loop(self.health.enter_graceful_shutdown())
+        if self.standby is not None:
+            self.standby.stop()
+        if self.standby_channel is not None:
+            self.standby_channel.close()
         self.register.close()  # ends WatchChanges streams
         self._on_loop(self.server.stop(grace))
         # Work still running after the grace period finishes before the
@@ -226,14 +253,25 @@ def create_server(config: ServerConfig) -> RunningServer:
                 config.log_origin,
                 repair=config.repair_lists,
                 report=config.repair_report,
+                trusted=config.trusted_log_keys,
             ).state
         except BaseException:
             db.dispose()
             raise
+    standby_signer = None
+    if config.standby_of is not None:  # a standby signs nothing until it is the custodian
+        standby_signer, signer = signer, None
     register = Register(db, config.clock, signer=signer, lists=lists)
+    standby, standby_feed_channel = config.standby, None
     try:
-        keeper = custody_keeper(config, register, config.standby)
+        if standby is None and config.standby_of is not None:
+            # Built now, started once the server serves: the custody keeper
+            # transfers through it and reads the custodian over its channel.
+            standby, standby_feed_channel = _standby(register, config)
+        keeper = custody_keeper(config, register, standby, standby_signer)
     except BaseException:
+        if standby_feed_channel is not None:
+            standby_feed_channel.close()
         register.close()
         db.dispose()
         raise
@@ -307,7 +345,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             else None,
         },
     )
-    return RunningServer(
+    running = RunningServer(
         server,
         port,
         register,
@@ -318,6 +356,42 @@ def create_server(config: ServerConfig) -> RunningServer:
         lookups,
         metrics_port,
         token_port,
+        standby_signer=standby_signer,
+    )
+    if config.standby_of is not None and isinstance(standby, Standby):
+        running.standby, running.standby_channel = standby, standby_feed_channel
+        if keeper is None or keeper.follows_custodian():
+            try:
+                _start_standby(running, config)
+            except BaseException:
+                running.stop(grace=0)
+                raise
+    return running
+
+
+def _standby(register: Register, config: ServerConfig) -> tuple[Standby, grpc.Channel]:
+    """The follower of the custodian at ``config.standby_of``, not started."""
+    assert config.standby_of is not None
+    channel = standby_channel(
+        config.standby_of,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        ca=config.standby_ca or config.client_ca,
+    )
+    token = config.standby_token
+    feed = GrpcFeed(channel, (("authorization", f"Bearer {token}"),) if token else ())
+    return Standby(register, feed, config.trusted_log_keys, config.log_origin), channel
+
+
+def _start_standby(running: RunningServer, config: ServerConfig) -> None:
+    """Follow the custodian at ``config.standby_of`` (after start-up: the
+    lists were proven from this register's own log first)."""
+    assert config.standby_of is not None and running.standby is not None
+    running.register.standby_of = config.standby_of
+    running.standby.start()
+    log.info(
+        "following the custodian as a standby",
+        extra={"custodian": config.standby_of, "verified_size": running.standby.size},
     )
 
 
@@ -383,7 +457,10 @@ _running_loop: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 
 
 def custody_keeper(
-    config: ServerConfig, register: Register, standby: Any = None
+    config: ServerConfig,
+    register: Register,
+    standby: Any = None,
+    withheld_signer: CheckpointSigner | None = None,
 ) -> CustodyKeeper | None:
     """The custody ceremony of a register started with a custody policy (None without).
 
@@ -399,6 +476,7 @@ def custody_keeper(
         if standby is None
         else remote_fetch(feed.channel, getattr(feed, "metadata", ())),
         standby_endpoint=getattr(config, "standby_of", None) or "",
+        withheld_signer=withheld_signer,
     )
     keeper.open(config.custody_policy.read_text(encoding="utf-8"))
     keeper.start_timer(config.custody_expiry_interval)
@@ -454,6 +532,15 @@ def check_transport(config: ServerConfig) -> None:
         )
     if config.client_ca is not None and not tls:
         raise ValueError("--client-ca needs --tls-key and --tls-cert")
+    if config.standby_of is not None and not config.trusted_log_keys:
+        raise ValueError(
+            "--standby-of needs the custodian's log key (--trusted-log-key) to verify its "
+            "checkpoints"
+        )
+    if (config.client_cert is None) != (config.client_key is None):
+        raise ValueError("--client-cert and --client-key go together")
+    if config.standby_of is None and config.client_cert is not None:
+        raise ValueError("--client-cert and --client-key are for a standby (--standby-of)")
     if config.token_address is not None and config.client_ca is None:
         raise ValueError("--token-listen is for a mutual-TLS server (--client-ca)")
 

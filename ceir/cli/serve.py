@@ -11,7 +11,8 @@ from rich.text import Text
 
 from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
-from ceir.audit.note import valid_key_name
+from ceir.audit.errors import KeyFormatError
+from ceir.audit.note import Verifier, valid_key_name
 from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_repair import ListsNotRepairable
@@ -123,6 +124,52 @@ def serve_command(
             "--log-origin", help="The change log's origin line, also the signing key's name."
         ),
     ] = DEFAULT_ORIGIN,
+    trusted_log_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-log-key",
+            metavar="VKEY_OR_FILE",
+            show_default=False,
+            help="An earlier custodian's log verifier key (a C2SP key line, or a file "
+            "holding one), repeatable: the latest stored checkpoint may be signed by it "
+            "instead of --signing-key (after a handover), and a standby (--standby-of) "
+            "verifies the custodian's checkpoints under it.",
+        ),
+    ] = None,
+    standby_of: Annotated[
+        str | None,
+        typer.Option(
+            "--standby-of",
+            metavar="HOST:PORT",
+            help="Run as a standby register: follow the custodian serving there (its "
+            "change feed, every checkpoint verified under --trusted-log-key) into this "
+            "database, signing nothing.",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-cert",
+            exists=True,
+            dir_okay=False,
+            help="With --standby-of: the client certificate (PEM) of this register's "
+            "organisation, a regulator's, presented to the custodian.",
+        ),
+    ] = None,
+    client_key: Annotated[
+        Path | None,
+        typer.Option("--client-key", exists=True, dir_okay=False, help="The key of --client-cert."),
+    ] = None,
+    standby_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--standby-ca",
+            exists=True,
+            dir_okay=False,
+            help="With --standby-of: the CA certificate (PEM) that signed the custodian's "
+            "server certificate (default: --client-ca).",
+        ),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option(
@@ -176,6 +223,11 @@ def serve_command(
         repair_lists=repair,
         repair_report=_print_repair,
         custody_policy=custody_policy,
+        trusted_log_keys=tuple(_log_key(value) for value in trusted_log_key or ()),
+        standby_of=standby_of,
+        client_cert=client_cert,
+        client_key=client_key,
+        standby_ca=standby_ca,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")
@@ -190,6 +242,20 @@ def serve_command(
             serve(config)
         except (ListsNotFromLog, ListsNotRepairable, LogNotVerified, CustodyConfigError) as error:
             fail(str(error))
+
+
+def _log_key(value: str) -> Verifier:
+    """A verifier key given as its line or as a file holding it."""
+    text = value
+    if "+" not in value:
+        try:
+            text = Path(value).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            fail(f"--trusted-log-key {value!r}: not a key line, nor a file to read ({error})")
+    try:
+        return Verifier.from_vkey(text)
+    except KeyFormatError as error:
+        fail(f"--trusted-log-key: {error}")
 
 
 def _print_repair(line: str) -> None:

@@ -52,6 +52,7 @@ from ceir.storage.projection import REGISTER_ACTOR
 
 from .custody_documents import document_text, sha256_hex
 from .custody_rules import writes_refused
+from .merkle_log import CheckpointSigner
 from .register import Committed, Register
 
 __all__ = ["CustodyConfigError", "CustodyKeeper", "Loaded", "RemoteFetch"]
@@ -107,15 +108,21 @@ class CustodyKeeper:
         standby: Any = None,
         outgoing: RemoteFetch | None = None,
         standby_endpoint: str = "",
+        withheld_signer: CheckpointSigner | None = None,
     ) -> None:
         """``standby`` (``ceir.service.standby.Standby``) follows the custodian's
         feed when this is the incoming register; ``outgoing(timeout)`` reads
-        the custodian's ceremony (a ``RemoteCustody``) over its channel."""
+        the custodian's ceremony (a ``RemoteCustody``) over its channel.
+        ``withheld_signer``: the incoming register's own log key, kept from
+        its register (which must sign nothing of the custodian's log) until
+        the activation."""
         self.register = register
         self.clock = register.clock
         self.standby = standby
         self.outgoing = outgoing
         self.standby_endpoint = standby_endpoint
+        self.withheld_signer = withheld_signer
+        self.opened_state: CustodyState | None = None
         self.lock = threading.RLock()  # one step at a time in this process
         self._parsed: dict[str, CustodyPolicy] = {}
         self._timer: threading.Thread | None = None
@@ -148,14 +155,30 @@ class CustodyKeeper:
             else:
                 self._check_restart(session, ceremony, zero, key)
         self.register.write_gate = self.gate
+        self.opened_state = ceremony.state
+        if ceremony.state not in (CustodyState.STANDBY, CustodyState.TRANSFERRED):
+            self.take_signer()  # custodian now (or retired): the key is the register's
         log.info(
             "custody",
             extra={"state": ceremony.state.name, "policy_version": ceremony.version},
         )
         return ceremony
 
+    def own_signer(self) -> CheckpointSigner | None:
+        """This register's log key, whether its register holds it yet or not."""
+        return self.register.log.signer or self.withheld_signer
+
+    def take_signer(self) -> None:
+        """Give the register its withheld log key: it signs its log from now on."""
+        if self.register.log.signer is None and self.withheld_signer is not None:
+            self.register.log.signer = self.withheld_signer
+
+    def follows_custodian(self) -> bool:
+        """Whether this register still copies the custodian's log (STANDBY, TRANSFERRED)."""
+        return self.opened_state in (CustodyState.STANDBY, CustodyState.TRANSFERRED)
+
     def _own_key(self) -> str:
-        signer = self.register.log.signer
+        signer = self.own_signer()
         if signer is None:
             raise CustodyConfigError("a register under a custody policy needs --signing-key")
         return signer.signer.verifier.vkey

@@ -72,7 +72,7 @@ def transfer(keeper: CustodyKeeper, caller: Caller, timeout: float) -> None:
         chain = (*loaded.chain, *(keeper.parse(note) for note in walked))
         incoming, outgoing = chain[-1], chain[-2]
         require_custodian(caller, "take the register over", incoming)
-        own = keeper.register.log.signer
+        own = keeper.own_signer()
         if own is None or own.signer.verifier != incoming.log_key:
             raise FailedPrecondition(
                 f"this register's signing key is not policy {incoming.version}'s log key "
@@ -165,7 +165,7 @@ def activate(keeper: CustodyKeeper, caller: Caller, handover: str) -> None:
         require_custodian(caller, "activate the register", incoming)
         final = _final(ceremony)
         text = Handover.between(outgoing, incoming, final.size, final.root_hash).text()
-        own = keeper.register.log.signer
+        own = keeper.own_signer()
         assert own is not None  # checked at transfer
         if document_text(handover)[0] != text:
             raise InvalidArgument.field(
@@ -202,9 +202,16 @@ def activate(keeper: CustodyKeeper, caller: Caller, handover: str) -> None:
                 updated_at_us=keeper.now_us(),
             )
 
-        keeper.commit_step(
-            caller, loaded, CustodyState.ACTIVE, incoming.version, sha256_hex(text), active
-        )
+        withheld = keeper.register.log.signer is None
+        keeper.take_signer()  # leaf N + 1 and the first checkpoint are the new key's
+        try:
+            keeper.commit_step(
+                caller, loaded, CustodyState.ACTIVE, incoming.version, sha256_hex(text), active
+            )
+        except BaseException:
+            if withheld:
+                keeper.register.log.signer = None
+            raise
 
 
 # --- the outgoing register, once the incoming took over ------------------------------------

@@ -27,6 +27,7 @@ from ceir.domain.lists import ListsCopy, ListState
 from ceir.domain.model import BlacklistCause, BlacklistEntry, Caller, Change, Registration
 from ceir.domain.permissions import require
 from ceir.domain.validation import check_request_id
+from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 from ceir.storage.projection import write_projection
@@ -106,6 +107,9 @@ class Register:
         # thread that applied them (the server wakes its feed watchers so).
         self._listeners: list[Callable[[], None]] = []
         self.write_gate: WriteGate | None = None
+        # The custodian's endpoint while this register follows its log as a
+        # standby (``replicate``, ``ceir.service.standby``); "" otherwise.
+        self.standby_of = ""
         if lists is None:
             self.reload()
         else:
@@ -259,6 +263,50 @@ class Register:
             repo.lock_state(session)
             yield session
 
+    def replicate(
+        self,
+        changes: Sequence[Change],
+        *,
+        expect_root: bytes | None = None,
+        checkpoint: str = "",
+        checkpoint_time_us: int = 0,
+    ) -> None:
+        """Append another register's numbered changes, as they are, in one
+        write transaction: the standby's write path (``ceir.service.standby``).
+
+        The changes must continue this register's head without a gap. Their
+        leaves are computed here (never taken from the sender), stored with
+        the tree nodes and the list rows they project to; nothing is signed.
+        ``expect_root``: the root the log must have after them (a verified
+        checkpoint's), else ``ReplicaMismatch`` and nothing is written;
+        ``checkpoint``: that checkpoint's signed note, stored with them.
+        Once committed the changes reach the in-memory lists and the
+        listeners, as a write's do.
+        """
+        if not changes:
+            return
+        with self._write_lock:
+            with self.db.write() as session:
+                head = repo.lock_state(session)
+                if head != self.state.sequence:
+                    self._catch_up(session)
+                first = changes[0].sequence
+                for offset, change in enumerate(changes):
+                    if change.sequence != head + 1 + offset:
+                        raise ReplicaGap(head + 1 + offset, change.sequence, first)
+                self.log.resync(head)
+                append = self.log.prepare(changes, changes[-1].committed_at_us, sign=False)
+                size = append.frontier.size
+                if expect_root is not None and append.frontier.root() != expect_root:
+                    raise ReplicaMismatch(size)
+                repo.write_changes(session, changes, append.leaf_hashes)
+                self.log.store(session, append)
+                write_projection(session, changes)
+                if checkpoint:
+                    log_repo.insert_checkpoint(session, size, checkpoint, checkpoint_time_us)
+            self.log.accept(append)
+            self._apply(changes)
+
     def _write_changes(self, session: Session, unit: WriteUnit) -> Append | None:
         """Store the unit's changes with their leaves of the Merkle log."""
         if not self._logging or not unit.changes:
@@ -285,6 +333,28 @@ class Register:
             state=self.state,
             records=TableRecords(session),
             next_sequence=head + 1,
+        )
+
+
+class ReplicaGap(ValueError):
+    """Replicated changes that do not continue the register's head."""
+
+    def __init__(self, expected: int, got: int, first: int) -> None:
+        self.expected = expected
+        super().__init__(
+            f"replicated changes must continue the head: expected change {expected}, "
+            f"got {got} (the batch starts at {first})"
+        )
+
+
+class ReplicaMismatch(ValueError):
+    """Replicated changes whose leaves do not give the root they were expected to."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(
+            f"the replicated changes to {size} do not hash to the verified checkpoint's root "
+            f"of size {size}: a change was altered on its way or at its source"
         )
 
 

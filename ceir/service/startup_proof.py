@@ -9,7 +9,9 @@ In one consistent read, and in one pass over the change table:
    the state row's last sequence is the last change, every stored tree node
    (levels 8, 16, ...) equals the one the leaves give, and the root of the
    first N leaves equals the root of the latest stored checkpoint (size N),
-   whose signature must verify under the server's own key when it has one.
+   whose signature must verify under the server's own key when it has one,
+   or under one of the earlier custodians' log keys it is given (after a
+   handover the latest checkpoint may be the old custodian's, docs/custody.md).
 2. **The lists are the replay of that log.** The same changes are replayed
    into the rows each list table must hold (``list_audit``); the tables are
    then read once, for the comparison only, and the in-memory ``ListState``
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,18 +123,22 @@ def prove_at_start(
     *,
     repair: bool = False,
     report: Callable[[str], None] | None = None,
+    trusted: Sequence[Verifier] = (),
 ) -> StartupProof:
     """Verify the stored log, then prove the list tables are its replay.
 
     ``verifier``: the server's own key, which must have signed the latest
-    stored checkpoint (None: the checkpoint's root is still checked, not its
-    signature). Raises ``LogNotVerified`` naming the first bad change, or
+    stored checkpoint (None and no ``trusted``: the checkpoint's root is
+    still checked, not its signature). ``trusted``: the log keys of earlier
+    custodians (the custody policy chain's), any of which may have signed
+    it instead: a register that took the log over holds the old key's
+    checkpoints until it signs its own. Raises ``LogNotVerified`` naming the first bad change, or
     ``ListsNotFromLog`` naming per table the first differing row; with
     ``repair``, differing rows are rewritten from the replay instead, each
     one passed to ``report`` and kept in ``StartupProof.repaired``.
     """
     with db.read_snapshot() as connection:
-        verified = verify_and_replay(connection, verifier, origin)
+        verified = verify_and_replay(connection, verifier, origin, trusted=trusted)
         differences = list(list_differences(connection, verified.replayed))
     proof = StartupProof(
         verified.state,
@@ -156,20 +162,25 @@ def verify_and_replay(
     *,
     parallel_from: int = PARALLEL_FROM,
     chunk_level: int = CHUNK_LEVEL,
+    trusted: Sequence[Verifier] = (),
 ) -> _Verified:
     """Step 1 and the replay of step 2 (inside one snapshot read).
+
+    The latest checkpoint's signature must verify under ``verifier`` or one
+    of ``trusted`` (earlier custodians' keys).
 
     From ``parallel_from`` changes on a machine with more than one core, a
     second process verifies and replays the later changes (from a multiple
     of 2^chunk_level on) while this one does the earlier ones.
     """
     with without_cycle_collection():
-        return _verify_and_replay(connection, verifier, origin, parallel_from, chunk_level)
+        keys = [key for key in (verifier, *trusted) if key is not None]
+        return _verify_and_replay(connection, keys, origin, parallel_from, chunk_level)
 
 
 def _verify_and_replay(
     connection: Connection,
-    verifier: Verifier | None,
+    keys: list[Verifier],
     origin: str,
     parallel_from: int,
     chunk_level: int,
@@ -201,7 +212,7 @@ def _verify_and_replay(
     check.finish()
     signature_checked = False
     if checkpoint is not None:
-        signature_checked = _check_checkpoint(check, *checkpoint, verifier, origin)
+        signature_checked = _check_checkpoint(check, *checkpoint, keys, origin)
     signed = 0 if checkpoint is None else checkpoint[0]
     if signed < size:
         log.warning(
@@ -417,10 +428,10 @@ class _LogCheck:
 
 
 def _check_checkpoint(
-    check: _LogCheck, size: int, note: str, verifier: Verifier | None, origin: str
+    check: _LogCheck, size: int, note: str, keys: list[Verifier], origin: str
 ) -> bool:
     """The latest checkpoint's root against the leaves; its signature under the
-    server's key (True when checked)."""
+    server's key or an earlier custodian's (True when checked)."""
     if size > check.size:
         raise LogNotVerified(
             check.size + 1,
@@ -428,19 +439,20 @@ def _check_checkpoint(
             f"change {check.size}: changes were deleted",
         )
     try:
-        if verifier is None:
+        if not keys:
             checkpoint = Checkpoint.parse(note.split("\n\n", 1)[0] + "\n")
         else:
-            checkpoint = open_checkpoint(note, [verifier], origin)
+            checkpoint = open_checkpoint(note, keys, origin)
     except AuditError as error:
+        whose = "this server's key" if len(keys) == 1 else "this server's key nor a trusted one"
         raise LogNotVerified(
             None,
             f"the latest stored checkpoint (size {size}) is refused: {error}"
-            + (" (it is not signed by this server's key)" if verifier is not None else ""),
+            + (f" (it is not signed by {whose})" if keys else ""),
         ) from error
     root = check.checkpoint_root
     if size == 0 or root is None:
-        return verifier is not None
+        return bool(keys)
     if root != checkpoint.root_hash:
         raise LogNotVerified(
             None,
@@ -448,7 +460,7 @@ def _check_checkpoint(
             f"signed {short(checkpoint.root_hash)}: a change among 1 to {size} was altered "
             "together with its stored leaf hash and tree nodes",
         )
-    return verifier is not None
+    return bool(keys)
 
 
 def _stored_nodes(connection: Connection) -> dict[tuple[int, int], bytes]:

@@ -34,7 +34,13 @@ from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_repair import ListsNotRepairable
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.register import Committed, load_state
-from ceir.service.startup_proof import LogNotVerified, _Verified, verify_and_replay
+from ceir.service.startup_proof import (
+    CHUNK_LEVEL,
+    PARALLEL_FROM,
+    LogNotVerified,
+    _Verified,
+    verify_and_replay,
+)
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 from ceir.v1 import equipment_check_pb2, types_pb2
@@ -441,7 +447,13 @@ def _verified(db_url: str, key_file: Path, **parallel: int) -> _Verified:
     db = Database(db_url)
     try:
         with db.read_snapshot() as connection:
-            return verify_and_replay(connection, verifier, DEFAULT_ORIGIN, **parallel)
+            return verify_and_replay(
+                connection,
+                verifier,
+                DEFAULT_ORIGIN,
+                parallel_from=parallel.get("parallel_from", PARALLEL_FROM),
+                chunk_level=parallel.get("chunk_level", CHUNK_LEVEL),
+            )
     finally:
         db.dispose()
 

@@ -181,3 +181,20 @@ def test_bootstrap_without_a_snapshot_policy_reads_the_policy_around_it() -> Non
     replica = Replica()
     bootstrap(link, replica)
     assert replica.sequence == 3 and replica.policy.grace_days == 30
+
+
+def test_a_custody_change_moves_the_replica_s_sequence_and_no_list() -> None:
+    replica = Replica()
+    replica.apply([change(1, WL, A)])
+    custody = pb.ListChange(
+        sequence=2,
+        kind=pb.CHANGE_KIND_CUSTODY_CHANGED,
+        imei_key="00000000000000",
+        leaf_version=2,
+        actor="telkomsel",
+        reason="FROZEN 1",
+    )
+    replica.apply([custody, change(3, WL, B)])
+    assert replica.sequence == 3
+    assert replica.whitelist.get(A) == 0 and replica.whitelist.get(B) == 0
+    assert replica.whitelist.get(0) is None

@@ -176,14 +176,15 @@ def test_the_custody_example_encodes_byte_for_byte() -> None:
         reference=hashlib.sha256(b"ceir docs example policy: not a real one").hexdigest(),
     )
     assert encode_leaf(announced).hex() == blocks[2]
+    odd = pb.ListChange()
+    odd.CopyFrom(announced)
+    odd.reason = "OPERATING 1"
     with pytest.raises(LeafError, match="custody reason"):
-        encode_leaf(pb.ListChange(**{**_fields(announced), "reason": "OPERATING 1"}))
+        encode_leaf(odd)
+    odd.CopyFrom(announced)
+    odd.leaf_version = 1
     with pytest.raises(LeafError, match="version 2 only"):
-        encode_leaf(pb.ListChange(**{**_fields(announced), "leaf_version": 1}))
-
-
-def _fields(message: pb.ListChange) -> dict[str, object]:
-    return {field.name: value for field, value in message.ListFields()}
+        encode_leaf(odd)
 
 
 def test_the_documented_commitment_is_reproduced() -> None:
