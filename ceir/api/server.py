@@ -248,6 +248,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     if config.standby_of is not None:  # a standby signs nothing until it is the custodian
         standby_signer, signer = signer, None
     register = Register(db, config.clock, signer=signer, lists=lists)
+    register.standby_of = config.standby_of or ""  # before the first call is answered
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
@@ -352,7 +353,6 @@ def _start_standby(running: RunningServer, config: ServerConfig) -> None:
     running.standby_channel = channel
     token = config.standby_token
     feed = GrpcFeed(channel, (("authorization", f"Bearer {token}"),) if token else ())
-    running.register.standby_of = config.standby_of
     running.standby = Standby(running.register, feed, config.trusted_log_keys, config.log_origin)
     running.standby.start()
     log.info(
