@@ -262,6 +262,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     if config.standby_of is not None:  # a standby signs nothing until it is the custodian
         standby_signer, signer = signer, None
     register = Register(db, config.clock, signer=signer, lists=lists)
+    register.standby_of = config.standby_of or ""  # before the first call is answered
     standby, standby_feed_channel = config.standby, None
     try:
         if standby is None and config.standby_of is not None:
