@@ -121,14 +121,21 @@ def matrix() -> tuple[list[str], dict[str, dict[str, str]]]:
     return header[1:], {row["RPC"]: {k: v for k, v in row.items() if k != "RPC"} for row in rows}
 
 
+# Served by a witness's own listener (``ceir custody witness serve``), not by
+# the register: anyone may call it, and tests/witness checks it.
+NOT_SERVED_BY_THE_REGISTER = ("WitnessService",)
+
+
 def published_rpcs() -> dict[str, MethodDescriptor]:
-    """Every RPC of every ceir.v1 service, by ``Service.Method``."""
+    """Every RPC of every ceir.v1 service the register serves, by ``Service.Method``."""
     found: dict[str, MethodDescriptor] = {}
     for module_info in pkgutil.iter_modules(ceir.v1.__path__):
         if not module_info.name.endswith("_pb2"):
             continue
         module = importlib.import_module(f"ceir.v1.{module_info.name}")
         for service in module.DESCRIPTOR.services_by_name.values():
+            if service.name in NOT_SERVED_BY_THE_REGISTER:
+                continue
             for method in service.methods:
                 found[f"{service.name}.{method.name}"] = method
     return found
