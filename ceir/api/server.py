@@ -211,6 +211,8 @@ class RunningServer:
     standby: Standby | None = None
     standby_channel: grpc.Channel | None = None
     standby_signer: CheckpointSigner | None = None
+    # The custody ceremony's keeper, when the register has a custody policy.
+    keeper: CustodyKeeper | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -224,6 +226,8 @@ class RunningServer:
         if self.standby_channel is not None:
             self.standby_channel.close()
         self.register.close()  # ends WatchChanges streams
+        if self.keeper is not None:
+            self.keeper.join_timer()
         self._on_loop(self.server.stop(grace))
         # Work still running after the grace period finishes before the
         # pool closes, so no connection is left checked out of a closed pool.
@@ -358,6 +362,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         metrics_port,
         token_port,
         standby_signer=standby_signer,
+        keeper=keeper,
     )
     if config.standby_of is not None and isinstance(standby, Standby):
         running.standby, running.standby_channel = standby, standby_feed_channel

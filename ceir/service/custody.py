@@ -226,6 +226,12 @@ class CustodyKeeper:
             )
             self._timer.start()
 
+    def join_timer(self, timeout: float = 10.0) -> None:
+        """Wait for the expiry timer to end (after the register closed), so
+        that no connection is held when the database is disposed."""
+        if self._timer is not None:
+            self._timer.join(timeout)
+
     def _tick(self, interval: float) -> None:
         while not self.register.wait_closed(interval):
             try:
