@@ -77,6 +77,16 @@ MATRIX = """
 | TransparencyService.GetCheckpoint | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | TransparencyService.GetInclusionProof | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | TransparencyService.GetConsistencyProof | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.GetCustody | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.ProposePolicy | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.SubmitSignature | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.ReportReadiness | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.Freeze | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.SubmitCosignature | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.Transfer | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.Activate | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.Retire | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| CustodyService.Abort | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 """  # noqa: E501  # a Markdown table, reproduced verbatim in the docs
 
 KINDS = ("operator", "kemenperin", "customs", "kemlu", "kominfo")
@@ -210,6 +220,16 @@ REQUESTS: dict[str, Callable[[str], Message | list[Message]]] = {
     "TransparencyService.GetConsistencyProof": lambda kind: _message(
         "TransparencyService.GetConsistencyProof", first_size=1
     ),
+    "CustodyService.GetCustody": lambda kind: _message("CustodyService.GetCustody"),
+    "CustodyService.ProposePolicy": lambda kind: _message("CustodyService.ProposePolicy"),
+    "CustodyService.SubmitSignature": lambda kind: _message("CustodyService.SubmitSignature"),
+    "CustodyService.ReportReadiness": lambda kind: _message("CustodyService.ReportReadiness"),
+    "CustodyService.Freeze": lambda kind: _message("CustodyService.Freeze"),
+    "CustodyService.SubmitCosignature": lambda kind: _message("CustodyService.SubmitCosignature"),
+    "CustodyService.Transfer": lambda kind: _message("CustodyService.Transfer"),
+    "CustodyService.Activate": lambda kind: _message("CustodyService.Activate"),
+    "CustodyService.Retire": lambda kind: _message("CustodyService.Retire"),
+    "CustodyService.Abort": lambda kind: _message("CustodyService.Abort"),
 }
 
 

@@ -16,7 +16,7 @@ import grpc
 from ceir.domain.custody import CustodyState, CustodyView, RemoteCustody
 from ceir.domain.errors import FailedPrecondition, InvalidArgument
 from ceir.domain.permissions import Action, require
-from ceir.service import custody_incoming, custody_outgoing
+from ceir.service import custody_incoming, custody_outgoing, custody_view
 from ceir.service.custody import CustodyKeeper
 from ceir.v1 import custody_pb2 as pb
 from ceir.v1 import custody_pb2_grpc
@@ -126,7 +126,7 @@ class CustodyServicer:
 
     def _custody(self) -> pb.Custody:
         keeper = self._keeper()
-        return custody_message(keeper.describe(keeper.load()))
+        return custody_message(custody_view.describe(keeper, keeper.load()))
 
     def GetCustody(self, request: pb.GetCustodyRequest, context: Any) -> pb.GetCustodyResponse:
         caller = current_caller()
@@ -139,7 +139,9 @@ class CustodyServicer:
                     detail="this register runs without a custody policy",
                 )
             )
-        return pb.GetCustodyResponse(custody=custody_message(self.keeper.view(caller)))
+        return pb.GetCustodyResponse(
+            custody=custody_message(custody_view.view(self.keeper, caller))
+        )
 
     def ProposePolicy(
         self, request: pb.ProposePolicyRequest, context: Any

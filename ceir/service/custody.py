@@ -4,7 +4,7 @@
 ``Register``; the steps live in ``custody_outgoing`` (propose, sign,
 readiness, freeze, cosign, abort: the outgoing register) and
 ``custody_incoming`` (transfer, activate: the incoming one; retire: the
-outgoing once the incoming took over)::
+outgoing once the incoming took over); ``custody_view`` reports it::
 
     OPERATING -> ANNOUNCED -> READY -> FROZEN ......................-> RETIRED
                                           STANDBY -> TRANSFERRED -> ACTIVE
@@ -44,10 +44,9 @@ from sqlalchemy.orm import Session
 from ceir.audit.errors import MalformedNote
 from ceir.custody import CustodyPolicy, CustodyRefusal, MalformedPolicy, split_note
 from ceir.domain.commands import Command, RecordCustodyStep
-from ceir.domain.custody import ABORTABLE, Ceremony, CustodyState, CustodyView, PendingKind
+from ceir.domain.custody import ABORTABLE, Ceremony, CustodyState, PendingKind
 from ceir.domain.errors import FailedPrecondition
 from ceir.domain.model import Caller, OrgKind
-from ceir.domain.permissions import Action, require
 from ceir.storage import custody_repository as custody_repo
 from ceir.storage.projection import REGISTER_ACTOR
 
@@ -256,52 +255,7 @@ class CustodyKeeper:
             policy = self._parsed.setdefault(note, parse_policy_note(note))
         return policy
 
-    def view(self, caller: Caller) -> CustodyView:
-        """The ceremony as GetCustody reports it."""
-        require(caller, Action.CUSTODY)
-        self.expire()
-        return self.describe(self.load())
-
-    def describe(self, loaded: Loaded) -> CustodyView:
-        ceremony, current, following = loaded.ceremony, loaded.current, loaded.following
-        ready: tuple[str, ...] = ()
-        waiting: tuple[str, ...] = ()
-        if following is not None and ceremony.state in ABORTABLE:
-            ready_now, waiting_now = self.readiness(following)
-            ready, waiting = tuple(ready_now), tuple(waiting_now)
-        custodian, endpoint = current.custodian, current.endpoint
-        if ceremony.state is CustodyState.RETIRED:
-            custodian, endpoint = ceremony.moved_custodian, ceremony.moved_endpoint
-        elif ceremony.state in (CustodyState.STANDBY, CustodyState.TRANSFERRED):
-            endpoint = self.standby_endpoint or endpoint
-        pending = self._pending_policy(loaded)
-        expiring = following if following is not None else pending
-        transferred = ceremony.transferred_size
-        if ceremony.state is CustodyState.STANDBY:
-            transferred = self.register.log.size
-        return CustodyView(
-            state=ceremony.state,
-            policy_version=len(loaded.chain) - 1,
-            policies=loaded.notes,
-            pending_kind=ceremony.pending_kind.value,
-            pending_document=ceremony.pending_document,
-            ready_operators=ready,
-            waiting_operators=waiting,
-            final_size=ceremony.final_size,
-            final_checkpoint=ceremony.final_checkpoint,
-            handover=ceremony.handover,
-            first_checkpoint=ceremony.first_checkpoint,
-            custodian=custodian,
-            endpoint=endpoint,
-            transferred_size=transferred,
-            abort_note=ceremony.abort_note,
-            announced_at_us=ceremony.announced_at_us,
-            notice_ends_at_us=ceremony.notice_ends_at_us,
-            expires_at_us=None if expiring is None else expiring.expires * MICROS,
-            detail=ceremony.detail,
-        )
-
-    def _pending_policy(self, loaded: Loaded) -> CustodyPolicy | None:
+    def pending_policy(self, loaded: Loaded) -> CustodyPolicy | None:
         if loaded.ceremony.pending_kind is not PendingKind.POLICY:
             return None
         return self.parse(document_text(loaded.ceremony.pending_document)[0])
@@ -401,7 +355,7 @@ class CustodyKeeper:
                         ),
                     )
                 return
-            pending = self._pending_policy(loaded)
+            pending = self.pending_policy(loaded)
             if pending is not None and pending.expired(now_s):
                 self.save(
                     loaded,
