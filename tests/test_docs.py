@@ -124,7 +124,9 @@ def test_permission_table_reproduces_action_kinds() -> None:
 def test_permission_table_names_every_rpc_once() -> None:
     rows = markdown_table(integration_doc(), ["action", "RPCs", *KIND_COLUMNS])
     named = [rpc.strip() for row in rows for rpc in row["RPCs"].split(",")]
-    assert sorted(named) == sorted(method.name for method in published_methods())
+    # A witness serves WitnessService, not the register: anyone may call it.
+    served = [m.name for m in published_methods() if m.containing_service.name != "WitnessService"]
+    assert sorted(named) == sorted(served)
 
 
 def test_source_table_reproduces_source_kinds() -> None:
