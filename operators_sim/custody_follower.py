@@ -174,7 +174,8 @@ class CustodyFollower:
         self.link = link
         self.connect = connect
         self.state_dir = state_dir
-        self.endpoints = dict(endpoints or {})
+        # Read at each switch, not copied: a drill may add an address once it listens.
+        self.endpoints: Mapping[str, str] = endpoints if endpoints is not None else {}
         self.name = name
         self.poll_interval = poll_interval
         self.polling = polling
@@ -209,7 +210,9 @@ class CustodyFollower:
                 frozen = [
                     leaf.sequence
                     for leaf in map(CustodyLeaf.of, staged)
-                    if leaf is not None and leaf.state == "FROZEN"
+                    if leaf is not None
+                    and leaf.state == "FROZEN"
+                    and leaf.version == self.trust.version + 1
                 ]
                 final = frozen[0] if frozen else None
             if final is not None and checkpoint.size > final:
@@ -374,11 +377,11 @@ class CustodyFollower:
         if announced is not None:
             candidates.append(announced.endpoint)
         for endpoint in dict.fromkeys(candidates):
-            if endpoint != self.trust.endpoint and self._switch_to(endpoint):
+            if endpoint != self.trust.endpoint and self._switch_to(endpoint, here):
                 return True
         return False
 
-    def _switch_to(self, endpoint: str) -> bool:
+    def _switch_to(self, endpoint: str, here: custody_pb.Custody | None) -> bool:
         target = self.endpoints.get(endpoint, endpoint)
         try:
             candidate = self.connect(target)
@@ -387,7 +390,7 @@ class CustodyFollower:
             return False
         try:
             custody = candidate.get_custody()
-            switch = verify_switch(self.trust, custody, candidate, int(self.clock()))
+            switch = verify_switch(self.trust, custody, candidate, int(self.clock()), here)
         except SwitchRefused as error:
             candidate.close()
             self._alert_once(error.reason, f"{endpoint}: {error}")
@@ -427,7 +430,7 @@ class CustodyFollower:
                 directory,
                 policy_before=before,
                 policy_after=after,
-                final_checkpoint=switch.final.checkpoint,
+                final_checkpoint=switch.final_cosigned,
                 first_checkpoint=switch.first_checkpoint,
                 final_size=switch.final.size,
                 first_size=switch.first.size,

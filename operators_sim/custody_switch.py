@@ -64,15 +64,24 @@ class Switch:
     policy: CustodyPolicy
     handover: str  # the handover note, as verified
     final: Final  # the old key's end: N, its root, a checkpoint at N
+    final_cosigned: str  # the checkpoint at N with the most witness cosignatures seen (evidence)
     first_checkpoint: str  # the new key's first, cosigned
     first: Checkpoint
     proof_to_first: list[bytes]  # N -> M
 
 
 def verify_switch(
-    trust: CustodyTrust, custody: custody_pb.Custody, link: CeirLink, now: int
+    trust: CustodyTrust,
+    custody: custody_pb.Custody,
+    link: CeirLink,
+    now: int,
+    outgoing: custody_pb.Custody | None = None,
 ) -> Switch | None:
-    """What ``custody`` (the new register's GetCustody, over ``link``) proves, or None (not yet)."""
+    """What ``custody`` (the new register's GetCustody, over ``link``) proves, or None (not yet).
+
+    ``outgoing``: the old register's GetCustody, if it answered: its final
+    checkpoint may carry more witness cosignatures (kept for the evidence).
+    """
     if custody.state != custody_pb.CUSTODY_STATE_ACTIVE:
         return None
     version = trust.version + 1
@@ -120,11 +129,15 @@ def verify_switch(
             HANDOVER_INVALID,
             f"the first checkpoint does not extend the handed-over log: {error}",
         ) from None
+    cosigned_final = _best_final(
+        trust, final, [custody.final_checkpoint, outgoing.final_checkpoint if outgoing else ""]
+    )
     return Switch(
         signed_next,
         policy,
         custody.handover,
         final,
+        cosigned_final,
         custody.first_checkpoint,
         first,
         proof,
@@ -154,6 +167,22 @@ def _final(trust: CustodyTrust, custody: custody_pb.Custody, size: int, root: by
     if (checkpoint.size, checkpoint.root_hash) != (size, root):
         raise SwitchRefused(HANDOVER_INVALID, "the final checkpoint and the handover note disagree")
     return Final(size, root, custody.final_checkpoint)
+
+
+def _best_final(trust: CustodyTrust, final: Final, notes: list[str]) -> str:
+    """Of the checkpoints at N the registers show, the one with the most witness cosignatures."""
+    old = trust.current
+    witnesses = [w.cosigner for w in old.witnesses]
+    best, most = final.checkpoint, -1
+    for note in [final.checkpoint, *notes]:
+        try:
+            checkpoint = open_checkpoint(note, (old.log_key,), old.origin)
+            count = len(verify_cosignatures(note, witnesses))
+        except AuditError:
+            continue
+        if (checkpoint.size, checkpoint.root_hash) == (final.size, final.root) and count > most:
+            best, most = note, count
+    return best
 
 
 def _prove_own_checkpoint(trust: CustodyTrust, link: CeirLink, final: Final) -> None:
