@@ -262,6 +262,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     if config.standby_of is not None:  # a standby signs nothing until it is the custodian
         standby_signer, signer = signer, None
     register = Register(db, config.clock, signer=signer, lists=lists)
+    register.standby_of = config.standby_of or ""  # before the first call is answered
     standby, standby_feed_channel = config.standby, None
     try:
         if standby is None and config.standby_of is not None:
@@ -387,7 +388,6 @@ def _start_standby(running: RunningServer, config: ServerConfig) -> None:
     """Follow the custodian at ``config.standby_of`` (after start-up: the
     lists were proven from this register's own log first)."""
     assert config.standby_of is not None and running.standby is not None
-    running.register.standby_of = config.standby_of
     running.standby.start()
     log.info(
         "following the custodian as a standby",
