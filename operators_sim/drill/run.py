@@ -298,8 +298,11 @@ class Drill:
         lost, twice = count_writes([a.imei_key for a in writer.acknowledged], changes)
         frozen = self.timeline.first("FROZEN")
         freeze_seconds = None
-        if frozen is not None:
-            after = [a.at for a in writer.acknowledged if a.at > frozen.at]
+        if frozen is not None:  # to the first write the custodian took after the freeze
+            taken_by = cluster.address(custodian)
+            after = [
+                a.at for a in writer.acknowledged if a.at > frozen.at and a.endpoint == taken_by
+            ]
             freeze_seconds = min(after) - frozen.at if after else None
         latency = records.latency
         verdict = Verdict(
