@@ -12,7 +12,7 @@ A node only ever talks to the register through a ``CeirLink``; tests use
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,6 @@ from ceir.v1 import transparency_pb2_grpc as log_grpc
 from ceir.v1 import types_pb2 as pb
 
 MAX_BATCH = 1_000  # CheckEquipmentBatch's limit
-CLOSE_DELAY = 0.5  # seconds between unsubscribing from a channel's state and closing it
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     # reconnect quickly once the CEIR is back (gRPC's default waits up to 2 minutes)
@@ -387,12 +386,13 @@ class GrpcLink:
 
     def close(self) -> None:
         self._channel.unsubscribe(self._on_state)
-        # gRPC's connectivity poller notices the unsubscription only when its
-        # current watch (0.2 s) ends; a channel closed before that makes it
-        # raise in its thread (grpc/grpc#18995). Close once it has stopped.
-        closer = threading.Timer(CLOSE_DELAY, self._channel.close)
-        closer.daemon = True
-        closer.start()
+        # gRPC's connectivity thread sees the unsubscription within 0.2 s; a
+        # channel closed under it makes that thread raise "Channel closed!".
+        state = getattr(self._channel, "_connectivity_state", None)
+        deadline = time.monotonic() + 1.0
+        while getattr(state, "polling", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._channel.close()
 
 
 class SwitchableLink:

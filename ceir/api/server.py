@@ -393,7 +393,6 @@ def _start_standby(running: RunningServer, config: ServerConfig) -> None:
     """Follow the custodian at ``config.standby_of`` (after start-up: the
     lists were proven from this register's own log first)."""
     assert config.standby_of is not None and running.standby is not None
-    running.register.standby_of = config.standby_of
     running.standby.start()
     log.info(
         "following the custodian as a standby",

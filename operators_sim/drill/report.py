@@ -86,7 +86,7 @@ def _panel(
     bottom = top_y + PANEL
 
     def x(second: float) -> float:
-        return LEFT + inner * second / max(seconds - 1, 1)
+        return LEFT + inner * second / max(seconds, 1)
 
     def y(value: float) -> float:
         return bottom - PANEL * value / peak
@@ -122,7 +122,7 @@ def timeline_svg(data: Series, marks: Sequence[Mark]) -> str:
     bottom = third_top + PANEL
 
     def x(second: float) -> float:
-        return LEFT + inner * second / max(seconds - 1, 1)
+        return LEFT + inner * second / max(seconds, 1)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '

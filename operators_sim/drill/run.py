@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from .proxy import alter_change
 from .report import write_reports
 from .scenarios import scenario
 from .script import DrillFailed, Hooks, Outcome, Script
-from .timeline import Timeline
+from .timeline import Timeline, WriteEvent
 from .verdict import Verdict, count_writes
 from .writer import ListWriter
 
@@ -91,6 +92,19 @@ class DrillResult:
     html: Path
     markdown: Path
     evidence: Path | None
+
+
+def _writes_in_words(writes: list[WriteEvent]) -> str:
+    """``65 writes acknowledged, 12 refused (REGISTER_FROZEN 11, REGISTER_MOVED 1), 12 resent``."""
+    kinds = Counter(w.kind for w in writes)
+    reasons = Counter(w.reason for w in writes if w.kind == "refused")
+    refused = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+    words = f"{kinds['acknowledged']:,} writes acknowledged, {kinds['refused']:,} refused"
+    words += f" ({refused})" if refused else ""
+    words += f", {kinds['retried']:,} resent with the same request id"
+    if kinds["failed"]:
+        words += f", {kinds['failed']:,} failed"
+    return words
 
 
 class Drill:
@@ -298,8 +312,11 @@ class Drill:
         lost, twice = count_writes([a.imei_key for a in writer.acknowledged], changes)
         frozen = self.timeline.first("FROZEN")
         freeze_seconds = None
-        if frozen is not None:
-            after = [a.at for a in writer.acknowledged if a.at > frozen.at]
+        if frozen is not None:  # to the first write the custodian took after the freeze
+            taken_by = cluster.address(custodian)
+            after = [
+                a.at for a in writer.acknowledged if a.at > frozen.at and a.endpoint == taken_by
+            ]
             freeze_seconds = min(after) - frozen.at if after else None
         latency = records.latency
         verdict = Verdict(
@@ -325,8 +342,7 @@ class Drill:
         facts = (
             f"{config.devices:,} devices, {config.rate:,.0f} attaches/s, "
             f"{config.write_rate:g} list writes/s, seed {config.seed}; "
-            f"{len(writer.acknowledged):,} writes acknowledged; Python "
-            f"{sys.version.split()[0]}"
+            f"{_writes_in_words(self.timeline.writes)}; Python {sys.version.split()[0]}"
         )
         html_path, md_path = write_reports(
             report, verdict, records, self.timeline.writes, self.timeline.marks, facts

@@ -158,6 +158,7 @@ class Script:
         if self.name == "not-ready":
             waiting = self._settled_waiting()
             self.timeline.mark("waiting", f"for {waiting}")
+            self._try_freeze()  # not READY: the register must refuse
             result.outcome = self._until_expired(proposed.expires)
             return
         ready = ceremony.wait_state(out, (S.CUSTODY_STATE_READY,), WAIT)

@@ -97,6 +97,9 @@ def test_not_ready_never_freezes_and_aborts(tmp_path: Path) -> None:
     verdict = _drill(tmp_path, "not-ready")
     assert verdict.outcome == "aborted"
     assert verdict.freeze_seconds is None
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| waiting | for smartfren |" in markdown
+    assert "freeze: WRONG_STATE" in markdown
 
 
 @pytest.mark.slow
@@ -145,6 +148,7 @@ def test_witness_down_keeps_the_register_frozen_until_it_is_back(tmp_path: Path)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert markdown.index("witness stopped") < markdown.index("cosigned final")
     assert "witness back" in markdown
+    assert "REGISTER_FROZEN" in markdown  # writes were refused with retry information
 
 
 @pytest.mark.slow

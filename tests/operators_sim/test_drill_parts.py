@@ -27,7 +27,7 @@ from operators_sim.drill.keys import (
     policy,
     signed_policy_0,
 )
-from operators_sim.drill.report import series, timeline_svg, write_reports
+from operators_sim.drill.report import LEFT, RIGHT, WIDTH, series, timeline_svg, write_reports
 from operators_sim.drill.scenarios import SCENARIOS, scenario
 from operators_sim.drill.timeline import Mark, Timeline, WriteEvent
 from operators_sim.drill.verdict import KEYS, OUTCOMES, Verdict, count_writes
@@ -183,6 +183,9 @@ def test_series_counts_each_second_and_the_report_shows_every_step(tmp_path: Pat
     svg = timeline_svg(data, marks)
     assert svg.count("<line") >= 2 + 6  # two step markers, two axes per panel
     assert "first &lt;checkpoint&gt;" in svg  # escaped
+    for points in re.findall(r'points="([^"]+)"', svg):  # every line inside the plot
+        xs = [float(point.split(",")[0]) for point in points.split()]
+        assert all(LEFT <= x <= WIDTH - RIGHT for x in xs)
     html_path, md_path = write_reports(tmp_path, _verdict(), records, writes, marks, "facts")
     page = html_path.read_text()
     assert "<svg" in page and "FROZEN" in page and "outcome: handed_over" in page
