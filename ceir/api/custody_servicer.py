@@ -67,8 +67,13 @@ def remote_fetch(
 
     def fetch(timeout: float) -> RemoteCustody:
         try:
+            # wait_for_ready: a channel still backing off from a custodian that
+            # restarted reconnects within the caller's time instead of failing at once.
             custody = stub.GetCustody(
-                pb.GetCustodyRequest(), timeout=max(timeout, 1.0), metadata=metadata
+                pb.GetCustodyRequest(),
+                timeout=max(timeout, 1.0),
+                metadata=metadata,
+                wait_for_ready=True,
             ).custody
         except grpc.RpcError as error:
             raise FailedPrecondition(

@@ -178,6 +178,7 @@ def activate(keeper: CustodyKeeper, caller: Caller, handover: str) -> None:
             verify_handover(merged, outgoing, incoming, keeper.now_us() // MICROS)
         except CustodyRefusal as error:
             raise refused(error, "handover") from None
+        _still_frozen(keeper, ceremony)
         stop = getattr(keeper.standby, "stop", None) or getattr(keeper.standby, "close", None)
         if stop is not None:
             stop()  # the log is this register's to extend from now on
@@ -212,6 +213,22 @@ def activate(keeper: CustodyKeeper, caller: Caller, handover: str) -> None:
             if withheld:
                 keeper.register.log.signer = None
             raise
+
+
+def _still_frozen(keeper: CustodyKeeper, ceremony: Ceremony, timeout: float = 10.0) -> None:
+    """Refuse to activate unless the custodian is still frozen at the transferred
+    checkpoint: after an abort (or its policy's expiry) it takes writes again, and
+    a second register taking them would split the log."""
+    if keeper.outgoing is None:
+        return
+    remote: RemoteCustody = keeper.outgoing(timeout)
+    same = document_text(remote.final_checkpoint)[0] == document_text(ceremony.final_checkpoint)[0]
+    if remote.state is not CustodyState.FROZEN or not same:
+        raise wrong_state(
+            ceremony.state,
+            "activate",
+            f"the custodian is {remote.state.name}, no longer frozen at the transferred size",
+        )
 
 
 # --- the outgoing register, once the incoming took over ------------------------------------
