@@ -14,6 +14,8 @@ module            what it holds
 ``cluster``       the registers, the witness and proxies, and channels to them
 ``processes``     a server process: start, kill, restart
 ``proxy``         a gRPC proxy that alters or injects feed messages
+``links``         node links the drill can cut (an operator offline)
+``errors``        a refusal's ErrorInfo reason, metadata and RetryInfo
 ``ceremony``      the ceremony's steps through CustodyService and the witness
 ``script``        who does what in each scenario
 ``attaches``      the attach traffic through the nodes
