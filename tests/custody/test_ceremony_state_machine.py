@@ -39,11 +39,16 @@ invariants hold:
 - **abort**: the outgoing's list tables are the same after an abort; its
   log grows by the custody leaf only, and writes resume.
 - **checks**: every check gets a status from each register that is up.
+
+Known to fail (see the lead's bug list): an abort note or policy 1's expiry on
+the outgoing register after the incoming one went ACTIVE and took writes
+leaves both taking writes; the outgoing cannot know the incoming activated.
+Runs: 30 examples of at most 15 steps, ~1 min 45 s on two cores;
+CEIR_CEREMONY_EXAMPLES raises the count to hunt longer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import hashlib
 import itertools
@@ -321,7 +326,7 @@ class CeremonyMachine(RuleBasedStateMachine):
         before = self.out.custody()
         now = self._now_s()
         expires = {"valid": now + 30 * DAY, "short-lived": now + 2 * 3600, "expired": now - 1}
-        policy = dataclasses.replace(self.keys.policy(1, expires[expiry]))
+        policy = self.keys.policy(1, expires[expiry])
         client = self.out.client(caller)
         request = pb.ProposePolicyRequest(policy=policy.text(), notice=Duration(seconds=NOTICE_S))
         outcome = _outcome(client.call, client.custody.ProposePolicy, request)
