@@ -33,6 +33,8 @@ __all__ = ["Ceremony", "CeremonyRefused", "Side"]
 
 STATES = custody_pb.CustodyState
 POLL = 0.1  # seconds between GetCustody calls while waiting for a state
+# Each step waits for its register to be reachable (wait_for_ready): a TLS
+# handshake cut short on a loaded machine is retried, not a refusal.
 CALL_TIMEOUT = 10.0
 
 
@@ -60,7 +62,7 @@ class Side:
 
     def state(self, organisation: str = "kominfo") -> custody_pb.Custody:
         response = self.custody(organisation).GetCustody(
-            custody_pb.GetCustodyRequest(), timeout=CALL_TIMEOUT
+            custody_pb.GetCustodyRequest(), timeout=CALL_TIMEOUT, wait_for_ready=True
         )
         return response.custody
 
@@ -141,6 +143,7 @@ class Ceremony:
                     notice=Duration(seconds=seconds, nanos=int((notice - seconds) * 1e9)),
                 ),
                 timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         self.timeline.mark("proposed", f"policy {policy.version}")
@@ -162,7 +165,9 @@ class Ceremony:
         self._call(
             f"sign {what}",
             lambda: side.custody(organisation).SubmitSignature(
-                custody_pb.SubmitSignatureRequest(signed_note=signed), timeout=CALL_TIMEOUT
+                custody_pb.SubmitSignatureRequest(signed_note=signed),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         names = ", ".join(s.name.rsplit("/", 1)[-1] for s in signers)
@@ -173,7 +178,9 @@ class Ceremony:
         self._call(
             f"sign {what}",
             lambda: side.custody(organisation).SubmitSignature(
-                custody_pb.SubmitSignatureRequest(signed_note=signed), timeout=CALL_TIMEOUT
+                custody_pb.SubmitSignatureRequest(signed_note=signed),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         self.timeline.mark("submitted", f"{organisation}: signed {what}")
@@ -184,7 +191,7 @@ class Ceremony:
         while True:
             try:
                 response = self.outgoing.custody(self.outgoing_org).Freeze(
-                    custody_pb.FreezeRequest(), timeout=CALL_TIMEOUT
+                    custody_pb.FreezeRequest(), timeout=CALL_TIMEOUT, wait_for_ready=True
                 )
                 break
             except grpc.RpcError as error:
@@ -220,6 +227,7 @@ class Ceremony:
                     policies=list(policies),
                 ),
                 timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         assert isinstance(response, custody_pb.AddCheckpointResponse)
@@ -227,7 +235,9 @@ class Ceremony:
         self._call(
             f"submit cosignature {what}",
             lambda: side.custody("kominfo").SubmitCosignature(
-                custody_pb.SubmitCosignatureRequest(checkpoint=cosigned), timeout=CALL_TIMEOUT
+                custody_pb.SubmitCosignatureRequest(checkpoint=cosigned),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         self.timeline.mark(f"cosigned {what}")
@@ -237,7 +247,7 @@ class Ceremony:
         response = self._call(
             "transfer",
             lambda: self.incoming.custody(self.incoming_org).Transfer(
-                custody_pb.TransferRequest(), timeout=timeout
+                custody_pb.TransferRequest(), timeout=timeout, wait_for_ready=True
             ),
         )
         assert isinstance(response, custody_pb.TransferResponse)
@@ -248,7 +258,9 @@ class Ceremony:
         response = self._call(
             "activate",
             lambda: self.incoming.custody(self.incoming_org).Activate(
-                custody_pb.ActivateRequest(handover=handover), timeout=CALL_TIMEOUT
+                custody_pb.ActivateRequest(handover=handover),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         assert isinstance(response, custody_pb.ActivateResponse)
@@ -264,6 +276,7 @@ class Ceremony:
             lambda: side.transparency("kominfo").GetConsistencyProof(
                 log_pb.GetConsistencyProofRequest(first_size=first, second_size=second),
                 timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         assert isinstance(response, log_pb.GetConsistencyProofResponse)
@@ -279,6 +292,7 @@ class Ceremony:
                     consistency_proof=list(proof),
                 ),
                 timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         self.timeline.mark("RETIRED", "the outgoing register is read-only")
@@ -287,7 +301,9 @@ class Ceremony:
         self._call(
             "abort",
             lambda: self.outgoing.custody(self.outgoing_org).Abort(
-                custody_pb.AbortRequest(abort_note=signed_abort), timeout=CALL_TIMEOUT
+                custody_pb.AbortRequest(abort_note=signed_abort),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             ),
         )
         self.timeline.mark("ABORTED", "by the outgoing officers")
