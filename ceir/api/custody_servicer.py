@@ -8,12 +8,14 @@ FAILED_PRECONDITION ``CUSTODY_NOT_CONFIGURED``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from ceir.domain.custody import CustodyState, CustodyView, RemoteCustody
+from ceir.domain.custody import CustodyState, CustodyView, RemoteCustody, RetireAnswer
 from ceir.domain.errors import FailedPrecondition, InvalidArgument
 from ceir.domain.permissions import Action, require
 from ceir.service import custody_incoming, custody_outgoing, custody_view
@@ -24,7 +26,13 @@ from ceir.v1 import custody_pb2_grpc
 from . import convert
 from .calls import current_caller
 
-__all__ = ["MAX_DOCUMENT_BYTES", "CustodyServicer", "custody_message", "remote_fetch"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "CustodyServicer",
+    "custody_message",
+    "remote_fetch",
+    "remote_retire",
+]
 
 # A policy with its signatures is a few kilobytes; a note beyond this is refused unread.
 MAX_DOCUMENT_BYTES = 64 * 1024
@@ -97,6 +105,51 @@ def remote_fetch(
         )
 
     return fetch
+
+
+def remote_retire(
+    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()
+) -> Callable[[str, str, Sequence[bytes], float], RetireAnswer]:
+    """Asks the custodian over ``channel`` (as ``remote_fetch``) to retire, with the
+    handover note, the cosigned first checkpoint and the consistency proof from N."""
+    stub = custody_pb2_grpc.CustodyServiceStub(channel)
+
+    def retire(
+        handover: str, first_checkpoint: str, proof: Sequence[bytes], timeout: float
+    ) -> RetireAnswer:
+        request = pb.RetireRequest(
+            handover=handover, first_checkpoint=first_checkpoint, consistency_proof=proof
+        )
+        try:
+            custody = stub.Retire(
+                request, timeout=max(timeout, 1.0), metadata=metadata, wait_for_ready=True
+            ).custody
+        except grpc.RpcError as error:
+            reason, details = _error_info(error)
+            message = f"{error.code().name} {reason} {error.details()}"
+            if reason == "WRONG_STATE" and details.get("state") in CustodyState.__members__:
+                return RetireAnswer(CustodyState[details["state"]], reason, message)
+            return RetireAnswer(None, reason or error.code().name, message)
+        try:
+            return RetireAnswer(CustodyState(custody.state))
+        except ValueError:
+            return RetireAnswer(None, "UNKNOWN_STATE", f"state {custody.state}")
+
+    return retire
+
+
+def _error_info(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata of a failed call ("" and {} without one)."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):
+        return "", {}
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason, dict(info.metadata)
+    return "", {}
 
 
 def _bounded(field: str, value: str) -> str:

@@ -68,7 +68,7 @@ from ceir.v1 import (
 )
 
 from .calls import AtOnce, Gate
-from .custody_servicer import CustodyServicer, remote_fetch
+from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
@@ -480,6 +480,9 @@ def custody_keeper(
         outgoing=None
         if standby is None
         else remote_fetch(feed.channel, getattr(feed, "metadata", ())),
+        retire_outgoing=None
+        if standby is None
+        else remote_retire(feed.channel, getattr(feed, "metadata", ())),
         standby_endpoint=getattr(config, "standby_of", None) or "",
         withheld_signer=withheld_signer,
     )

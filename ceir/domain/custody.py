@@ -25,7 +25,8 @@ class CustodyState(enum.IntEnum):
 
 
 # The states in which the register is the custodian and takes writes (ACTIVE
-# only once the witnesses cosigned its first checkpoint, ``Ceremony.writable``).
+# only once the witnesses cosigned its first checkpoint and the outgoing
+# register retired, ``Ceremony.writable``).
 IN_CHARGE = frozenset(
     {CustodyState.OPERATING, CustodyState.ANNOUNCED, CustodyState.READY, CustodyState.ABORTED}
 )
@@ -62,7 +63,9 @@ class Ceremony:
     final_checkpoint: str = ""
     handover: str = ""
     first_checkpoint: str = ""
-    writable: bool = True  # ACTIVE: False until the first checkpoint's witness quorum
+    # ACTIVE: False until the first checkpoint's witness quorum is in and the
+    # outgoing register confirmed its retirement (the handover's commit point).
+    writable: bool = True
     abort_note: str = ""
     moved_custodian: str = ""
     moved_endpoint: str = ""
@@ -105,3 +108,17 @@ class RemoteCustody:
     final_size: int
     final_checkpoint: str
     handover: str
+
+
+@dataclass(frozen=True)
+class RetireAnswer:
+    """What the outgoing register answered the incoming one's Retire: its state
+    afterwards (None when it could not be reached), or the refusal's reason."""
+
+    state: CustodyState | None
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def retired(self) -> bool:
+        return self.state is CustodyState.RETIRED

@@ -28,14 +28,17 @@ effects while writes are refused).
 
 The announced policy's expiry aborts the ceremony (leaf ``ABORTED k+1``
 with no reference: no document): checked on every custody call and by a
-timer.
+timer (``catch_up``), which also ask the custodian again to retire when
+this is an incoming register whose first checkpoint has its witness quorum
+but whose writes still wait for that retirement (the handover's commit
+point, ``custody_incoming.confirm_retirement``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,7 +47,7 @@ from sqlalchemy.orm import Session
 from ceir.audit.errors import MalformedNote
 from ceir.custody import CustodyPolicy, CustodyRefusal, MalformedPolicy, split_note
 from ceir.domain.commands import Command, RecordCustodyStep
-from ceir.domain.custody import ABORTABLE, Ceremony, CustodyState, PendingKind
+from ceir.domain.custody import ABORTABLE, Ceremony, CustodyState, PendingKind, RetireAnswer
 from ceir.domain.errors import FailedPrecondition
 from ceir.domain.model import Caller, OrgKind
 from ceir.storage import custody_repository as custody_repo
@@ -55,7 +58,7 @@ from .custody_rules import writes_refused
 from .merkle_log import CheckpointSigner
 from .register import Committed, Register
 
-__all__ = ["CustodyConfigError", "CustodyKeeper", "Loaded", "RemoteFetch"]
+__all__ = ["CustodyConfigError", "CustodyKeeper", "Loaded", "RemoteFetch", "RemoteRetire"]
 
 log = logging.getLogger("ceir.custody")
 MICROS = 1_000_000
@@ -63,6 +66,10 @@ MICROS = 1_000_000
 REGISTER_CALLER = Caller(REGISTER_ACTOR, OrgKind.KOMINFO)
 # The incoming register reads the outgoing's ceremony with this (the API layer builds it).
 RemoteFetch = Callable[[float], Any]
+# ... and asks it to retire with this: (handover, first checkpoint, proof, timeout).
+RemoteRetire = Callable[[str, str, Sequence[bytes], float], RetireAnswer]
+# How long a custody call or the timer waits for the custodian's answer to Retire.
+CATCH_UP_RETIRE_SECONDS = 2.0
 
 
 class CustodyConfigError(ValueError):
@@ -107,12 +114,14 @@ class CustodyKeeper:
         *,
         standby: Any = None,
         outgoing: RemoteFetch | None = None,
+        retire_outgoing: RemoteRetire | None = None,
         standby_endpoint: str = "",
         withheld_signer: CheckpointSigner | None = None,
     ) -> None:
         """``standby`` (``ceir.service.standby.Standby``) follows the custodian's
         feed when this is the incoming register; ``outgoing(timeout)`` reads
-        the custodian's ceremony (a ``RemoteCustody``) over its channel.
+        the custodian's ceremony (a ``RemoteCustody``) over its channel,
+        ``retire_outgoing`` asks it to retire over the same channel.
         ``withheld_signer``: the incoming register's own log key, kept from
         its register (which must sign nothing of the custodian's log) until
         the activation."""
@@ -120,6 +129,7 @@ class CustodyKeeper:
         self.clock = register.clock
         self.standby = standby
         self.outgoing = outgoing
+        self.retire_outgoing = retire_outgoing
         self.standby_endpoint = standby_endpoint
         self.withheld_signer = withheld_signer
         self.opened_state: CustodyState | None = None
@@ -219,7 +229,7 @@ class CustodyKeeper:
             )
 
     def start_timer(self, interval: float = 5.0) -> None:
-        """Abort expired ceremonies every ``interval`` seconds until the register closes."""
+        """``catch_up`` every ``interval`` seconds until the register closes."""
         if self._timer is None:
             self._timer = threading.Thread(
                 target=self._tick, args=(interval,), name="ceir-custody", daemon=True
@@ -235,7 +245,7 @@ class CustodyKeeper:
     def _tick(self, interval: float) -> None:
         while not self.register.wait_closed(interval):
             try:
-                self.expire()
+                self.catch_up()
             except Exception:  # the database may be restarting; try again next tick
                 log.exception("checking the custody policy's expiry failed")
 
@@ -339,7 +349,17 @@ class CustodyKeeper:
     def now_us(self) -> int:
         return self.clock.now_us()
 
-    # --- expiry -----------------------------------------------------------------------------
+    # --- expiry, and the custodian's retirement ------------------------------------------------
+
+    def catch_up(self) -> None:
+        """What every custody call and the timer do first: abort an expired ceremony;
+        on an incoming register waiting for the custodian's retirement, ask again."""
+        self.expire()
+        if self.retire_outgoing is not None:
+            # custody_incoming builds on this module: imported when first needed.
+            from .custody_incoming import confirm_retirement
+
+            confirm_retirement(self, CATCH_UP_RETIRE_SECONDS)
 
     def expire(self) -> None:
         """Abort the ceremony if the announced policy has expired (a leaf); drop an

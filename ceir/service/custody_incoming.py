@@ -8,10 +8,14 @@ the final size N with the final checkpoint's root (TRANSFERRED; another
 root is ROOTS_DIFFER, and no activation is possible). ``activate`` adds its
 own log key's signature to the handover note, verifies it against the
 chain, and appends leaf N + 1 (ACTIVE), whose checkpoint is the first
-under the new key; writes wait for the witnesses' cosignatures of it.
-``retire`` makes the outgoing register read-only for good once it is shown
-the handover note, that first checkpoint with the witness quorum and the
-consistency proof from N.
+under the new key. ``retire`` makes the outgoing register read-only for
+good once it is shown the handover note, that first checkpoint with the
+witness quorum and the consistency proof from N; its RETIRED is the
+handover's commit point: once the witnesses cosigned the first checkpoint,
+the incoming register asks the outgoing to retire (``confirm_retirement``)
+and takes writes only once it answers RETIRED. An abort or the expiry on
+the outgoing before that leaves the incoming unwritable; after it, neither
+can happen (they act on ANNOUNCED, READY and FROZEN only).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import replace
 from sqlalchemy.orm import Session
 
 from ceir.audit import Checkpoint, open_checkpoint
-from ceir.audit.errors import VerificationError
+from ceir.audit.errors import MalformedNote, VerificationError
 from ceir.audit.merkle import verify_consistency
 from ceir.audit.note import sign_note
 from ceir.custody import CustodyRefusal, Handover, verify_cosignatures, verify_handover, walk_chain
@@ -32,11 +36,11 @@ from ceir.domain.model import Caller
 from ceir.domain.permissions import Action, require
 from ceir.storage import custody_repository as custody_repo
 
-from .custody import MICROS, CustodyKeeper, Loaded
+from .custody import MICROS, CustodyKeeper, Loaded, RemoteRetire
 from .custody_documents import document_text, merge_signatures, refused, sha256_hex
 from .custody_rules import RETRY_SECONDS, require_custodian, wrong_state
 
-__all__ = ["activate", "retire", "transfer"]
+__all__ = ["activate", "confirm_retirement", "retire", "transfer"]
 
 
 def _begin(keeper: CustodyKeeper, caller: Caller) -> Loaded:
@@ -231,6 +235,47 @@ def _still_frozen(keeper: CustodyKeeper, ceremony: Ceremony, timeout: float = 10
         )
 
 
+def confirm_retirement(keeper: CustodyKeeper, timeout: float) -> None:
+    """ACTIVE with the first checkpoint's witness quorum: ask the custodian to retire
+    (over the standby's channel) and take writes once it answers RETIRED. Any other
+    answer leaves writes refused; the next custody call or timer tick asks again."""
+    remote: RemoteRetire | None = keeper.retire_outgoing
+    if remote is None:
+        return
+    with keeper.lock:
+        loaded = keeper.load()
+        if not _awaits_retirement(loaded):
+            return
+        ceremony, outgoing = loaded.ceremony, loaded.chain[loaded.ceremony.version - 1]
+        first = Checkpoint.parse(document_text(ceremony.first_checkpoint)[0])
+        proof = keeper.register.log.consistency_proof(ceremony.final_size, first.size)
+        answer = remote(ceremony.handover, ceremony.first_checkpoint, proof, timeout)
+        if answer.retired:
+            writable, detail = True, f"{outgoing.custodian} retired: writes are taken"
+        elif answer.state is None and answer.reason in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            writable, detail = False, f"waiting for {outgoing.custodian} to retire: unreachable"
+        else:
+            writable, detail = False, f"the custodian did not retire: {answer.message}"
+        if (writable, detail) != (ceremony.writable, ceremony.detail):
+            keeper.save(loaded, replace(ceremony, writable=writable, detail=detail))
+
+
+def _awaits_retirement(loaded: Loaded) -> bool:
+    """Whether this is an incoming register, ACTIVE and not yet writable, whose first
+    checkpoint carries its policy's witness quorum."""
+    ceremony, current = loaded.ceremony, loaded.current
+    if ceremony.state is not CustodyState.ACTIVE or ceremony.writable or ceremony.version < 1:
+        return False
+    if not ceremony.first_checkpoint:
+        return False
+    witnesses = [w.cosigner for w in current.witnesses]
+    try:
+        count = len(verify_cosignatures(ceremony.first_checkpoint, witnesses))
+    except CustodyRefusal:
+        return False
+    return count >= current.witness_quorum
+
+
 # --- the outgoing register, once the incoming took over ------------------------------------
 
 
@@ -241,10 +286,16 @@ def retire(
     first_checkpoint: str,
     proof: Sequence[bytes],
 ) -> None:
-    """FROZEN -> RETIRED: read-only for good; writes are sent to the new custodian."""
+    """FROZEN -> RETIRED: read-only for good; writes are sent to the new custodian.
+    Retiring again with the same handover note answers RETIRED (the incoming register
+    asks, and either custodian may also have asked)."""
     with keeper.lock:
         loaded = _begin(keeper, caller)
         ceremony, outgoing, incoming = loaded.ceremony, loaded.current, loaded.following
+        if ceremony.state is CustodyState.RETIRED and incoming is not None:
+            require_custodian(caller, "retire the register", outgoing, incoming)
+            if _same_text(handover, ceremony.handover):
+                return
         if ceremony.state is not CustodyState.FROZEN or incoming is None:
             raise wrong_state(ceremony.state, "retire")
         require_custodian(caller, "retire the register", outgoing, incoming)
@@ -308,3 +359,11 @@ def retire(
                 detail=f"handed over to {incoming.custodian}; read-only",
             ),
         )
+
+
+def _same_text(note: str, stored: str) -> bool:
+    """Whether two signed notes carry the same text (their signatures may differ)."""
+    try:
+        return document_text(note)[0] == document_text(stored)[0]
+    except MalformedNote:
+        return False

@@ -1,6 +1,7 @@
 """The outgoing register's steps: propose, sign, report readiness, freeze, cosign, abort.
 
-Each takes the keeper's lock, aborts an expired ceremony first, reads the
+Each takes the keeper's lock, catches up first (``CustodyKeeper.catch_up``:
+an expired ceremony is aborted), reads the
 ceremony, checks the caller and the state, and commits (``CustodyKeeper.
 commit_step`` with a leaf, ``save`` without). ``ceir.custody`` refusals
 become INVALID_ARGUMENT with their reason (``refused``).
@@ -36,6 +37,7 @@ from .custody_documents import (
     refused,
     sha256_hex,
 )
+from .custody_incoming import confirm_retirement
 from .custody_rules import (
     require_custodian,
     require_operator,
@@ -54,11 +56,13 @@ __all__ = [
 ]
 
 MAX_NOTICE_SECONDS = 366 * 86_400
+# How long SubmitCosignature on the incoming register waits for the custodian's Retire.
+RETIRE_SECONDS = 10.0
 
 
 def _begin(keeper: CustodyKeeper, caller: Caller) -> Loaded:
     require(caller, Action.CUSTODY)
-    keeper.expire()
+    keeper.catch_up()
     return keeper.load()
 
 
@@ -319,16 +323,17 @@ def submit_cosignature(keeper: CustodyKeeper, caller: Caller, checkpoint: str) -
             merged, count = merge_cosignatures(
                 ceremony.first_checkpoint, checkpoint, witnesses, now_s
             )
-            writable = ceremony.writable or count >= current.witness_quorum
-            detail = (
-                "the witnesses cosigned the first checkpoint: writes are taken"
-                if writable
-                else f"{count} of the {current.witness_quorum} witness cosignatures needed"
-            )
-            keeper.save(
-                loaded,
-                replace(ceremony, first_checkpoint=merged, writable=writable, detail=detail),
-            )
+            detail = ceremony.detail
+            if not ceremony.writable:
+                detail = (
+                    "the witnesses cosigned the first checkpoint; writes start once "
+                    f"{loaded.chain[ceremony.version - 1].custodian} retires"
+                    if count >= current.witness_quorum
+                    else f"{count} of the {current.witness_quorum} witness cosignatures needed"
+                )
+            keeper.save(loaded, replace(ceremony, first_checkpoint=merged, detail=detail))
+            # The outgoing register's retirement is the commit point: writes wait for it.
+            confirm_retirement(keeper, RETIRE_SECONDS)
         else:
             raise wrong_state(ceremony.state, "add cosignatures", "no checkpoint awaits them")
 

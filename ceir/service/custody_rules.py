@@ -104,7 +104,7 @@ def writes_refused(
     if state is CustodyState.ACTIVE and not ceremony.writable:
         return WritesRefused(
             "the register is taking over the log: writes start once the witnesses have "
-            "cosigned its first checkpoint",
+            f"cosigned its first checkpoint and the outgoing register retired ({ceremony.detail})",
             reason="REGISTER_FROZEN",
             metadata=here,
             retry_after=RETRY_SECONDS,

@@ -15,7 +15,7 @@ __all__ = ["describe", "view"]
 def view(keeper: CustodyKeeper, caller: Caller) -> CustodyView:
     """The ceremony as GetCustody reports it."""
     require(caller, Action.CUSTODY)
-    keeper.expire()
+    keeper.catch_up()
     return describe(keeper, keeper.load())
 
 

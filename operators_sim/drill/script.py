@@ -13,11 +13,13 @@ The clean ceremony, in order:
    Kominfo sign the handover note;
 6. Kemenperin's register confirms it holds the log to N with the same root
    (TRANSFERRED), is activated with the handover note (ACTIVE, its first
-   checkpoint at N + 1 signed by the new key), and takes writes once the
-   witness has cosigned that checkpoint;
-7. Telkomsel's register is retired with the handover note, the first
-   checkpoint and the consistency proof from N: writes sent there get
-   REGISTER_MOVED with Kemenperin's endpoint.
+   checkpoint at N + 1 signed by the new key); once the witness has cosigned
+   that checkpoint it has Telkomsel's register retire (the handover note, the
+   first checkpoint and the consistency proof from N: the commit point) and
+   takes writes once that answered RETIRED;
+7. Telkomsel's register is read-only: writes sent there get REGISTER_MOVED
+   with Kemenperin's endpoint. Telkomsel calls Retire too (done already: it
+   answers RETIRED again).
 
 Each scenario departs from this where its fault is staged (``run`` below).
 """

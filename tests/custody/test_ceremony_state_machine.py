@@ -24,9 +24,10 @@ invariants hold:
 
 - **writers**: a register takes writes when it is OPERATING, ANNOUNCED,
   READY or ABORTED (the outgoing) or ACTIVE with a witness quorum on its
-  first checkpoint (the incoming). At most one register takes writes; exactly
-  one unless one is mid-handover (the outgoing FROZEN, or the incoming ACTIVE
-  awaiting its first checkpoint's cosignatures: then none may).
+  first checkpoint once the outgoing is RETIRED (the incoming: it asks the
+  outgoing to retire itself, the handover's commit point). At most one
+  register takes writes; exactly one unless one is mid-handover (the
+  outgoing FROZEN, or the incoming ACTIVE and not yet writable: then none may).
 - **approvals**: the outgoing is never past OPERATING without the test having
   submitted both officer thresholds and the witness for the policy text; the
   incoming is never ACTIVE unless the test submitted (to the outgoing's
@@ -40,9 +41,9 @@ invariants hold:
   log grows by the custody leaf only, and writes resume.
 - **checks**: every check gets a status from each register that is up.
 
-Known to fail (see the lead's bug list): an abort note or policy 1's expiry on
-the outgoing register after the incoming one went ACTIVE and took writes
-leaves both taking writes; the outgoing cannot know the incoming activated.
+An abort note or policy 1's expiry on the outgoing register after the
+incoming one went ACTIVE used to leave both taking writes (bug 3); the
+retirement as commit point makes that impossible, and this machine checks it.
 Runs: 30 examples of at most 15 steps, ~1 min 45 s on two cores;
 CEIR_CEREMONY_EXAMPLES raises the count to hunt longer.
 """
@@ -99,7 +100,8 @@ OPERATORS = ("indosat", "telkomsel", "xl")
 NOTICE_S = 60
 DAY = 86_400
 LIST_TABLES = ("whitelist", "devices", "blacklist", "notifications", "exceptions")
-# The outgoing takes writes in these states; the incoming only ACTIVE with its quorum.
+# The outgoing takes writes in these states; the incoming only ACTIVE with its quorum,
+# once the outgoing retired.
 OUTGOING_WRITES = {"OPERATING", "ANNOUNCED", "READY", "ABORTED"}
 ABORTABLE = {"ANNOUNCED", "READY", "FROZEN"}
 
@@ -306,6 +308,13 @@ class CeremonyMachine(RuleBasedStateMachine):
         """Whether ``side`` takes writes now, from what GetCustody shows."""
         if side is self.out:
             return custody.state_name in OUTGOING_WRITES
+        if not self._quorum(custody):
+            return False
+        # The outgoing's retirement is the commit point (the incoming asks for it itself).
+        return self.out.custody().state_name == "RETIRED"
+
+    def _quorum(self, custody: pb.Custody) -> bool:
+        """Whether the incoming is ACTIVE with the witness quorum on its first checkpoint."""
         if custody.state_name != "ACTIVE" or not custody.first_checkpoint:
             return False
         return len(verify_cosignatures(custody.first_checkpoint, [self._cosigner_key()])) >= 1
@@ -563,11 +572,18 @@ class CeremonyMachine(RuleBasedStateMachine):
         )
         client = self.out.client(org)
         outcome = _outcome(client.call, client.custody.Retire, request)
-        if before.state_name != "FROZEN":
+        done = before.state_name == "RETIRED"
+        if done and split_note(before.handover)[0] == split_note(inc.handover)[0]:
+            # Retired already (the incoming asked for it): answered again, idempotent.
+            if org == "xl":
+                assert outcome == (PERMISSION_DENIED, "CUSTODY_STEP_NOT_ALLOWED"), outcome
+            else:
+                assert outcome is None, outcome
+        elif before.state_name != "FROZEN":
             assert outcome == (FAILED_PRECONDITION, "WRONG_STATE"), outcome
         elif org == "xl":
             assert outcome == (PERMISSION_DENIED, "CUSTODY_STEP_NOT_ALLOWED"), outcome
-        elif not self._writable(self.inc, inc):
+        elif not self._quorum(inc):
             assert outcome == (INVALID_ARGUMENT, "WITNESS_QUORUM_NOT_MET"), outcome
         else:
             assert outcome is None, outcome
@@ -595,7 +611,7 @@ class CeremonyMachine(RuleBasedStateMachine):
             self.transfer("kemenperin")
         elif out.state_name == "FROZEN" and inc.state_name == "TRANSFERRED":
             self.activate(approvals, "kemenperin")
-        elif inc.state_name == "ACTIVE" and not self._writable(self.inc, inc):
+        elif inc.state_name == "ACTIVE" and not self._quorum(inc):
             self.cosign_first(real=True)
         elif out.state_name == "FROZEN" and inc.state_name == "ACTIVE":
             self.retire("kemenperin")

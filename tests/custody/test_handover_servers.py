@@ -1,6 +1,7 @@
 """The handover across two registers, through real sockets: the incoming register
-(STANDBY) transfers, activates and takes writes once the witness cosigned its first
-checkpoint; the outgoing one retires and sends writers to the new custodian.
+(STANDBY) transfers and activates; once the witness cosigned its first checkpoint it
+asks the outgoing one to retire (the commit point), which then sends writers to the
+new custodian, and takes writes once it has.
 
 The standby's pull of the log is ``ceir.service.standby``'s (tested there): here
 the incoming register starts on a copy of the frozen register's database, and a
@@ -161,31 +162,46 @@ def test_the_register_is_handed_over_and_the_outgoing_one_retires(
             assert len(split_note(active.handover)[1]) == 7  # both log keys, 4 officers, witness
             waiting = refused(kemenperin.register, imei(2))
             assert error_info(waiting)[0] == "REGISTER_FROZEN"
-
-            cosigned = cosign(active.first_checkpoint, keys.kominfo_cosigner, now_s())
-            request_cosign = pb.SubmitCosignatureRequest(checkpoint=cosigned)
-            writable = kemenperin.call(kemenperin.custody.SubmitCosignature, request_cosign)
-            assert "writes are taken" in writable.custody.detail
-            kemenperin.register(imei(2))
             proof = kemenperin.call(
                 kemenperin.log.GetConsistencyProof,
                 transparency_pb2.GetConsistencyProofRequest(first_size=n, second_size=n + 1),
             ).hashes
+            # Without the witness quorum on the first checkpoint, no retirement.
+            outgoing = clients["telkomsel"]
+            bad = pb.RetireRequest(
+                handover=active.handover,
+                first_checkpoint=active.first_checkpoint,
+                consistency_proof=proof,
+            )
+            short = refused(outgoing.call, outgoing.custody.Retire, bad)
+            assert error_info(short)[0] == "WITNESS_QUORUM_NOT_MET"
+            assert custody(outgoing).state_name == "FROZEN"
+
+            # The quorum lands: the incoming register has the outgoing one retire, then
+            # takes writes.
+            cosigned = cosign(active.first_checkpoint, keys.kominfo_cosigner, now_s())
+            request_cosign = pb.SubmitCosignatureRequest(checkpoint=cosigned)
+            writable = kemenperin.call(kemenperin.custody.SubmitCosignature, request_cosign)
+            assert "retired: writes are taken" in writable.custody.detail
+            retired = custody(outgoing)
+            assert (retired.state_name, retired.custodian) == ("RETIRED", "kemenperin")
+            kemenperin.register(imei(2))
             first_cosigned = writable.custody.first_checkpoint
 
-        outgoing = clients["telkomsel"]
+        # Either custodian may still call Retire: it is done already, and says so.
         retire = pb.RetireRequest(
             handover=active.handover, first_checkpoint=first_cosigned, consistency_proof=proof
         )
-        bad = pb.RetireRequest(
-            handover=active.handover,
-            first_checkpoint=active.first_checkpoint,
+        again_retired = outgoing.call(outgoing.custody.Retire, retire).custody
+        assert (again_retired.state_name, again_retired.custodian) == ("RETIRED", "kemenperin")
+        other = pb.RetireRequest(
+            handover=custody(clients["kemenperin"]).policies[1],
+            first_checkpoint=first_cosigned,
             consistency_proof=proof,
         )
-        short = refused(outgoing.call, outgoing.custody.Retire, bad)
-        assert error_info(short)[0] == "WITNESS_QUORUM_NOT_MET"
-        retired = outgoing.call(outgoing.custody.Retire, retire).custody
-        assert (retired.state_name, retired.custodian) == ("RETIRED", "kemenperin")
+        assert error_info(refused(outgoing.call, outgoing.custody.Retire, other))[0] == (
+            "WRONG_STATE"
+        )
         gone = refused(clients["kemenperin"].register, imei(3))
         assert error_info(gone) == (
             "REGISTER_MOVED",
@@ -231,6 +247,55 @@ def test_a_log_with_another_root_is_never_activated(
             request = pb.ActivateRequest(handover=handover)
             late = refused(kemenperin.call, kemenperin.custody.Activate, request)
             assert error_info(late)[0] == "WRONG_STATE"
+    finally:
+        new.stop(grace=1)
+        custodian.close()
+
+
+def test_an_abort_before_the_retirement_leaves_the_incoming_register_unwritable(
+    server: RunningServer,
+    db_url: str,
+    clients: dict[str, Client],
+    keys: Keys,
+    policies: tuple[CustodyPolicy, CustodyPolicy],
+    clock: ManualClock,
+    tmp_path: Path,
+) -> None:
+    """The outgoing register's retirement is the commit point: called off before it,
+    the handover never gives the incoming register writes, whatever it holds."""
+    v0, v1 = policies
+    clients["kemenperin"].register(imei(1))
+    done = frozen(clients, keys, v1, clock)
+    text = split_note(done.pending_document)[0]
+    submit(
+        clients["kominfo"], signed(text, *keys.telkomsel[:2], *keys.kemenperin[:2], keys.kominfo)
+    )
+    token = clients["kemenperin"].token
+    new, _standby, custodian = incoming(
+        server, db_url, tmp_path, clock, keys, v0, token, done.final_size
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{new.port}") as channel:
+            kemenperin = Client(channel, token)
+            kemenperin.call(kemenperin.custody.Transfer, pb.TransferRequest())
+            handover = pb.ActivateRequest(handover=custody(clients["kemenperin"]).handover)
+            active = kemenperin.call(kemenperin.custody.Activate, handover).custody
+            outgoing = clients["telkomsel"]
+            abort = pb.AbortRequest(abort_note=keys.abort_note(v1))
+            assert outgoing.call(outgoing.custody.Abort, abort).custody.state_name == "ABORTED"
+            clients["kemenperin"].register(imei(2))  # the outgoing one is in charge again
+
+            cosigned = cosign(active.first_checkpoint, keys.kominfo_cosigner, now_s())
+            request = pb.SubmitCosignatureRequest(checkpoint=cosigned)
+            after = kemenperin.call(kemenperin.custody.SubmitCosignature, request).custody
+            assert after.state_name == "ACTIVE"
+            assert after.detail.startswith("the custodian did not retire:"), after.detail
+            assert "ABORTED" in after.detail
+            for _ in range(2):  # asked again on later calls: still no
+                assert custody(kemenperin).detail == after.detail
+                refusal = refused(kemenperin.register, imei(3))
+                assert error_info(refusal)[0] == "REGISTER_FROZEN"
+            assert custody(outgoing).state_name == "ABORTED"
     finally:
         new.stop(grace=1)
         custodian.close()

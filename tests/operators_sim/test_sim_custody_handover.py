@@ -194,12 +194,14 @@ def test_a_node_follows_the_register_to_its_new_custodian(
         saved = CustodyTrust.load(state / "custody.json", setup.policy_0)
         assert saved.version == 1 and saved.finals[0].size == n
         check_evidence(state / "evidence" / "handover-1", v0, v1, n)
-        # The old register retires; a writer still aimed at it follows REGISTER_MOVED.
+        # The incoming register had the old one retire before it took writes; Telkomsel's
+        # own Retire answers RETIRED again. A writer still aimed there follows REGISTER_MOVED.
         proof = kemenperin.call(
             kemenperin.log.GetConsistencyProof,
             transparency_pb2.GetConsistencyProofRequest(first_size=n, second_size=n + 1),
         ).hashes
         telkomsel = clients["telkomsel"]
+        assert custody(telkomsel).state_name == "RETIRED"
         telkomsel.call(
             telkomsel.custody.Retire,
             pb.RetireRequest(
