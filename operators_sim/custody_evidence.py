@@ -32,32 +32,15 @@ Files are written once (``x`` mode): evidence is never overwritten.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from pathlib import Path
 
 from ceir.custody import CustodyPolicy
+from ceir.custody.evidence import consistency_text, evidence_keys
 
 from .custody_state import note_text
 
 __all__ = ["consistency_text", "evidence_keys", "write_handover", "write_split_view"]
-
-
-def evidence_keys(policies: Sequence[CustodyPolicy]) -> list[str]:
-    """The lines of keys.txt: every verifier key the policies name, sorted, each once."""
-    keys: set[str] = set()
-    for policy in policies:
-        keys.add(policy.log_key.vkey)
-        keys.update(officer.verifier.vkey for officer in policy.officers)
-        for witness in policy.witnesses:
-            keys.update((witness.verifier.vkey, witness.cosigner.vkey))
-    return sorted(keys)
-
-
-def consistency_text(first_size: int, second_size: int, proof: Sequence[bytes]) -> str:
-    """consistency.txt: ``N M`` then one base64 hash per line, each line ending in a newline."""
-    lines = [f"{first_size} {second_size}", *(base64.b64encode(h).decode() for h in proof)]
-    return "".join(line + "\n" for line in lines)
 
 
 def _write(directory: Path, contents: dict[str, str]) -> Path:
