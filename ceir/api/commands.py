@@ -172,7 +172,7 @@ def import_chunk(
         except InvalidArgument as error:
             first = error.violations[0]
             rejected.append(ImportRejection(row.row, first.field, first.description))
-    return ImportChunk(number, tuple(rows), tuple(rejected))
+    return ImportChunk(number, tuple(rows), tuple(rejected), request.confirm_ranges)
 
 
 def _pair(imei: str, imsi: str, violations: list[FieldViolation]) -> int:

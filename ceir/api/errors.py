@@ -1,6 +1,7 @@
 """Domain errors to gRPC statuses (AIP-193): a code, a message, an ErrorInfo
 with the machine-readable reason (and metadata), BadRequest field
-violations, and RetryInfo when the same request may succeed later."""
+violations, a QuotaFailure for a quota a write would exceed, and RetryInfo
+when the same request may succeed later."""
 
 from __future__ import annotations
 
@@ -58,6 +59,20 @@ def to_status(error: errors.CeirError) -> grpc.Status:
         delay.FromNanoseconds(max(0, round(error.retry_after * 1e9)))
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
+    if isinstance(error, errors.QuotaExceeded) and error.quota:
+        quota = any_pb2.Any()
+        quota.Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=_clip(v.subject, MAX_VIOLATION_TEXT_BYTES),
+                        description=_clip(v.description, MAX_VIOLATION_TEXT_BYTES),
+                    )
+                    for v in error.quota[:10]
+                ]
+            )
+        )
+        details.append(quota)
     text = error.message
     if error.violations:
         violations = _bounded_violations(error.violations)

@@ -44,6 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
+from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
@@ -191,6 +192,11 @@ class ServerConfig:
     standby_ca: Path | None = None
     # A bearer token for the custodian instead of a client certificate (tests).
     standby_token: str | None = None
+    # IMEIs the whitelist may hold (None: unlimited), and the range guard: the
+    # most consecutive serials of one TAC an import chunk may hold unconfirmed
+    # (None: off). See ceir.service.capacity.
+    capacity: int | None = None
+    range_guard: int | None = None
 
 
 @dataclass
@@ -267,6 +273,8 @@ def create_server(config: ServerConfig) -> RunningServer:
         standby_signer, signer = signer, None
     register = Register(db, config.clock, signer=signer, lists=lists)
     register.standby_of = config.standby_of or ""  # before the first call is answered
+    register.limits = WriteLimits(config.capacity, config.range_guard)
+    register.limits.applied(register.state)  # warns at start-up if near the capacity
     standby, standby_feed_channel = config.standby, None
     try:
         if standby is None and config.standby_of is not None:
@@ -282,6 +290,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         raise
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
+    register.limits.export(metrics.registry, lambda: register.state)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
     lookups = futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="ceir-lookup")
     gate = Gate(

@@ -31,8 +31,10 @@ from ceir.domain.commands import (
 from ceir.domain.identifiers import format_imei_key
 from ceir.domain.model import Decision, Policy, Registration
 from ceir.domain.permissions import require
+from ceir.service.capacity import CapacityStatus
 from ceir.service.checks import CheckQuery, CheckService
 from ceir.service.policy import PolicyService
+from ceir.service.range_finder import RangeFinder
 from ceir.service.register import Committed, Register, Replayed, fingerprint
 from ceir.service.registry import RegistryService
 from ceir.service.transparency import TransparencyService
@@ -226,6 +228,8 @@ class RegistryServicer:
     def __init__(self, registry: RegistryService, mutations: Mutations) -> None:
         self.registry = registry
         self.mutations = mutations
+        register = registry.register
+        self.ranges = RangeFinder(register, register.seen)
 
     def RegisterDevice(
         self, request: registry_pb.RegisterDeviceRequest, context: grpc.ServicerContext
@@ -273,7 +277,41 @@ class RegistryServicer:
         record = self.registry.imei_record(
             current_caller(), request.imei, request.page_size, request.page_token
         )
-        return convert.imei_record(record)
+        response = convert.imei_record(record)
+        register = self.registry.register
+        response.capacity.CopyFrom(_capacity(register.limits.status(register.state)))
+        return response
+
+    def FindRangeUploads(
+        self, request: registry_pb.FindRangeUploadsRequest, context: grpc.ServicerContext
+    ) -> registry_pb.FindRangeUploadsResponse:
+        found = self.ranges.find(
+            current_caller(), request.min_run, request.page_size, request.page_token
+        )
+        response = registry_pb.FindRangeUploadsResponse(
+            ranges=[
+                registry_pb.RangeUpload(
+                    registered_by=r.registered_by,
+                    reference=r.reference,
+                    first_imei_key=format_imei_key(r.first_key),
+                    last_imei_key=format_imei_key(r.last_key),
+                    imeis=r.imeis,
+                )
+                for r in found.ranges
+            ],
+            next_page_token=found.next_page_token,
+            checks_observed=found.checks_observed,
+            total_imeis=found.total_imeis,
+            capacity=_capacity(found.capacity),
+        )
+        response.observed_since.FromMicroseconds(found.observed_since_us)
+        return response
+
+
+def _capacity(status: CapacityStatus) -> registry_pb.RegisterCapacity:
+    return registry_pb.RegisterCapacity(
+        used=status.used, limit=status.limit or 0, near_limit=status.near_limit
+    )
 
 
 def chunk_response(done: Committed[Any]) -> registry_pb.ImportRegistrationsResponse:

@@ -180,6 +180,29 @@ def serve_command(
             "its own verification is refused all the same.",
         ),
     ] = False,
+    capacity: Annotated[
+        int | None,
+        typer.Option(
+            "--capacity",
+            min=0,
+            metavar="IMEIS",
+            help="IMEIs the whitelist may hold (default: unlimited). A registration or "
+            "import chunk that would exceed it is refused whole (RESOURCE_EXHAUSTED, "
+            "reason REGISTER_FULL, a QuotaFailure); from 90 % on the register warns "
+            "(a log line, the ceir_whitelist_near_capacity metric).",
+        ),
+    ] = None,
+    range_guard: Annotated[
+        int | None,
+        typer.Option(
+            "--range-guard",
+            min=2,
+            metavar="K",
+            help="Refuse an import chunk holding more than K consecutive serial numbers "
+            "of one TAC unless the chunk sets confirm_ranges (FAILED_PRECONDITION, "
+            "reason DENSE_RANGE). Default: off. 1000 is a reasonable K.",
+        ),
+    ] = None,
     custody_policy: Annotated[
         Path | None,
         typer.Option(
@@ -228,6 +251,8 @@ def serve_command(
         client_cert=client_cert,
         client_key=client_key,
         standby_ca=standby_ca,
+        capacity=capacity,
+        range_guard=range_guard,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")

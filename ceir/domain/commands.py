@@ -148,6 +148,8 @@ class ImportChunk(Command[ImportResult]):
 
     ``rejected`` are the rows whose fields were wrong; the handler rejects
     more (a source the caller may not register, an IMEI taken).
+    ``confirm_ranges``: the importer confirms dense ranges (the range guard,
+    ``ceir.service.capacity``).
     """
 
     operation: ClassVar[str] = "ImportRegistrations"
@@ -156,6 +158,7 @@ class ImportChunk(Command[ImportResult]):
     number: int
     rows: tuple[ImportRow, ...]
     rejected: tuple[ImportRejection, ...] = ()
+    confirm_ranges: bool = False
 
     def request_key(self, request_id: str) -> str:
         """Each chunk is idempotent on its own: ``request_id#number``."""

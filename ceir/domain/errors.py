@@ -12,6 +12,7 @@
     │   └── WritesRefused    this register takes no writes now (custody: frozen, moved, standby)
     ├── OutOfRange           a position past what the register has (a sequence ahead of its head)
     └── ResourceExhausted    the server is at a limit it keeps for everyone's sake
+        └── QuotaExceeded    a write would take the register past a stated quota (its capacity)
 
 The API layer maps each class to a gRPC status code in one place.
 """
@@ -107,3 +108,28 @@ class OutOfRange(CeirError):
 
 class ResourceExhausted(CeirError):
     reason = "RESOURCE_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One quota a request would exceed (google.rpc.QuotaFailure.Violation)."""
+
+    subject: str
+    description: str
+
+
+class QuotaExceeded(ResourceExhausted):
+    """Refused whole: the write would take the register past ``quota``."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self,
+        message: str,
+        quota: list[QuotaViolation],
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.quota = quota

@@ -110,6 +110,7 @@ class CheckService:
         if fields is None:
             return None
         decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
+        self.register.seen.note(decision)  # for the range finder: this IMEI is in use
         if effect is None or not may_record(caller, effect):
             return decision
         return None
@@ -168,8 +169,10 @@ class CheckService:
         decisions: list[Decision] = []
         pending: list[int] = []
         decide = self.register.state.decide
+        note = self.register.seen.note
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
+            note(decision)
             decisions.append(decision)
             if effect is not None and may_record(caller, effect):
                 pending.append(index)

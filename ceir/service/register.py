@@ -32,9 +32,11 @@ from ceir.storage import repository as repo
 from ceir.storage.database import Database
 from ceir.storage.projection import write_projection
 
+from .capacity import WriteLimits
 from .clock import Clock, SystemClock
 from .handlers import handler_for
 from .merkle_log import Append, CheckpointSigner, MerkleLog
+from .ranges import SeenRecord
 from .unit import WriteUnit
 
 log = logging.getLogger("ceir.register")
@@ -107,6 +109,10 @@ class Register:
         # thread that applied them (the server wakes its feed watchers so).
         self._listeners: list[Callable[[], None]] = []
         self.write_gate: WriteGate | None = None
+        # The capacity and range guard a write is held to (off unless the
+        # server sets them), and the whitelisted IMEIs checks have seen.
+        self.limits = WriteLimits()
+        self.seen = SeenRecord(self.clock.now_us())
         # The custodian's endpoint while this register follows its log as a
         # standby (``replicate``, ``ceir.service.standby``); "" otherwise.
         self.standby_of = ""
@@ -173,6 +179,7 @@ class Register:
     def _apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
             self.state.apply(change)
+        self.limits.applied(self.state)
         self._notify()
 
     def _notify(self) -> None:
@@ -236,6 +243,7 @@ class Register:
                 if self.write_gate is not None:
                     self.write_gate(session, command)
                 result = Committed(handler.handle(command, unit), unit.sequence)
+                self.limits.check(self.state, command, unit.changes)
                 append = self._write_changes(session, unit)
                 write_projection(session, unit.changes)
                 if within is not None:

@@ -734,6 +734,7 @@ class GetImeiRecordResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     NOTIFICATIONS_TRUNCATED_FIELD_NUMBER: _builtins.int
     EXCEPTIONS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
     imei_key: _builtins.str
     """The 14-digit IMEI key."""
     next_page_token: _builtins.str
@@ -775,6 +776,10 @@ class GetImeiRecordResponse(_message.Message):
         subscriber (or about no IMSI).
         """
 
+    @_builtins.property
+    def capacity(self) -> Global___RegisterCapacity:
+        """How full the register's whitelist is, against its capacity."""
+
     def __init__(
         self,
         *,
@@ -787,14 +792,45 @@ class GetImeiRecordResponse(_message.Message):
         next_page_token: _builtins.str = ...,
         notifications_truncated: _builtins.bool = ...,
         exceptions_truncated: _builtins.bool = ...,
+        capacity: Global___RegisterCapacity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "registration", b"registration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "capacity", b"capacity", "registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "exceptions", b"exceptions", "exceptions_truncated", b"exceptions_truncated", "history", b"history", "imei_key", b"imei_key", "next_page_token", b"next_page_token", "notifications", b"notifications", "notifications_truncated", b"notifications_truncated", "registration", b"registration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "capacity", b"capacity", "exceptions", b"exceptions", "exceptions_truncated", b"exceptions_truncated", "history", b"history", "imei_key", b"imei_key", "next_page_token", b"next_page_token", "notifications", b"notifications", "notifications_truncated", b"notifications_truncated", "registration", b"registration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetImeiRecordResponse: _TypeAlias = GetImeiRecordResponse  # noqa: Y015
+
+@_typing.final
+class RegisterCapacity(_message.Message):
+    """RegisterCapacity is the whitelist's fill against the register's capacity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    NEAR_LIMIT_FIELD_NUMBER: _builtins.int
+    used: _builtins.int
+    """IMEIs on the whitelist."""
+    limit: _builtins.int
+    """The capacity (`ceir serve --capacity`); 0 when unlimited."""
+    near_limit: _builtins.bool
+    """True from 90 % of the capacity on: the register warns (metric, log line)."""
+    def __init__(
+        self,
+        *,
+        used: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        near_limit: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "near_limit", b"near_limit", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterCapacity: _TypeAlias = RegisterCapacity  # noqa: Y015
 
 @_typing.final
 class ImportRow(_message.Message):
@@ -832,9 +868,15 @@ class ImportRegistrationsRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    CONFIRM_RANGES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155) of the whole import; read from the first
     message only.
+    """
+    confirm_ranges: _builtins.bool
+    """The importer confirms that this chunk's dense ranges of IMEIs (see
+    ImportRegistrations: the range guard) are units really produced or
+    imported. Read from every chunk.
     """
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRow]:
@@ -845,10 +887,11 @@ class ImportRegistrationsRequest(_message.Message):
         *,
         request_id: _builtins.str = ...,
         rows: _abc.Iterable[Global___ImportRow] | None = ...,
+        confirm_ranges: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_ranges", b"confirm_ranges", "request_id", b"request_id", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -923,3 +966,123 @@ class ImportRegistrationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportRegistrationsResponse: _TypeAlias = ImportRegistrationsResponse  # noqa: Y015
+
+@_typing.final
+class FindRangeUploadsRequest(_message.Message):
+    """FindRangeUploadsRequest asks for the range uploads among the whitelist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_RUN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    min_run: _builtins.int
+    """The shortest run reported; 0: the server's range guard, or 1,000
+    without one.
+    """
+    page_size: _builtins.int
+    """At most this many ranges (default 100, at most 1,000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        min_run: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_run", b"min_run", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindRangeUploadsRequest: _TypeAlias = FindRangeUploadsRequest  # noqa: Y015
+
+@_typing.final
+class RangeUpload(_message.Message):
+    """RangeUpload is one run of consecutive, never seen IMEIs of one uploader."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    FIRST_IMEI_KEY_FIELD_NUMBER: _builtins.int
+    LAST_IMEI_KEY_FIELD_NUMBER: _builtins.int
+    IMEIS_FIELD_NUMBER: _builtins.int
+    registered_by: _builtins.str
+    """The organisation that registered them."""
+    reference: _builtins.str
+    """The reference they were registered under (a TPP number)."""
+    first_imei_key: _builtins.str
+    """The first 14-digit IMEI key of the run."""
+    last_imei_key: _builtins.str
+    """The last 14-digit IMEI key of the run (every key in between is in it)."""
+    imeis: _builtins.int
+    """How many IMEIs the run holds."""
+    def __init__(
+        self,
+        *,
+        registered_by: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        first_imei_key: _builtins.str = ...,
+        last_imei_key: _builtins.str = ...,
+        imeis: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_imei_key", b"first_imei_key", "imeis", b"imeis", "last_imei_key", b"last_imei_key", "reference", b"reference", "registered_by", b"registered_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RangeUpload: _TypeAlias = RangeUpload  # noqa: Y015
+
+@_typing.final
+class FindRangeUploadsResponse(_message.Message):
+    """FindRangeUploadsResponse is one page of range uploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OBSERVED_SINCE_FIELD_NUMBER: _builtins.int
+    CHECKS_OBSERVED_FIELD_NUMBER: _builtins.int
+    TOTAL_IMEIS_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    checks_observed: _builtins.int
+    """Checks of whitelisted IMEIs recorded since observed_since."""
+    total_imeis: _builtins.int
+    """IMEIs in all the runs (every page), and the whitelist's fill."""
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___RangeUpload]:
+        """The runs, ordered by first IMEI key."""
+
+    @_builtins.property
+    def observed_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when this server records which whitelisted IMEIs are checked:
+        "never seen" means not seen since then.
+        """
+
+    @_builtins.property
+    def capacity(self) -> Global___RegisterCapacity:
+        """The register's capacity now."""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[Global___RangeUpload] | None = ...,
+        next_page_token: _builtins.str = ...,
+        observed_since: _timestamp_pb2.Timestamp | None = ...,
+        checks_observed: _builtins.int = ...,
+        total_imeis: _builtins.int = ...,
+        capacity: Global___RegisterCapacity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "observed_since", b"observed_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "checks_observed", b"checks_observed", "next_page_token", b"next_page_token", "observed_since", b"observed_since", "ranges", b"ranges", "total_imeis", b"total_imeis"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindRangeUploadsResponse: _TypeAlias = FindRangeUploadsResponse  # noqa: Y015

@@ -90,6 +90,11 @@ class RegistryServiceStub:
                 request_serializer=ceir_dot_v1_dot_registry__pb2.ImportRegistrationsRequest.SerializeToString,
                 response_deserializer=ceir_dot_v1_dot_registry__pb2.ImportRegistrationsResponse.FromString,
                 _registered_method=True)
+        self.FindRangeUploads = channel.unary_unary(
+                '/ceir.v1.RegistryService/FindRangeUploads',
+                request_serializer=ceir_dot_v1_dot_registry__pb2.FindRangeUploadsRequest.SerializeToString,
+                response_deserializer=ceir_dot_v1_dot_registry__pb2.FindRangeUploadsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -183,6 +188,27 @@ class RegistryServiceServicer:
         chunks of rows; every valid row is registered, every invalid row is
         reported with its row number and reason, and nothing is half-written.
         The request_id of the first message makes the whole import idempotent.
+
+        A register started with a capacity (`ceir serve --capacity N`, IMEIs on
+        the whitelist) refuses a chunk that would take the whitelist past it
+        with RESOURCE_EXHAUSTED, reason REGISTER_FULL, and a google.rpc.QuotaFailure
+        naming the capacity: nothing of that chunk is written (its transaction
+        rolls back); earlier chunks of the same stream were acknowledged and
+        stay. A register started with a range guard (`ceir serve --range-guard
+        K`) refuses a chunk holding more than K consecutive serial numbers of one
+        TAC unless the chunk sets confirm_ranges: FAILED_PRECONDITION, reason
+        DENSE_RANGE, a field violation per range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindRangeUploads(self, request, context):
+        """FindRangeUploads lists range uploads: runs of at least min_run IMEIs
+        with consecutive serial numbers in one TAC, registered by one
+        organisation under one reference, none of which this server has seen
+        in a check since it started (observed_since). Regulators only
+        (Kemenperin and Kominfo). AIP-158 pagination.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +261,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ImportRegistrations,
                     request_deserializer=ceir_dot_v1_dot_registry__pb2.ImportRegistrationsRequest.FromString,
                     response_serializer=ceir_dot_v1_dot_registry__pb2.ImportRegistrationsResponse.SerializeToString,
+            ),
+            'FindRangeUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindRangeUploads,
+                    request_deserializer=ceir_dot_v1_dot_registry__pb2.FindRangeUploadsRequest.FromString,
+                    response_serializer=ceir_dot_v1_dot_registry__pb2.FindRangeUploadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +522,33 @@ class RegistryService:
             '/ceir.v1.RegistryService/ImportRegistrations',
             ceir_dot_v1_dot_registry__pb2.ImportRegistrationsRequest.SerializeToString,
             ceir_dot_v1_dot_registry__pb2.ImportRegistrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindRangeUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ceir.v1.RegistryService/FindRangeUploads',
+            ceir_dot_v1_dot_registry__pb2.FindRangeUploadsRequest.SerializeToString,
+            ceir_dot_v1_dot_registry__pb2.FindRangeUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

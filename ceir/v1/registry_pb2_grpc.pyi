@@ -87,6 +87,23 @@ class RegistryServiceStub:
     chunks of rows; every valid row is registered, every invalid row is
     reported with its row number and reason, and nothing is half-written.
     The request_id of the first message makes the whole import idempotent.
+
+    A register started with a capacity (`ceir serve --capacity N`, IMEIs on
+    the whitelist) refuses a chunk that would take the whitelist past it
+    with RESOURCE_EXHAUSTED, reason REGISTER_FULL, and a google.rpc.QuotaFailure
+    naming the capacity: nothing of that chunk is written (its transaction
+    rolls back); earlier chunks of the same stream were acknowledged and
+    stay. A register started with a range guard (`ceir serve --range-guard
+    K`) refuses a chunk holding more than K consecutive serial numbers of one
+    TAC unless the chunk sets confirm_ranges: FAILED_PRECONDITION, reason
+    DENSE_RANGE, a field violation per range.
+    """
+    FindRangeUploads: _grpc.UnaryUnaryMultiCallable[_registry_pb2.FindRangeUploadsRequest, _registry_pb2.FindRangeUploadsResponse]
+    """FindRangeUploads lists range uploads: runs of at least min_run IMEIs
+    with consecutive serial numbers in one TAC, registered by one
+    organisation under one reference, none of which this server has seen
+    in a check since it started (observed_since). Regulators only
+    (Kemenperin and Kominfo). AIP-158 pagination.
     """
 
 @_typing.type_check_only
@@ -148,6 +165,23 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     chunks of rows; every valid row is registered, every invalid row is
     reported with its row number and reason, and nothing is half-written.
     The request_id of the first message makes the whole import idempotent.
+
+    A register started with a capacity (`ceir serve --capacity N`, IMEIs on
+    the whitelist) refuses a chunk that would take the whitelist past it
+    with RESOURCE_EXHAUSTED, reason REGISTER_FULL, and a google.rpc.QuotaFailure
+    naming the capacity: nothing of that chunk is written (its transaction
+    rolls back); earlier chunks of the same stream were acknowledged and
+    stay. A register started with a range guard (`ceir serve --range-guard
+    K`) refuses a chunk holding more than K consecutive serial numbers of one
+    TAC unless the chunk sets confirm_ranges: FAILED_PRECONDITION, reason
+    DENSE_RANGE, a field violation per range.
+    """
+    FindRangeUploads: _aio.UnaryUnaryMultiCallable[_registry_pb2.FindRangeUploadsRequest, _registry_pb2.FindRangeUploadsResponse]  # type: ignore[assignment]
+    """FindRangeUploads lists range uploads: runs of at least min_run IMEIs
+    with consecutive serial numbers in one TAC, registered by one
+    organisation under one reference, none of which this server has seen
+    in a check since it started (observed_since). Regulators only
+    (Kemenperin and Kominfo). AIP-158 pagination.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +294,29 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         chunks of rows; every valid row is registered, every invalid row is
         reported with its row number and reason, and nothing is half-written.
         The request_id of the first message makes the whole import idempotent.
+
+        A register started with a capacity (`ceir serve --capacity N`, IMEIs on
+        the whitelist) refuses a chunk that would take the whitelist past it
+        with RESOURCE_EXHAUSTED, reason REGISTER_FULL, and a google.rpc.QuotaFailure
+        naming the capacity: nothing of that chunk is written (its transaction
+        rolls back); earlier chunks of the same stream were acknowledged and
+        stay. A register started with a range guard (`ceir serve --range-guard
+        K`) refuses a chunk holding more than K consecutive serial numbers of one
+        TAC unless the chunk sets confirm_ranges: FAILED_PRECONDITION, reason
+        DENSE_RANGE, a field violation per range.
+        """
+
+    @_abc_1.abstractmethod
+    def FindRangeUploads(
+        self,
+        request: _registry_pb2.FindRangeUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.FindRangeUploadsResponse, _abc.Awaitable[_registry_pb2.FindRangeUploadsResponse]]:
+        """FindRangeUploads lists range uploads: runs of at least min_run IMEIs
+        with consecutive serial numbers in one TAC, registered by one
+        organisation under one reference, none of which this server has seen
+        in a check since it started (observed_since). Regulators only
+        (Kemenperin and Kominfo). AIP-158 pagination.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

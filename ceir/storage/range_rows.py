@@ -1,0 +1,48 @@
+"""The whitelist with each IMEI's uploader, for the range finder.
+
+Streams every whitelist row, ordered by key, with the organisation that
+registered its device and the reference it was registered under; the
+uploader of each row is a small integer code into ``owners``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, select
+
+from . import schema
+
+__all__ = ["whitelist_uploaders"]
+
+BATCH = 50_000
+
+
+def whitelist_uploaders(
+    connection: Connection,
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], list[tuple[str, str]]]:
+    """Keys (sorted), the uploader code of each, and the uploaders
+    (registered_by, reference) the codes index."""
+    whitelist = schema.Base.metadata.tables["whitelist"]
+    devices = schema.Base.metadata.tables["devices"]
+    statement = (
+        select(whitelist.c.imei_key, devices.c.registered_by, devices.c.reference)
+        .join(devices, devices.c.id == whitelist.c.device_id)
+        .order_by(whitelist.c.imei_key)
+    )
+    result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(statement)
+    codes: dict[tuple[str, str], int] = {}
+    key_parts: list[npt.NDArray[np.uint64]] = []
+    code_parts: list[npt.NDArray[np.int64]] = []
+    for part in result.partitions(BATCH):
+        key_parts.append(np.fromiter((row[0] for row in part), dtype=np.uint64, count=len(part)))
+        code_parts.append(
+            np.fromiter(
+                (codes.setdefault((row[1], row[2]), len(codes)) for row in part),
+                dtype=np.int64,
+                count=len(part),
+            )
+        )
+    keys = np.concatenate(key_parts) if key_parts else np.zeros(0, dtype=np.uint64)
+    owner = np.concatenate(code_parts) if code_parts else np.zeros(0, dtype=np.int64)
+    return keys, owner, list(codes)
