@@ -131,7 +131,7 @@ def test_a_chunk_past_the_capacity_is_refused_whole_with_a_quota_failure(
     with pytest.raises(grpc.RpcError) as refused:
         _import(kemenperin, [_rows(_scattered(30, 1_000)), _rows(_scattered(30, 2_000))], "second")
     error = refused.value
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_reason(error) == "REGISTER_FULL"
     [(subject, description)] = _quota(error)
     assert subject == "whitelist"
@@ -146,7 +146,7 @@ def test_a_chunk_past_the_capacity_is_refused_whole_with_a_quota_failure(
         kemenperin.register(imei(serial, TAC))
     with pytest.raises(grpc.RpcError) as full:
         kemenperin.register(imei(3_100, TAC), request_id="late-1")
-    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _quota(full.value)
     record = _record(kemenperin, imei(3_000, TAC))
     assert (record.capacity.used, record.capacity.limit, record.capacity.near_limit) == (
@@ -200,7 +200,7 @@ def test_the_range_guard_refuses_a_dense_chunk_unless_confirmed(
     with pytest.raises(grpc.RpcError) as refused:
         _import(kemenperin, [_rows(dense, first_row=10)], "range")
     error = refused.value
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(error) == "DENSE_RANGE"
     [(field, description)] = violations(error)
     assert field == "rows"
@@ -251,7 +251,7 @@ def test_the_range_finder_lists_unseen_runs_by_uploader(
             request = registry_pb2.FindRangeUploadsRequest(min_run=50)
             with pytest.raises(grpc.RpcError) as denied:
                 telkomsel.call(telkomsel.registry.FindRangeUploads, request)
-            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
             found = orgs["kominfo"].call(orgs["kominfo"].registry.FindRangeUploads, request)
             runs = [(r.reference, r.first_imei_key, r.last_imei_key, r.imeis) for r in found.ranges]
             assert runs == [
