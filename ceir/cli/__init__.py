@@ -16,6 +16,7 @@ from .importer import import_command
 from .orgs import org_app
 from .pki import pki_app
 from .policy import policy_app
+from .ranges import ranges_app
 from .serve import serve_command
 
 __all__ = ["app"]
@@ -36,3 +37,4 @@ app.add_typer(policy_app)
 app.add_typer(audit_app)
 app.add_typer(pki_app)
 app.add_typer(custody_app)
+app.add_typer(ranges_app)
