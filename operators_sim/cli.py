@@ -8,6 +8,11 @@ truth (or a replica did not catch up), 2 on a usage error.
 Telkomsel to Kemenperin (``operators_sim.drill``); it exits with status 1
 when the outcome is not the scenario's expected one or an acknowledged write
 was lost or doubled, an attach went unanswered, or the drill could not run.
+
+``ceir-sim drill capacity`` replays September 2020, a register filled by
+whole TAC ranges, and its cure (``operators_sim.drill_capacity``); it exits
+with status 1 when a refused registration was lost or another of its
+invariants does not hold.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from .drill.command import drill_app
+from .drill_capacity.command import capacity_command
 from .loader import REQUIRED_ORGS
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
@@ -34,6 +40,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+drill_app.command("capacity")(capacity_command)
 app.add_typer(drill_app)
 console = Console()
 
