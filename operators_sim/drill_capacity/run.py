@@ -141,7 +141,7 @@ class CapacityDrill:
         for index, (first, size) in enumerate(plan.ranges):
             keys = np.arange(first, first + size, dtype=np.uint64)
             accepted, full_reason = uploads.import_keys(
-                keys, f"TPP-RANGE-{first // SERIALS}", f"range-{index}"
+                keys, f"TPP-RANGE-{first // SERIALS}", f"range-{index}", fill=True
             )
             range_accepted += accepted
             if index == 0:
@@ -208,6 +208,7 @@ class CapacityDrill:
             "range_chunks_refused": sum(
                 1 for e in uploads.events if e.kind == "import" and e.outcome == "REGISTER_FULL"
             ),
+            "whitelist_at_capacity": legit + range_accepted + self._late_taken(uploads),
             "registrations_refused": len(refused),
             "registrations_replayed": len(uploads.replayed),
             "registrations_lost": len(refused) - len(present),
@@ -226,6 +227,12 @@ class CapacityDrill:
             "check_batches_unanswered": len(phones.unanswered),
             "guarded_range_upload": guard_reason or "acknowledged",
         }
+
+    def _late_taken(self, uploads: Uploads) -> int:
+        """Late registrations acknowledged before the cure (room was left)."""
+        return sum(
+            1 for e in uploads.events if e.kind == "registration" and e.outcome == "acknowledged"
+        )
 
 
 def _enforce(register: DrillRegister) -> None:

@@ -3,7 +3,8 @@
 Imports go one chunk (10,000 rows) per ``ImportRegistrations`` call, each
 under its own request id, so the drill knows which chunk the register took
 and which it refused (a refused chunk fails the call; chunks before it in
-a stream would stay). Late registrations are one ``RegisterDevice`` each,
+a stream would stay). The range importer fills the register to its last
+slot (a refused chunk is tried again in halves). Late registrations are one ``RegisterDevice`` each,
 under a request id of their own: a refused one is sent again, with the same
 id, once there is room (the replay), and counts as lost unless it is then
 on the whitelist.
@@ -78,19 +79,29 @@ class Uploads:
             self.events.append(event)
 
     def import_keys(
-        self, keys: np.ndarray, reference: str, label: str, confirm: bool = False
+        self,
+        keys: np.ndarray,
+        reference: str,
+        label: str,
+        confirm: bool = False,
+        fill: bool = False,
     ) -> tuple[int, str]:
         """Import ``keys`` chunk by chunk until one is refused; (IMEIs
-        acknowledged, the refusal's reason or "")."""
+        acknowledged, the refusal's reason or ""). ``fill``: a chunk refused
+        as REGISTER_FULL is tried again in halves, down to one row, so the
+        upload takes the register's last free slots (as the importers'
+        uploads did in September 2020)."""
         accepted = 0
         values = keys.tolist()
-        for number, start in enumerate(range(0, len(values), CHUNK)):
-            part = values[start : start + CHUNK]
+        start, size, number = 0, CHUNK, 0
+        while start < len(values):
+            part = values[start : start + size]
             request = registry_pb.ImportRegistrationsRequest(
-                request_id=f"{self.run_id}-{label}-{number}",
+                request_id=f"{self.run_id}-{label}-{number}-{len(part)}",
                 rows=[_row(start + i + 1, key, reference) for i, key in enumerate(part)],
                 confirm_ranges=confirm,
             )
+            number += 1
             try:
                 answer = self._stub().ImportRegistrations(
                     iter([request]), metadata=self._metadata(), timeout=300
@@ -98,9 +109,13 @@ class Uploads:
             except grpc.RpcError as error:
                 reason = refusal(error).reason
                 self._record(Event(self.now(), "import", reason, len(part), label))
+                if fill and reason == "REGISTER_FULL" and len(part) > 1:
+                    size = len(part) // 2
+                    continue
                 return accepted, reason
             accepted += int(answer.rows_accepted)
             self._record(Event(self.now(), "import", "acknowledged", len(part), label))
+            start += len(part)
         return accepted, ""
 
     def register_late(self, key: int) -> bool:
