@@ -79,7 +79,7 @@ def test_ranges_are_found_and_revoked_once_row_by_row(
     ]
     assert document["imeis"] == 2_499
     operator = run("ranges", "find", *remote, "--token", telkomsel)
-    assert operator.exit_code == 1 and "only the regulators" in operator.stderr
+    assert operator.exit_code == 1 and "may not find range uploads" in operator.stderr
     report = tmp_path / "revoked.csv"
     revoke = [*remote, "--token", kemenperin, "--reason", "range upload, never seen"]
     done = run("ranges", "revoke", "--report", str(report), *revoke)

@@ -69,6 +69,7 @@ MATRIX = """
 | RegistryService.RemoveException | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.ListNotifications | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.GetImeiRecord | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| RegistryService.FindRangeUploads | denied | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | RegistryService.ImportRegistrations | allowed | allowed | allowed | allowed | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ListSyncService.GetSnapshot | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ListSyncService.WatchChanges | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
@@ -207,6 +208,7 @@ REQUESTS: dict[str, Callable[[str], Message | list[Message]]] = {
     "RegistryService.GetImeiRecord": lambda kind: registry_pb2.GetImeiRecordRequest(
         imei=_fresh_imei()
     ),
+    "RegistryService.FindRangeUploads": lambda kind: registry_pb2.FindRangeUploadsRequest(),
     "RegistryService.ImportRegistrations": lambda kind: [
         registry_pb2.ImportRegistrationsRequest(
             request_id=_request_id(), rows=[registry_pb2.ImportRow(row=1, device=_device(kind))]

@@ -31,6 +31,7 @@ CODES: dict[type[errors.CeirError], grpc.StatusCode] = {
     errors.WritesRefused: grpc.StatusCode.FAILED_PRECONDITION,
     errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -32,6 +32,7 @@ class Action(enum.StrEnum):
     UPDATE_POLICY = "change the policy"
     READ_LOG = "read the transparency log"
     CUSTODY = "take part in the custody ceremony"
+    FIND_RANGES = "find range uploads"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -61,6 +62,9 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # (propose, freeze, report readiness, ...) is narrowed by the custody
     # service (ceir/service/custody_rules.py).
     Action.CUSTODY: _ALL,
+    # The regulators' cure for a register filled by range uploads
+    # (ceir.service.range_finder).
+    Action.FIND_RANGES: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

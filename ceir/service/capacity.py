@@ -113,24 +113,21 @@ class WriteLimits:
                 self.refusals += 1
                 if self._on_refusal is not None:
                     self._on_refusal()
-                raise self._full(used, growth, self.capacity)
-
-    @staticmethod
-    def _full(used: int, growth: int, capacity: int) -> QuotaExceeded:
-        room = max(capacity - used, 0)
-        return QuotaExceeded(
-            f"the register is full: {used:,} of {capacity:,} IMEIs on the whitelist, and "
-            f"this write would add {growth:,} (room for {room:,}); nothing of it was written",
-            [
-                QuotaViolation(
-                    "whitelist",
-                    f"capacity {capacity:,} IMEIs (ceir serve --capacity); {used:,} used, "
-                    f"{growth:,} more asked",
+                capacity, room = self.capacity, max(self.capacity - used, 0)
+                raise QuotaExceeded(
+                    f"the register is full: {used:,} of {capacity:,} IMEIs on the whitelist, "
+                    f"and this write would add {growth:,} (room for {room:,}); nothing of it "
+                    "was written",
+                    [
+                        QuotaViolation(
+                            "whitelist",
+                            f"capacity {capacity:,} IMEIs (ceir serve --capacity); {used:,} "
+                            f"used, {growth:,} more asked",
+                        )
+                    ],
+                    reason="REGISTER_FULL",
+                    metadata={"used": str(used), "limit": str(capacity), "requested": str(growth)},
                 )
-            ],
-            reason="REGISTER_FULL",
-            metadata={"used": str(used), "limit": str(capacity), "requested": str(growth)},
-        )
 
     @staticmethod
     def _guard(command: ImportChunk, changes: Sequence[Change], longest: int) -> None:

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ceir.domain.errors import InvalidArgument, PermissionDenied
-from ceir.domain.model import Caller, OrgKind
+from ceir.domain.errors import InvalidArgument
+from ceir.domain.model import Caller
+from ceir.domain.permissions import Action, require
 from ceir.storage.range_rows import whitelist_uploaders
 
 from .capacity import CapacityStatus
 from .ranges import SeenRecord, run_bounds
 from .register import Register
 
-__all__ = ["DEFAULT_MIN_RUN", "REGULATORS", "RangeFinder", "RangeReport", "RangeUpload"]
+__all__ = ["DEFAULT_MIN_RUN", "RangeFinder", "RangeReport", "RangeUpload"]
 
-REGULATORS = frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO})
 DEFAULT_MIN_RUN = 1_000
 DEFAULT_PAGE, MAX_PAGE = 100, 1_000
 
@@ -63,12 +63,7 @@ class RangeFinder:
     def find(
         self, caller: Caller, min_run: int = 0, page_size: int = 0, page_token: str = ""
     ) -> RangeReport:
-        if caller.kind not in REGULATORS:
-            raise PermissionDenied(
-                f"{caller.name} ({caller.kind.value}) may not search for range uploads; "
-                "only the regulators (kemenperin, kominfo) may",
-                reason="ACTION_NOT_ALLOWED",
-            )
+        require(caller, Action.FIND_RANGES)  # the regulators: Kemenperin and Kominfo
         if page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
