@@ -31,7 +31,10 @@ __all__ = ["SERIALS", "SeenRecord", "dense_runs", "run_bounds"]
 SERIALS = 1_000_000  # serial numbers per TAC
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
-FLUSH = 1 << 16  # keys buffered before they are merged into the sorted array
+# Keys buffered before they are merged into the sorted array: at least this
+# many, and at least an eighth of the array, so that merging costs O(log n)
+# a check however many keys were seen (and the buffer at most 1/8 more memory).
+FLUSH = 1 << 16
 
 
 def run_bounds(keys: U64, breaks: npt.NDArray[np.bool_] | None = None) -> tuple[I64, I64]:
@@ -75,7 +78,7 @@ class SeenRecord:
         if reasons and reasons[0] is Reason.REGISTERED and decision.imei_key is not None:
             with self._lock:
                 self._buffer.append(decision.imei_key)
-                full = len(self._buffer) >= FLUSH
+                full = len(self._buffer) >= max(FLUSH, self._keys.size >> 3)
             if full:
                 self._merge()
 
@@ -84,7 +87,7 @@ class SeenRecord:
             buffer, self._buffer = self._buffer, array("Q")
             self.checks += len(buffer)
             if buffer:
-                fresh = np.frombuffer(buffer, dtype=np.uint64)
+                fresh = np.unique(np.frombuffer(buffer, dtype=np.uint64))
                 self._keys = np.union1d(self._keys, fresh).astype(np.uint64)
 
     def keys(self) -> U64:
