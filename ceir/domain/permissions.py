@@ -98,10 +98,15 @@ def require_source(caller: Caller, source: RegistrationSource) -> None:
         )
 
 
+def revokes_any(caller: Caller) -> bool:
+    """Kemenperin revokes any registration (no record needs reading first)."""
+    return caller.kind is OrgKind.KEMENPERIN
+
+
 def require_may_revoke(caller: Caller, key: int, registration: Registration) -> None:
     """Kemenperin revokes any registration; the others only registrations of
     the sources they may register, and an operator only those it made."""
-    if caller.kind is OrgKind.KEMENPERIN:
+    if revokes_any(caller):
         return
     require_source(caller, registration.source)
     if caller.kind is OrgKind.OPERATOR and registration.registered_by != caller.name:
