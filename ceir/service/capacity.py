@@ -33,7 +33,14 @@ from ceir.domain.model import Change, ChangeKind
 
 from .ranges import SERIALS, dense_runs
 
-__all__ = ["NEAR_LIMIT", "CapacityStatus", "WriteLimits", "on_whitelist"]
+__all__ = [
+    "NEAR_LIMIT",
+    "CapacityStatus",
+    "WriteLimits",
+    "on_whitelist",
+    "whitelist_growth",
+    "whitelist_size",
+]
 
 log = logging.getLogger("ceir.capacity")
 NEAR_LIMIT = 0.9  # the register warns from this fill on
@@ -63,6 +70,13 @@ def on_whitelist(state: ListState, key: int) -> bool:
     if member is not None:
         return member(key)
     return key in state.whitelist
+
+
+def whitelist_size(state: ListState) -> int:
+    """IMEIs on the whitelist, without counting the other lists (``sizes()``
+    walks every notified IMEI on the dict-backed lists)."""
+    whitelist = getattr(state, "whitelist", None)
+    return len(whitelist) if isinstance(whitelist, dict) else state.sizes()["whitelist"]
 
 
 def whitelist_growth(state: ListState, changes: Sequence[Change]) -> int:
@@ -96,7 +110,7 @@ class WriteLimits:
         return self.capacity is not None or self.range_guard is not None
 
     def status(self, state: ListState) -> CapacityStatus:
-        return CapacityStatus(state.sizes()["whitelist"], self.capacity)
+        return CapacityStatus(whitelist_size(state), self.capacity)
 
     # --- in the write transaction ----------------------------------------------------
 
@@ -108,7 +122,7 @@ class WriteLimits:
             self._guard(command, changes, self.range_guard)
         if self.capacity is not None:
             growth = whitelist_growth(state, changes)
-            used = state.sizes()["whitelist"]
+            used = whitelist_size(state)
             if growth > 0 and used + growth > self.capacity:
                 self.refusals += 1
                 if self._on_refusal is not None:
