@@ -169,11 +169,10 @@ class CheckService:
         decisions: list[Decision] = []
         pending: list[int] = []
         decide = self.register.state.decide
-        note = self.register.seen.note
         for index, (imei, imsi, msisdn) in enumerate(valid):
             decision, effect = decide(imei, imsi, msisdn, now_us)
-            note(decision)
             decisions.append(decision)
             if effect is not None and may_record(caller, effect):
                 pending.append(index)
+        self.register.seen.note_many(decisions)  # for the range finder: these IMEIs are in use
         return Decided(valid, decisions, pending)

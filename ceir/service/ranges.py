@@ -32,8 +32,8 @@ SERIALS = 1_000_000  # serial numbers per TAC
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 # Keys buffered before they are merged into the sorted array: at least this
-# many, and at least an eighth of the array, so that merging costs O(log n)
-# a check however many keys were seen (and the buffer at most 1/8 more memory).
+# many, and at least half the array, so that merging costs O(log n) a check
+# however many keys were seen (the buffer holds at most half as many again).
 FLUSH = 1 << 16
 
 
@@ -70,6 +70,7 @@ class SeenRecord:
         self.checks = 0  # checks of registered IMEIs noted (merged so far)
         self._buffer: array[int] = array("Q")
         self._keys: U64 = np.zeros(0, dtype=np.uint64)
+        self._flush_at = FLUSH
         self._lock = threading.Lock()
 
     def note(self, decision: Decision) -> None:
@@ -78,7 +79,22 @@ class SeenRecord:
         if reasons and reasons[0] is Reason.REGISTERED and decision.imei_key is not None:
             with self._lock:
                 self._buffer.append(decision.imei_key)
-                full = len(self._buffer) >= max(FLUSH, self._keys.size >> 3)
+                full = len(self._buffer) >= self._flush_at
+            if full:
+                self._merge()
+
+    def note_many(self, decisions: Iterable[Decision]) -> None:
+        """``note`` for a batch's decisions, under one lock."""
+        registered = Reason.REGISTERED
+        keys = [
+            d.imei_key
+            for d in decisions
+            if d.reasons and d.reasons[0] is registered and d.imei_key is not None
+        ]
+        if keys:
+            with self._lock:
+                self._buffer.extend(keys)
+                full = len(self._buffer) >= self._flush_at
             if full:
                 self._merge()
 
@@ -87,8 +103,13 @@ class SeenRecord:
             buffer, self._buffer = self._buffer, array("Q")
             self.checks += len(buffer)
             if buffer:
-                fresh = np.unique(np.frombuffer(buffer, dtype=np.uint64))
-                self._keys = np.union1d(self._keys, fresh).astype(np.uint64)
+                # Sorting beats numpy's hash-based unique on uint64 keys.
+                merged = np.concatenate((self._keys, np.frombuffer(buffer, dtype=np.uint64)))
+                merged.sort()
+                first = np.ones(merged.size, dtype=np.bool_)
+                np.not_equal(merged[1:], merged[:-1], out=first[1:])
+                self._keys = merged[first]
+                self._flush_at = max(FLUSH, self._keys.size >> 1)
 
     def keys(self) -> U64:
         """Every key seen, sorted and unique."""
