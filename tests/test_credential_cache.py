@@ -38,7 +38,7 @@ def test_a_flood_of_invalid_tokens_costs_one_lookup_each_and_keeps_valid_callers
     for token in invalid:
         assert cache.get(token) is None
     assert len(lookup.calls) == 1 + len(invalid) == cache.lookups  # one each, no more
-    assert cache.cached("valid") == (True, VALID)  # never evicted
+    assert cache.holds("valid")  # never evicted
     assert cache.known == 1 and len(cache) == 1 + 64  # the misses stay bounded
     assert cache.get(invalid[-1]) is None and len(lookup.calls) == 1 + len(invalid)
 

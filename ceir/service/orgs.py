@@ -122,6 +122,10 @@ class CredentialCache:
     def known(self) -> int:
         return len(self._known)
 
+    def holds(self, key: str) -> bool:
+        """Whether a known caller's entry is held for ``key``, fresh or not."""
+        return key in self._known
+
     def cached(self, key: str) -> tuple[bool, Caller | None]:
         """(True, the caller or None if unknown) if a fresh lookup is held."""
         now = time.monotonic()
