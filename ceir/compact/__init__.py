@@ -7,8 +7,17 @@ replica (``operators_sim.replica``); it imports nothing of either, nor of
 """
 
 from .keys import Keyed, KeyTable
+from .memory import release_freed_memory
 from .merger import BackgroundMerger
 from .pairs import PairTable
 from .search import BucketIndex, find
 
-__all__ = ["BackgroundMerger", "BucketIndex", "KeyTable", "Keyed", "PairTable", "find"]
+__all__ = [
+    "BackgroundMerger",
+    "BucketIndex",
+    "KeyTable",
+    "Keyed",
+    "PairTable",
+    "find",
+    "release_freed_memory",
+]

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from ceir.compact import release_freed_memory
 from ceir.domain.commands import Command
 from ceir.domain.errors import InvalidArgument
 from ceir.domain.lists import NO_DATE, ListColumns, ListState
@@ -398,7 +399,7 @@ def load_state(connection: Connection) -> ListState:
         for rows in repo.iter_rows(connection, "notifications", columns, LOAD_CHUNK)
         for row in rows
     ]
-    return ListState.from_columns(
+    state = ListState.from_columns(
         ListColumns(
             sequence=repo.last_sequence(connection),
             policy=repo.load_policy(connection),
@@ -411,6 +412,8 @@ def load_state(connection: Connection) -> ListState:
             exceptions=exceptions,
         )
     )
+    release_freed_memory()  # the chunks' rows: give their pages back
+    return state
 
 
 LOAD_CHUNK = 50_000
