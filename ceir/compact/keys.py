@@ -16,12 +16,13 @@ reader missed in the overlay it read is in the stable layers it reads next.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .search import EMPTY_U64, U64, Bools, BucketIndex, find, position_of
+from .search import EMPTY_U64, U64, Bools, BucketIndex, find
 
 Values = npt.NDArray[Any]
 Overlay = dict[int, int | None]  # key -> value, None: deleted
@@ -114,8 +115,13 @@ class KeyTable:
         frozen = stable.frozen
         if frozen is not None and key in frozen:
             return frozen[key]
-        position = position_of(stable.key_view, key, stable.bucket_index)
-        return None if position < 0 else int(stable.value_view[position])
+        keys = stable.key_view
+        index = stable.bucket_index
+        low, high = (0, len(keys)) if index is None else index.bounds(key)
+        position = bisect_left(keys, key, low, high)
+        if position < high and keys[position] == key:
+            return int(stable.value_view[position])
+        return None
 
     def put(self, key: int, value: int) -> None:
         if self.get(key) is None:

@@ -1,10 +1,8 @@
-"""Finding keys in a sorted uint64 array: a batch at a time (numpy) or one
-at a time (``bisect`` over a memoryview, which costs a fraction of a numpy
-call for a single key)."""
+"""Finding keys in a sorted uint64 array: a batch at a time (numpy), or one
+at a time within a ``BucketIndex`` bucket (``KeyTable.get`` bisects a
+memoryview: a fraction of a numpy call for a single key)."""
 
 from __future__ import annotations
-
-from bisect import bisect_left
 
 import numpy as np
 import numpy.typing as npt
@@ -38,11 +36,15 @@ class BucketIndex:
         self.keys = keys
         count = keys.shape[0]
         self.bits = min(max(count.bit_length() - 4, 8), 24)
-        top = int(keys[-1]) if count else 0
-        self.shift = max(top.bit_length() - self.bits, 0)
+        # Buckets over the keys' own range: IMEIs share their first digits.
+        self.low = int(keys[0]) if count else 0
+        span = int(keys[-1]) - self.low if count else 0
+        self.shift = max(span.bit_length() - self.bits, 0)
         self.buckets = 1 << self.bits
-        bounds = np.arange(self.buckets + 1, dtype=np.uint64) << np.uint64(self.shift)
-        self.starts = np.searchsorted(keys, bounds).astype(np.int32 if count < 2**31 else np.int64)
+        bounds = np.arange(self.buckets, dtype=np.uint64) << np.uint64(self.shift)
+        bounds = np.minimum(bounds, np.uint64(2**64 - 1 - self.low)) + np.uint64(self.low)
+        starts = np.append(np.searchsorted(keys, bounds), count)  # the last bucket ends there
+        self.starts = starts.astype(np.int32 if count < 2**31 else np.int64)
         widest = int(np.max(np.diff(self.starts))) if count else 0
         self.steps = max(widest, 1).bit_length()  # halvings that close the widest bucket
         self._starts = self.starts.data
@@ -51,7 +53,9 @@ class BucketIndex:
         keys = self.keys
         count = keys.shape[0]
         buckets = self.buckets
-        bucket = np.minimum(queries >> np.uint64(self.shift), np.uint64(buckets)).astype(np.int64)
+        # A query below the lowest key wraps around: past the last bucket.
+        offset = queries - np.uint64(self.low)
+        bucket = np.minimum(offset >> np.uint64(self.shift), np.uint64(buckets)).astype(np.int64)
         low = self.starts[bucket].astype(np.int64)
         high = self.starts[np.minimum(bucket + 1, buckets)].astype(np.int64)
         last = count - 1
@@ -65,15 +69,10 @@ class BucketIndex:
 
     def bounds(self, key: int) -> tuple[int, int]:
         """The slice of the keys where ``key`` would be."""
-        bucket = min(key >> self.shift, self.buckets)
+        if key < self.low:
+            return 0, 0
+        bucket = min((key - self.low) >> self.shift, self.buckets)
         return self._starts[bucket], self._starts[min(bucket + 1, self.buckets)]
 
     def nbytes(self) -> int:
         return int(self.starts.nbytes)
-
-
-def position_of(keys: memoryview, key: int, index: BucketIndex | None) -> int:
-    """Where ``key`` is in the sorted keys, or -1."""
-    low, high = (0, len(keys)) if index is None else index.bounds(key)
-    position = bisect_left(keys, key, low, high)
-    return position if position < high and keys[position] == key else -1

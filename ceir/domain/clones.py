@@ -25,15 +25,11 @@ from collections import OrderedDict
 # About 150 bytes an IMEI seen with one IMSI (the bench prints the figure):
 # the cap bounds the tracker to a few hundred MB against any traffic.
 DEFAULT_MAX_IMEIS = 1_000_000
-_EXPIRE_PER_SIGHTING = 8  # at most this many stale IMEIs dropped per sighting
+_EXPIRE_EVERY = 64  # sightings between two looks for stale IMEIs
+_EXPIRE_AT_ONCE = 256  # at most this many stale IMEIs dropped at one look
 _TIME_BITS = 64
 _TIME_MASK = (1 << _TIME_BITS) - 1
 _TIME_OFFSET = 1 << 63  # times are stored unsigned
-
-
-def _imsi_code(imsi: str) -> int:
-    """A digit string as one int, its length included (leading zeros count)."""
-    return int(imsi) << 5 | len(imsi)
 
 
 class CloneTracker:
@@ -51,6 +47,7 @@ class CloneTracker:
         self.max_imeis = max_imeis
         self._imeis: OrderedDict[int, int | tuple[int, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        self._countdown = _EXPIRE_EVERY
         self.evicted = 0  # IMEIs dropped because the tracker was full
         self.expired = 0  # IMEIs dropped because their sightings left the window
 
@@ -71,9 +68,8 @@ class CloneTracker:
         self, key: int, imsi: str, now_us: int, threshold: int, window_seconds: int
     ) -> bool:
         """Record the sighting; True if the IMEI is on too many IMSIs at once."""
-        code = _imsi_code(imsi)
+        code = int(imsi) << 5 | len(imsi)  # the IMSI as one int, leading zeros counted
         sighting = code << _TIME_BITS | (now_us + _TIME_OFFSET) & _TIME_MASK
-        horizon = now_us - window_seconds * 1_000_000
         imeis = self._imeis
         with self._lock:
             entry = imeis.get(key)
@@ -82,23 +78,31 @@ class CloneTracker:
                 if len(imeis) > self.max_imeis:
                     imeis.popitem(last=False)
                     self.evicted += 1
-                self._expire(horizon)
-                return False
-            others = [e for e in _entries(entry) if e >> _TIME_BITS != code][:threshold]
-            entries = (sighting, *others) if others else sighting
-            imeis[key] = entries
-            imeis.move_to_end(key)
-            self._expire(horizon)
-        kept = _entries(entries)
-        if len(kept) <= threshold:
+                entries: tuple[int, ...] = ()
+            elif isinstance(entry, int) and entry >> _TIME_BITS == code:
+                imeis[key] = sighting  # the one IMSI again: the common case
+                imeis.move_to_end(key)
+                entries = ()
+            else:
+                kept = (entry,) if isinstance(entry, int) else entry
+                others = [e for e in kept if e >> _TIME_BITS != code]
+                entries = (sighting, *others[:threshold])
+                imeis[key] = entries
+                imeis.move_to_end(key)
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._countdown = _EXPIRE_EVERY
+                self._expire(now_us - window_seconds * 1_000_000)
+        if len(entries) <= threshold:
             return False
-        return all(_time(e) >= horizon for e in kept)
+        horizon = now_us - window_seconds * 1_000_000
+        return all(_time(e) >= horizon for e in entries)
 
     def _expire(self, horizon: int) -> None:
         """Drop a few IMEIs whose newest sighting is older than the window
         (the LRU's front is the IMEI seen least recently)."""
         imeis = self._imeis
-        for _ in range(_EXPIRE_PER_SIGHTING):
+        for _ in range(_EXPIRE_AT_ONCE):
             if not imeis:
                 return
             oldest = next(iter(imeis))
