@@ -278,11 +278,15 @@ def lists_of(replayed: ReplayedLists, sequence: int) -> ListState:
         salt = column.get("subscriber_salt")
         if table.name == "whitelist":
             until = column["valid_until_us"]
-            white = sorted((key[0], values[until]) for key, values in rows.items())
-            found["whitelist_keys"] = np.array([k for k, _ in white], dtype=np.uint64)
-            found["whitelist_valid_until_us"] = np.array(
-                [NO_DATE if v is None else v for _, v in white], dtype=np.int64
+            keys = np.fromiter((key[0] for key in rows), np.uint64, len(rows))
+            values = np.fromiter(
+                (NO_DATE if v[until] is None else v[until] for v in rows.values()),
+                np.int64,
+                len(rows),
             )
+            order = np.argsort(keys)
+            found["whitelist_keys"] = keys[order]
+            found["whitelist_valid_until_us"] = values[order]
         elif table.name == "blacklist":
             cause, block = column["cause"], column["block_date_us"]
             black = sorted((key[0], values[cause], values[block]) for key, values in rows.items())
