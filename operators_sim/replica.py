@@ -7,10 +7,10 @@ refused with ``SequenceError`` and nothing of it is applied; the node then
 resumes or resynchronizes. Policy changes arrive in the same feed, so the
 replica switches phase at the same sequence as the register.
 
-Lists live in ``tables`` (sorted numpy arrays plus an overlay); a background
-thread merges the overlay into new arrays when it grows past
-``merge_threshold`` entries. Callers hold ``lock`` around ``apply`` and
-around every read that must see one sequence (a batch of decisions).
+Lists live in ``ceir.compact`` tables (sorted numpy arrays plus an
+overlay, the register's own); a background thread merges the overlay into
+new arrays when it grows past ``merge_threshold`` entries. Callers hold
+``lock`` around ``apply`` and around every read that must see one sequence (a batch of decisions).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ceir.compact import KeyTable, PairTable
 from ceir.v1 import types_pb2 as pb
 
 from .codec import subscriber_code
-from .tables import KeyTable, PairTable
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]

@@ -732,6 +732,10 @@ SHARED_TABLES = ("ceir.organisations",)
 # The custody library (policies, cosignatures, handover, abort and evidence
 # files): as pure as ceir.audit, what a node or a regulator checks with.
 CUSTODY_LIBRARY = ("ceir.custody",)
+# The compact tables (sorted arrays plus an overlay): the register's lists
+# and the node's replica are one implementation; numpy and the standard
+# library only.
+COMPACT_LIBRARY = ("ceir.compact",)
 
 
 def test_operators_sim_uses_only_the_published_api() -> None:
@@ -742,7 +746,19 @@ def test_operators_sim_uses_only_the_published_api() -> None:
         if path.name != "embedded.py"
         for name in _imports(path)
         if _is_under(name, "ceir")
-        and not _is_under(name, "ceir.v1", *AUDIT_LIBRARY, *SHARED_TABLES, *CUSTODY_LIBRARY)
+        and not _is_under(
+            name, "ceir.v1", *AUDIT_LIBRARY, *SHARED_TABLES, *CUSTODY_LIBRARY, *COMPACT_LIBRARY
+        )
+    }
+    assert offending == set()
+
+
+def test_the_compact_tables_import_nothing_of_the_register() -> None:
+    offending = {
+        f"{path.name}: {name}"
+        for path in (ROOT / "ceir" / "compact").rglob("*.py")
+        for name in _imports(path)
+        if _is_under(name, "ceir", "grpc", "google.protobuf", "sqlalchemy")
     }
     assert offending == set()
 
@@ -755,7 +771,7 @@ def test_a_shared_table_imports_only_the_standard_library(module: str) -> None:
 
 def test_architecture_names_the_modules_operators_sim_may_use() -> None:
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
-    for module in (*AUDIT_LIBRARY, *SHARED_TABLES, *CUSTODY_LIBRARY):
+    for module in (*AUDIT_LIBRARY, *SHARED_TABLES, *CUSTODY_LIBRARY, *COMPACT_LIBRARY):
         assert f"`{module}`" in text
 
 

@@ -159,7 +159,7 @@ def test_register_device_replaces_an_expired_tourist_registration(
     memory.register(1)
     registration = memory.rows.registration_of(key(1))
     assert registration is not None and registration.source is RegistrationSource.TPP_IMPORT
-    assert memory.state.whitelist[key(1)] is None
+    assert memory.state.is_whitelisted(key(1)) and memory.state.valid_until_of(key(1)) is None
 
 
 def test_register_device_needs_the_source_s_organisation(memory: MemoryRegister) -> None:
@@ -176,7 +176,7 @@ def test_a_registration_ends_notifications_and_an_expired_block_with_a_reason(
     salt = memory.state.notification_salts[(key(1), TELKOMSEL_IMSI)]
     memory.now_us = grace_end_us(NOW, memory.state.policy) + 1
     memory.notify(1)  # the grace is over: blocked
-    assert memory.state.blacklist[key(1)][0] is BlacklistCause.NOTIFICATION_EXPIRED
+    assert memory.state.blacklist_entry_of(key(1))[0] is BlacklistCause.NOTIFICATION_EXPIRED  # type: ignore[index]
     memory.notify(2)
     _, changes = memory.run(
         KEMENPERIN,
@@ -283,7 +283,7 @@ def test_report_recovered_emits_unblocks_with_the_report_and_a_reason(
     assert [(c.kind, c.police_report, c.reason, c.actor) for c in changes] == [
         (ChangeKind.BLACKLIST_UNBLOCKED, "LP/1-R", REASONS["recovered"], "telkomsel")
     ]
-    assert key(1) not in memory.state.blacklist
+    assert memory.state.blacklist_entry_of(key(1)) is None
 
 
 def test_report_recovered_refuses_an_imei_not_stolen(memory: MemoryRegister) -> None:

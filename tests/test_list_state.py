@@ -35,7 +35,7 @@ def test_apply_refuses_a_gap_and_a_replay() -> None:
         state.apply(Change(ChangeKind.WHITELIST_REMOVED, KEY, sequence=3))
     with pytest.raises(ValueError, match="does not follow"):
         state.apply(Change(ChangeKind.WHITELIST_REMOVED, KEY, sequence=1))
-    assert state.sequence == 1 and KEY in state.whitelist
+    assert state.sequence == 1 and state.is_whitelisted(KEY)
 
 
 def test_first_matching_rule_wins() -> None:

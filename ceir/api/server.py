@@ -44,6 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
+from ceir.compact import release_freed_memory
 from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
@@ -268,6 +269,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         except BaseException:
             db.dispose()
             raise
+        release_freed_memory()  # the replay's rows are gone: give their pages back
     standby_signer = None
     if config.standby_of is not None:  # a standby signs nothing until it is the custodian
         standby_signer, signer = signer, None

@@ -8,11 +8,15 @@ rebuilt from it at start-up and follows its change feed.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from ceir.compact import BackgroundMerger, KeyTable
+
+from .clones import DEFAULT_MAX_IMEIS, CloneTracker
 from .identifiers import INDONESIA_MCC, imei_key
 from .model import (
     BlacklistCause,
@@ -24,6 +28,19 @@ from .model import (
     Policy,
     Reason,
 )
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+Bools = npt.NDArray[np.bool_]
+NO_DATE = -1  # in the int64 date columns: "no expiry" / "no block date"
+MICROS = 1_000_000
+_NO_EXPIRY = 0  # whitelist code: no expiry
+_EXACT = 0xFFFF_FFFF  # whitelist code: the value is in the exact side table
+MERGE_MIN = 65_536  # overlay entries before a merge, at least
+PAIR_BYTES = 400  # about what a notification or exception pair costs in dicts
+# One merging thread for every ListState of the process.
+_MERGER = BackgroundMerger("list-merge")
 
 # A phone has a SIM or two, so a real IMEI has a pair or two; beyond this many
 # the IMEI is a cloned or made-up one, and further pairs would only grow what
@@ -63,14 +80,19 @@ Effect = NewNotification | GraceExpired
 
 
 @dataclass(frozen=True)
-class ListsCopy:
-    """Every list at one sequence, copied out of a ``ListState``."""
+class ListColumns:
+    """Every list at one sequence, as columns (snapshots, start-up, loading).
+
+    Whitelist and blacklist columns are sorted by key, keys unique; dates
+    are Unix microseconds with ``NO_DATE`` for "none"."""
 
     sequence: int
     policy: Policy
-    whitelist_keys: npt.NDArray[np.uint64]  # unsorted; parallel to the next column
-    whitelist_valid_until_us: list[int | None]
-    blacklist: list[tuple[int, BlacklistCause, int | None]]  # key, cause, block date
+    whitelist_keys: U64
+    whitelist_valid_until_us: I64  # NO_DATE: no expiry
+    blacklist_keys: U64
+    blacklist_causes: U8  # BlacklistCause values
+    blacklist_block_date_us: I64  # NO_DATE: none
     notifications: list[tuple[int, str, str, int, bytes]]  # key, IMSI, MSISDN, block date, salt
     exceptions: list[tuple[int, str, bytes]]  # key, IMSI, salt
 
@@ -78,7 +100,7 @@ class ListsCopy:
     def total_entries(self) -> int:
         return (
             len(self.whitelist_keys)
-            + len(self.blacklist)
+            + len(self.blacklist_keys)
             + len(self.notifications)
             + len(self.exceptions)
         )
@@ -89,14 +111,27 @@ class ListState:
 
     ``apply`` must be given every change in sequence order; the caller
     serialises calls to it. ``decide`` may run concurrently with other
-    ``decide`` calls.
+    ``decide`` calls and with ``apply``, without a lock.
+
+    Whitelist and blacklist are ``ceir.compact`` key tables: sorted arrays
+    (12 bytes a whitelisted IMEI: the key and a uint32 valid-until in whole
+    seconds) plus an overlay of recent changes that a background thread
+    merges into new arrays once it grows past ``merge_threshold``. A
+    valid-until that is not a whole second in the uint32 range is kept
+    exactly in a small side table (``_EXACT`` in the main column).
     """
 
-    def __init__(self, policy: Policy | None = None, sequence: int = 0) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        sequence: int = 0,
+        clone_capacity: int = DEFAULT_MAX_IMEIS,
+    ) -> None:
         self.sequence = sequence
         self.policy = policy or Policy()
-        self.whitelist: dict[int, int | None] = {}  # key -> valid_until_us (None: no expiry)
-        self.blacklist: dict[int, tuple[BlacklistCause, int | None]] = {}  # key -> (cause, block)
+        self._whitelist = KeyTable(np.uint32)  # key -> valid-until code (_until_code)
+        self._whitelist_exact = KeyTable(np.int64)  # key -> valid_until_us, for _EXACT codes
+        self._blacklist = KeyTable(np.int64)  # key -> cause and block date (_pack_blocked)
         self.exceptions: set[tuple[int, str]] = set()
         # Change through add_notification and remove_notification only: they
         # keep _earliest, which spares a check a scan of the IMEI's pairs.
@@ -109,8 +144,103 @@ class ListState:
         self.exception_salts: dict[tuple[int, str], bytes] = {}
         # key -> (earliest block date of its pairs, how many pairs have it)
         self._earliest: dict[int, tuple[int, int]] = {}
-        # key -> {imsi: last seen}; fed by checks, not by the change feed.
-        self._seen: dict[int, dict[str, int]] = {}
+        # Fed by checks, not by the change feed.
+        self.clones = CloneTracker(clone_capacity)
+        # Held by apply and by a merge's freeze and install (never by checks).
+        self._tables_lock = threading.Lock()
+        self._merge_pending = False
+        self.merge_threshold: int | None = None  # None: _merge_threshold()
+        self.merges = 0
+
+    # --- whole lists ------------------------------------------------------------------
+
+    @classmethod
+    def from_columns(cls, columns: ListColumns) -> ListState:
+        """A state holding exactly these lists."""
+        state = cls(columns.policy, columns.sequence)
+        keys = np.asarray(columns.whitelist_keys, dtype=np.uint64)
+        codes, exact = _until_codes(np.asarray(columns.whitelist_valid_until_us, np.int64))
+        state._whitelist.load(keys, codes)
+        state._whitelist_exact.load(
+            keys[exact], np.asarray(columns.whitelist_valid_until_us, np.int64)[exact]
+        )
+        state._blacklist.load(
+            np.asarray(columns.blacklist_keys, dtype=np.uint64),
+            _pack_blocked_columns(
+                np.asarray(columns.blacklist_causes, np.int64),
+                np.asarray(columns.blacklist_block_date_us, np.int64),
+            ),
+        )
+        for key, imsi, msisdn, block_date_us, salt in columns.notifications:
+            state.add_notification(key, imsi, msisdn, block_date_us, salt)
+        for key, imsi, salt in columns.exceptions:
+            state.exceptions.add((key, imsi))
+            if salt:
+                state.exception_salts[(key, imsi)] = salt
+        return state
+
+    def columns(self) -> ListColumns:
+        """The lists as columns at ``sequence`` (the caller holds the lock
+        that serialises ``apply``, so they are of one sequence)."""
+        with self._tables_lock:  # and no merge installs meanwhile
+            white = self._whitelist.snapshot()
+            exact = self._whitelist_exact.snapshot()
+            black = self._blacklist.snapshot()
+        valid_until = _until_values(white.values, white.keys, exact.keys, exact.values)
+        causes, block_dates = _unpack_blocked_columns(black.values)
+        return ListColumns(
+            sequence=self.sequence,
+            policy=self.policy,
+            whitelist_keys=white.keys,
+            whitelist_valid_until_us=valid_until,
+            blacklist_keys=black.keys,
+            blacklist_causes=causes,
+            blacklist_block_date_us=block_dates,
+            notifications=[
+                (
+                    key,
+                    imsi,
+                    self.msisdns.get((key, imsi), ""),
+                    block,
+                    self.notification_salts.get((key, imsi), b""),
+                )
+                for key, pairs in self.notified.items()
+                for imsi, block in pairs.items()
+            ],
+            exceptions=[
+                (key, imsi, self.exception_salts.get((key, imsi), b""))
+                for key, imsi in self.exceptions
+            ],
+        )
+
+    # --- reading one IMEI (no lock) -------------------------------------------------------
+
+    def is_whitelisted(self, key: int) -> bool:
+        return self._whitelist.get(key) is not None
+
+    def valid_until_of(self, key: int) -> int | None:
+        """The IMEI's valid-until in microseconds; None: no expiry (or not
+        whitelisted: ask ``is_whitelisted`` first)."""
+        code = self._whitelist.get(key)
+        return None if code is None else self._until(key, code)
+
+    def whitelisted(self, keys: U64) -> Bools:
+        """Which of these keys are on the whitelist (expired or not)."""
+        return self._whitelist.lookup(np.asarray(keys, dtype=np.uint64))[0]
+
+    def blacklist_entry_of(self, key: int) -> tuple[BlacklistCause, int | None] | None:
+        """The IMEI's blacklist cause and block date, or None."""
+        packed = self._blacklist.get(key)
+        return None if packed is None else _unpack_blocked(packed)
+
+    def _until(self, key: int, code: int) -> int | None:
+        if code == _NO_EXPIRY:
+            return None
+        if code == _EXACT:
+            exact = self._whitelist_exact.get(key)
+            assert exact is not None  # put before the code
+            return exact
+        return code * MICROS
 
     # --- following the change feed -------------------------------------------------
 
@@ -128,14 +258,21 @@ class ListState:
         elif key is None:
             raise ValueError(f"change {change.sequence} ({kind.name}) has no IMEI key")
         elif kind is ChangeKind.WHITELIST_ADDED:
-            self.whitelist[key] = change.valid_until_us
+            self._whitelist_add(key, change.valid_until_us)
         elif kind is ChangeKind.WHITELIST_REMOVED:
-            self.whitelist.pop(key, None)
+            with self._tables_lock:
+                self._whitelist.delete(key)  # its exact value, if any, stays: see _whitelist_add
+            self._maybe_merge()
         elif kind is ChangeKind.BLACKLIST_BLOCKED:
             assert change.blacklist_cause is not None
-            self.blacklist[key] = (change.blacklist_cause, change.block_date_us)
+            packed = _pack_blocked(change.blacklist_cause, change.block_date_us)
+            with self._tables_lock:
+                self._blacklist.put(key, packed)
+            self._maybe_merge()
         elif kind is ChangeKind.BLACKLIST_UNBLOCKED:
-            self.blacklist.pop(key, None)
+            with self._tables_lock:
+                self._blacklist.delete(key)
+            self._maybe_merge()
         elif kind is ChangeKind.NOTIFICATION_NEW:
             assert change.block_date_us is not None
             self.add_notification(
@@ -151,6 +288,58 @@ class ListState:
             self.exceptions.discard((key, change.imsi))
             self.exception_salts.pop((key, change.imsi), None)
         self.sequence = change.sequence
+
+    def _whitelist_add(self, key: int, valid_until_us: int | None) -> None:
+        code = _until_code(valid_until_us)
+        with self._tables_lock:
+            # The exact value before the code that names it, and never taken
+            # away while the state lives: a check that read an older _EXACT
+            # code still finds a value. A stale one is never read again and
+            # goes at the next load; there are few (registrations are whole
+            # seconds).
+            if code == _EXACT:
+                assert valid_until_us is not None
+                self._whitelist_exact.put(key, valid_until_us)
+            self._whitelist.put(key, code)
+        self._maybe_merge()
+
+    # --- merging the tables' overlays ----------------------------------------------------
+
+    def _tables(self) -> tuple[KeyTable, ...]:
+        return (self._whitelist_exact, self._whitelist, self._blacklist)
+
+    def _merge_threshold(self) -> int:
+        if self.merge_threshold is not None:
+            return self.merge_threshold
+        # Rebuilding the arrays copies them whole: merge less often as they
+        # grow (the overlay then costs at most about half a byte an entry).
+        return max(MERGE_MIN, self._whitelist.base_size // 256)
+
+    def _maybe_merge(self) -> None:
+        if self._merge_pending:
+            return
+        if sum(table.overlay_size for table in self._tables()) > self._merge_threshold():
+            self._merge_pending = True
+            _MERGER.submit(self.merge)
+
+    def merge(self) -> None:
+        """Merge every table's overlay into new arrays. The arrays are built
+        without the lock: ``apply`` and ``decide`` go on meanwhile. The exact
+        side table first, so that a whitelist code never names a value its
+        reader cannot find."""
+        try:
+            for table in self._tables():
+                with self._tables_lock:
+                    if not table.freeze():
+                        continue
+                    generation = table.generation
+                merged = table.build_merged()
+                index = table.build_index(merged)
+                with self._tables_lock:
+                    table.install(merged, generation, index)
+            self.merges += 1
+        finally:
+            self._merge_pending = False
 
     def add_notification(
         self, key: int, imsi: str, msisdn: str, block_date_us: int, salt: bytes = b""
@@ -219,8 +408,9 @@ class ListState:
             return Decision(EquipmentStatus.WHITELISTED, _ROAMER, key, sequence), None
         if imsi and (key, imsi) in self.exceptions:
             return Decision(EquipmentStatus.WHITELISTED, _EXCEPTION, key, sequence), None
-        blocked = self.blacklist.get(key)
-        registered = key in self.whitelist
+        blocked = self.blacklist_entry_of(key)
+        code = self._whitelist.get(key)
+        registered = code is not None
         if blocked is not None:
             cause, block_date = blocked
             if cause is BlacklistCause.STOLEN:
@@ -228,8 +418,8 @@ class ListState:
             first = Reason.REGISTRATION_EXPIRED if registered else Reason.NOT_REGISTERED
             reasons = (first, Reason.NOTIFICATION_EXPIRED)
             return Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence, block_date), None
-        if registered:
-            valid_until = self.whitelist[key]
+        if code is not None:
+            valid_until = self._until(key, code)
             if valid_until is None or now_us < valid_until:
                 if imsi and self._looks_cloned(key, imsi, now_us):
                     return Decision(EquipmentStatus.GREYLISTED, _CLONE, key, sequence), None
@@ -264,59 +454,91 @@ class ListState:
 
     def _looks_cloned(self, key: int, imsi: str, now_us: int) -> bool:
         """Record the sighting; True if the IMEI is on too many IMSIs at once."""
-        seen = self._seen.get(key)
-        if seen is None:
-            self._seen[key] = {imsi: now_us}
-            return False
-        seen[imsi] = now_us
-        if len(seen) <= self.policy.clone_threshold:
-            return False
-        horizon = now_us - self.policy.clone_window_seconds * 1_000_000
-        for other, last in list(seen.items()):
-            if last < horizon:
-                seen.pop(other, None)
-        return len(seen) > self.policy.clone_threshold
-
-    # --- copies, for snapshots -------------------------------------------------------
-
-    def copy(self) -> ListsCopy:
-        """The lists as plain columns (the caller holds the lock that
-        serialises ``apply``, so the copy is of one sequence)."""
-        whitelist_keys = np.fromiter(
-            self.whitelist.keys(), dtype=np.uint64, count=len(self.whitelist)
-        )
-        return ListsCopy(
-            sequence=self.sequence,
-            policy=self.policy,
-            whitelist_keys=whitelist_keys,
-            whitelist_valid_until_us=list(self.whitelist.values()),
-            blacklist=[(key, cause, date) for key, (cause, date) in self.blacklist.items()],
-            notifications=[
-                (
-                    key,
-                    imsi,
-                    self.msisdns.get((key, imsi), ""),
-                    block,
-                    self.notification_salts.get((key, imsi), b""),
-                )
-                for key, pairs in self.notified.items()
-                for imsi, block in pairs.items()
-            ],
-            exceptions=[
-                (key, imsi, self.exception_salts.get((key, imsi), b""))
-                for key, imsi in self.exceptions
-            ],
+        policy = self.policy
+        return self.clones.observe(
+            key, imsi, now_us, policy.clone_threshold, policy.clone_window_seconds
         )
 
     # --- sizes, for metrics ----------------------------------------------------------
 
+    def whitelist_size(self) -> int:
+        """IMEIs on the whitelist (``sizes`` also counts the notified pairs)."""
+        return len(self._whitelist)
+
     def sizes(self) -> dict[str, int]:
         return {
-            "whitelist": len(self.whitelist),
-            "blacklist": len(self.blacklist),
+            "whitelist": len(self._whitelist),
+            "blacklist": len(self._blacklist),
             "notification": sum(len(p) for p in self.notified.values()),
             "exception": len(self.exceptions),
         }
+
+    def nbytes(self) -> int:
+        """Bytes held by the lists: the tables' arrays and overlays, and an
+        estimate for the notification and exception pairs (Python objects,
+        few by design). The clone tracker is apart (``clones.nbytes``)."""
+        tables = sum(table.nbytes() for table in self._tables())
+        pairs = sum(len(p) for p in self.notified.values()) + len(self.exceptions)
+        return tables + PAIR_BYTES * pairs
+
+
+def _until_code(valid_until_us: int | None) -> int:
+    """The whitelist column's code for a valid-until (see ``ListState``)."""
+    if valid_until_us is None:
+        return _NO_EXPIRY
+    seconds, rest = divmod(valid_until_us, MICROS)
+    return seconds if rest == 0 and _NO_EXPIRY < seconds < _EXACT else _EXACT
+
+
+def _until_codes(valid_until_us: I64) -> tuple[npt.NDArray[np.uint32], Bools]:
+    """``_until_code`` of a column, and where the value must be kept exactly."""
+    none = valid_until_us == NO_DATE
+    seconds, rest = np.divmod(valid_until_us, MICROS)
+    whole = (rest == 0) & (seconds > _NO_EXPIRY) & (seconds < _EXACT) & ~none
+    codes = np.where(none, _NO_EXPIRY, np.where(whole, seconds, _EXACT)).astype(np.uint32)
+    return codes, ~none & ~whole
+
+
+def _until_values(codes: npt.NDArray[np.uint32], keys: U64, exact_keys: U64, exact: I64) -> I64:
+    """The valid-until column (microseconds, NO_DATE) of a whitelist's codes."""
+    values = codes.astype(np.int64) * MICROS
+    values[codes == _NO_EXPIRY] = NO_DATE
+    inexact = codes == _EXACT
+    if inexact.any():
+        values[inexact] = exact[np.searchsorted(exact_keys, keys[inexact])]
+    return values
+
+
+# The blacklist column: block date << 8 | 0x80 if there is one | cause.
+_HAS_DATE = 0x80
+_CAUSE = 0x7F
+_DATE_LIMIT = 1 << 55  # microseconds either side of 1970: over a thousand years
+
+
+def _pack_blocked(cause: BlacklistCause, block_date_us: int | None) -> int:
+    if block_date_us is None:
+        return int(cause)
+    if not -_DATE_LIMIT <= block_date_us < _DATE_LIMIT:
+        raise ValueError(f"block date {block_date_us} out of range")
+    return block_date_us << 8 | _HAS_DATE | int(cause)
+
+
+def _unpack_blocked(packed: int) -> tuple[BlacklistCause, int | None]:
+    return BlacklistCause(packed & _CAUSE), packed >> 8 if packed & _HAS_DATE else None
+
+
+def _pack_blocked_columns(causes: I64, block_dates_us: I64) -> I64:
+    dated = block_dates_us != NO_DATE
+    if bool(np.any(dated & ((block_dates_us < -_DATE_LIMIT) | (block_dates_us >= _DATE_LIMIT)))):
+        raise ValueError("a block date is out of range")
+    with_date = (block_dates_us << 8) | _HAS_DATE | causes
+    return np.where(dated, with_date, causes).astype(np.int64)
+
+
+def _unpack_blocked_columns(packed: I64) -> tuple[U8, I64]:
+    causes = (packed & _CAUSE).astype(np.uint8)
+    dates = np.where((packed & _HAS_DATE) != 0, packed >> 8, NO_DATE).astype(np.int64)
+    return causes, dates
 
 
 def grace_end_us(now_us: int, policy: Policy) -> int:

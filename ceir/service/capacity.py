@@ -65,18 +65,12 @@ class CapacityStatus:
 
 def on_whitelist(state: ListState, key: int) -> bool:
     """Whether ``key`` is on the whitelist (registered, expired or not)."""
-    # The compact lists answer is_whitelisted; the dict-backed ones, ``in``.
-    member: Callable[[int], bool] | None = getattr(state, "is_whitelisted", None)
-    if member is not None:
-        return member(key)
-    return key in state.whitelist
+    return state.is_whitelisted(key)
 
 
 def whitelist_size(state: ListState) -> int:
-    """IMEIs on the whitelist, without counting the other lists (``sizes()``
-    walks every notified IMEI on the dict-backed lists)."""
-    whitelist = getattr(state, "whitelist", None)
-    return len(whitelist) if isinstance(whitelist, dict) else state.sizes()["whitelist"]
+    """IMEIs on the whitelist."""
+    return state.whitelist_size()
 
 
 def whitelist_growth(state: ListState, changes: Sequence[Change]) -> int:

@@ -53,17 +53,17 @@ class CertificateAuthenticator:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._cache = CredentialCache(
+        self.cache = CredentialCache(
             lambda name: lookup_organisation(db, Organisation.name == name)
         )
 
     def caller_for(self, common_name: str) -> Caller:
         """The active organisation named ``common_name``; Unauthenticated otherwise."""
-        return _answer(common_name, self._cache.get(common_name))
+        return _answer(common_name, self.cache.get(common_name))
 
     def cached_caller_for(self, common_name: str) -> Caller:
         """As ``caller_for`` from the cache alone; NeedsLookup if it cannot say."""
-        fresh, caller = self._cache.cached(common_name)
+        fresh, caller = self.cache.cached(common_name)
         if not fresh:
             raise NeedsLookup(common_name)
         return _answer(common_name, caller)

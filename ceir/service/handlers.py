@@ -104,9 +104,9 @@ def _anyone(caller: Caller, command: Any) -> None:
 
 def registered_validly(unit: WriteUnit, key: int) -> bool:
     """True if the key is on the whitelist with an unexpired registration."""
-    if key not in unit.state.whitelist:
+    if not unit.state.is_whitelisted(key):
         return False
-    valid_until = unit.state.whitelist[key]
+    valid_until = unit.state.valid_until_of(key)
     return valid_until is None or valid_until > unit.now_us
 
 
@@ -139,7 +139,7 @@ def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[
                         state, ChangeKind.NOTIFICATION_RESOLVED, key, imsi, REASONS["registered"]
                     )
                 )
-            blocked = state.blacklist.get(key)
+            blocked = state.blacklist_entry_of(key)
             if blocked is not None and blocked[0] is BlacklistCause.NOTIFICATION_EXPIRED:
                 unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key, reason=REASONS["registered"]))
         stored.append(
@@ -182,7 +182,7 @@ def _register_device(command: RegisterDevice, unit: WriteUnit) -> Registration:
 
 def _revoke(command: RevokeRegistration, unit: WriteUnit) -> tuple[int, ...]:
     keys = command.imei_keys
-    missing = [k for k in keys if k not in unit.state.whitelist]
+    missing = [k for k in keys if not unit.state.is_whitelisted(k)]
     if missing:
         raise NotFound(
             f"not on the whitelist: {', '.join(f'{k:014d}' for k in missing)}",
@@ -246,15 +246,15 @@ def _authorize_stolen(caller: Caller, command: ReportStolen) -> None:
 
 def _report_stolen(command: ReportStolen, unit: WriteUnit) -> tuple[int, ...]:
     keys = command.imei_keys
-    blacklist = unit.state.blacklist
-    blocked = [k for k in keys if blacklist.get(k, (None,))[0] is BlacklistCause.STOLEN]
+    entries = {k: unit.state.blacklist_entry_of(k) for k in keys}
+    blocked = [k for k in keys if (entries[k] or (None,))[0] is BlacklistCause.STOLEN]
     if blocked:
         raise AlreadyExists(
             f"already reported stolen: {', '.join(f'{k:014d}' for k in blocked)}",
             reason="IMEI_ALREADY_BLOCKED",
         )
     # A stolen report supersedes a block for a missing registration.
-    for key in (k for k in keys if k in blacklist):
+    for key in (k for k in keys if entries[k] is not None):
         unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key, reason=REASONS["superseded"]))
     for key in keys:
         unit.add(
@@ -272,8 +272,8 @@ def _report_stolen(command: ReportStolen, unit: WriteUnit) -> tuple[int, ...]:
 
 def _report_recovered(command: ReportRecovered, unit: WriteUnit) -> tuple[int, ...]:
     keys = command.imei_keys
-    blacklist = unit.state.blacklist
-    not_stolen = [k for k in keys if blacklist.get(k, (None,))[0] is not BlacklistCause.STOLEN]
+    entries = {k: unit.state.blacklist_entry_of(k) for k in keys}
+    not_stolen = [k for k in keys if (entries[k] or (None,))[0] is not BlacklistCause.STOLEN]
     if not_stolen:
         raise FailedPrecondition(
             f"not reported stolen: {', '.join(f'{k:014d}' for k in not_stolen)}",

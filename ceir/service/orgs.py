@@ -8,6 +8,7 @@ the server re-checks their credentials every second).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -92,24 +93,51 @@ def list_organisations(db: Database) -> list[tuple[str, str, str, bool]]:
 class CredentialCache:
     """Credential lookups, each trusted for ``CACHE_SECONDS``.
 
-    Bounded: past ``limit`` entries the oldest goes, so a stream of made-up
-    credentials costs the cache its oldest entries, never all of them at
-    once. ``cached`` never touches the database, so an event loop may call
-    it; ``get`` looks up what is missing or stale.
+    Known callers are kept in an LRU of ``limit``; unknown credentials in a
+    separate, smaller LRU of ``miss_limit``. So a stream of made-up
+    credentials costs one lookup each and pushes out only other made-up
+    ones: it never evicts a valid caller. ``cached`` never touches the
+    database, so an event loop may call it; ``get`` looks up what is
+    missing or stale.
     """
 
-    def __init__(self, lookup: Callable[[str], Caller | None], limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], Caller | None],
+        limit: int = 10_000,
+        miss_limit: int = 1_024,
+    ) -> None:
         self._lookup = lookup
         self._limit = limit
-        self._entries: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._miss_limit = miss_limit
+        self._known: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self.lookups = 0  # database lookups made (for tests and the bench)
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._unknown)
+
+    @property
+    def known(self) -> int:
+        return len(self._known)
+
+    def holds(self, key: str) -> bool:
+        """Whether a known caller's entry is held for ``key``, fresh or not."""
+        return key in self._known
 
     def cached(self, key: str) -> tuple[bool, Caller | None]:
         """(True, the caller or None if unknown) if a fresh lookup is held."""
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > CACHE_SECONDS:
-            return False, None
-        return True, entry[1]
+        now = time.monotonic()
+        entry = self._known.get(key)
+        if entry is not None and now - entry[0] <= CACHE_SECONDS:
+            with contextlib.suppress(KeyError):  # no lock: a race may only lose the touch
+                self._known.move_to_end(key)
+            return True, entry[1]
+        missed = self._unknown.get(key)
+        if missed is not None and now - missed <= CACHE_SECONDS:
+            return True, None
+        return False, None
 
     def get(self, key: str) -> Caller | None:
         """The caller for ``key`` (None if unknown), looked up if not fresh."""
@@ -117,11 +145,21 @@ class CredentialCache:
         if fresh:
             return caller
         caller = self._lookup(key)
+        now = time.monotonic()
         with self._lock:
-            self._entries[key] = (time.monotonic(), caller)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
+            self.lookups += 1
+            if caller is None:
+                self._known.pop(key, None)
+                self._unknown[key] = now
+                self._unknown.move_to_end(key)
+                while len(self._unknown) > self._miss_limit:
+                    self._unknown.popitem(last=False)
+            else:
+                self._unknown.pop(key, None)
+                self._known[key] = (now, caller)
+                self._known.move_to_end(key)
+                while len(self._known) > self._limit:
+                    self._known.popitem(last=False)
         return caller
 
 
@@ -136,16 +174,16 @@ class Authenticator:
         self.db = db
         # Keyed by the metadata as sent: a call with a cached token parses
         # and hashes nothing.
-        self._cache = CredentialCache(self._lookup_authorization)
+        self.cache = CredentialCache(self._lookup_authorization)
 
     def caller_for(self, authorization: str | None) -> Caller:
         """The token's organisation; Unauthenticated if there is none."""
-        return self._answer(authorization, self._cache.get(_parse(authorization)))
+        return self._answer(authorization, self.cache.get(_parse(authorization)))
 
     def cached_caller_for(self, authorization: str | None) -> Caller:
         """As ``caller_for`` from the cache alone; NeedsLookup if it cannot say."""
         key = _parse(authorization)
-        fresh, caller = self._cache.cached(key)
+        fresh, caller = self.cache.cached(key)
         if not fresh:
             raise NeedsLookup(key)
         return self._answer(authorization, caller)

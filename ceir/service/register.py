@@ -18,13 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from ceir.compact import release_freed_memory
 from ceir.domain.commands import Command
 from ceir.domain.errors import InvalidArgument
-from ceir.domain.lists import ListsCopy, ListState
-from ceir.domain.model import BlacklistCause, BlacklistEntry, Caller, Change, Registration
+from ceir.domain.lists import NO_DATE, ListColumns, ListState
+from ceir.domain.model import BlacklistEntry, Caller, Change, Registration
 from ceir.domain.permissions import require
 from ceir.domain.validation import check_request_id
 from ceir.storage import log_repository as log_repo
@@ -186,11 +189,11 @@ class Register:
         for listener in self._listeners:
             listener()
 
-    def copy_lists(self) -> ListsCopy:
+    def copy_lists(self) -> ListColumns:
         """The in-memory lists at one sequence (copied under the write lock,
         so no change lands half-way; the lock is held only for the copy)."""
         with self._write_lock:
-            return self.state.copy()
+            return self.state.columns()
 
     # --- writing ----------------------------------------------------------------------
 
@@ -380,25 +383,62 @@ class TableRecords:
 
 
 def load_state(connection: Connection) -> ListState:
-    """The lists as the tables hold them (call inside one snapshot read)."""
-    state = ListState(repo.load_policy(connection), repo.last_sequence(connection))
-    for rows in repo.iter_rows(connection, "whitelist", ("imei_key", "valid_until_us"), 50_000):
-        state.whitelist.update((row.imei_key, row.valid_until_us) for row in rows)
-    for rows in repo.iter_rows(
-        connection, "blacklist", ("imei_key", "cause", "block_date_us"), 50_000
-    ):
-        for row in rows:
-            state.blacklist[row.imei_key] = (BlacklistCause(row.cause), row.block_date_us)
-    for rows in repo.iter_rows(
-        connection, "exceptions", ("imei_key", "imsi", "subscriber_salt"), 50_000
-    ):
-        for row in rows:
-            state.exceptions.add((row.imei_key, row.imsi))
-            if row.subscriber_salt:
-                state.exception_salts[(row.imei_key, row.imsi)] = bytes(row.subscriber_salt)
+    """The lists as the tables hold them (call inside one snapshot read).
+    Whitelist and blacklist are read in chunks straight into columns (rows
+    come ordered by key): no Python object per entry outlives its chunk."""
+    white = _read_columns(connection, "whitelist", ("imei_key", "valid_until_us"))
+    black = _read_columns(connection, "blacklist", ("imei_key", "cause", "block_date_us"))
+    exceptions = [
+        (row.imei_key, row.imsi, bytes(row.subscriber_salt) if row.subscriber_salt else b"")
+        for rows in repo.iter_rows(
+            connection, "exceptions", ("imei_key", "imsi", "subscriber_salt"), LOAD_CHUNK
+        )
+        for row in rows
+    ]
     columns = ("imei_key", "imsi", "msisdn", "block_date_us", "subscriber_salt")
-    for rows in repo.iter_rows(connection, "notifications", columns, 50_000):
-        for row in rows:
-            salt = bytes(row.subscriber_salt) if row.subscriber_salt else b""
-            state.add_notification(row.imei_key, row.imsi, row.msisdn, row.block_date_us, salt)
+    notifications = [
+        (
+            row.imei_key,
+            row.imsi,
+            row.msisdn,
+            row.block_date_us,
+            bytes(row.subscriber_salt) if row.subscriber_salt else b"",
+        )
+        for rows in repo.iter_rows(connection, "notifications", columns, LOAD_CHUNK)
+        for row in rows
+    ]
+    state = ListState.from_columns(
+        ListColumns(
+            sequence=repo.last_sequence(connection),
+            policy=repo.load_policy(connection),
+            whitelist_keys=white[0].astype(np.uint64),
+            whitelist_valid_until_us=white[1],
+            blacklist_keys=black[0].astype(np.uint64),
+            blacklist_causes=black[1].astype(np.uint8),
+            blacklist_block_date_us=black[2],
+            notifications=notifications,
+            exceptions=exceptions,
+        )
+    )
+    release_freed_memory()  # the chunks' rows: give their pages back
     return state
+
+
+LOAD_CHUNK = 50_000
+
+
+def _read_columns(
+    connection: Connection, table: str, names: tuple[str, ...]
+) -> list[npt.NDArray[np.int64]]:
+    """Integer columns of a list table (NULL as NO_DATE), a chunk at a time."""
+    parts: list[list[npt.NDArray[np.int64]]] = [[] for _ in names]
+    for rows in repo.iter_rows(connection, table, names, LOAD_CHUNK):
+        for index, part in enumerate(parts):
+            part.append(
+                np.fromiter(
+                    (NO_DATE if row[index] is None else row[index] for row in rows),
+                    dtype=np.int64,
+                    count=len(rows),
+                )
+            )
+    return [np.concatenate(part) if part else np.empty(0, np.int64) for part in parts]

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection
 
 from ceir.audit import (
@@ -54,8 +55,8 @@ from ceir.audit import (
     open_checkpoint,
 )
 from ceir.audit.merkle import short
-from ceir.domain.lists import ListState
-from ceir.domain.model import BlacklistCause, Change
+from ceir.domain.lists import NO_DATE, ListColumns, ListState
+from ceir.domain.model import Change
 from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
 from ceir.storage import schema
@@ -270,34 +271,48 @@ def lists_of(replayed: ReplayedLists, sequence: int) -> ListState:
     """The in-memory lists holding the replayed rows, as ``load_state`` would
     load them from tables equal to the replay (columns found by name; the
     devices table is not in memory)."""
-    state = ListState(replayed.policy, sequence)
+    found: dict[str, Any] = {}
     for table in LIST_TABLES:
         rows = replayed.rows[table.name]
         column = {name: index for index, name in enumerate(table.values)}
         salt = column.get("subscriber_salt")
         if table.name == "whitelist":
             until = column["valid_until_us"]
-            state.whitelist = {key[0]: values[until] for key, values in rows.items()}
+            keys = np.fromiter((key[0] for key in rows), np.uint64, len(rows))
+            values = np.fromiter(
+                (NO_DATE if v[until] is None else v[until] for v in rows.values()),
+                np.int64,
+                len(rows),
+            )
+            order = np.argsort(keys)
+            found["whitelist_keys"] = keys[order]
+            found["whitelist_valid_until_us"] = values[order]
         elif table.name == "blacklist":
             cause, block = column["cause"], column["block_date_us"]
-            state.blacklist = {
-                key[0]: (BlacklistCause(values[cause]), values[block])
-                for key, values in rows.items()
-            }
+            black = sorted((key[0], values[cause], values[block]) for key, values in rows.items())
+            found["blacklist_keys"] = np.array([e[0] for e in black], dtype=np.uint64)
+            found["blacklist_causes"] = np.array([int(e[1]) for e in black], dtype=np.uint8)
+            found["blacklist_block_date_us"] = np.array(
+                [NO_DATE if e[2] is None else e[2] for e in black], dtype=np.int64
+            )
         elif table.name == "notifications":
             msisdn, block = column["msisdn"], column["block_date_us"]
-            for (key, imsi), values in sorted(rows.items()):
-                pair_salt = b"" if salt is None else _salt(values[salt])
-                state.add_notification(key, imsi, values[msisdn], values[block], pair_salt)
+            found["notifications"] = [
+                (
+                    key,
+                    imsi,
+                    values[msisdn],
+                    values[block],
+                    b"" if salt is None else _salt(values[salt]),
+                )
+                for (key, imsi), values in sorted(rows.items())
+            ]
         elif table.name == "exceptions":
-            state.exceptions = set(rows)
-            if salt is not None:
-                state.exception_salts = {
-                    pair: _salt(values[salt])
-                    for pair, values in rows.items()
-                    if _salt(values[salt])
-                }
-    return state
+            found["exceptions"] = [
+                (key, imsi, b"" if salt is None else _salt(values[salt]))
+                for (key, imsi), values in rows.items()
+            ]
+    return ListState.from_columns(ListColumns(sequence=sequence, policy=replayed.policy, **found))
 
 
 def _salt(value: Any) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ceir.audit.snapshot import ListsDigest, ListsStatement, entry_identity, sign_statement
 from ceir.domain.errors import FieldViolation, InvalidArgument, OutOfRange
-from ceir.domain.lists import ListsCopy
+from ceir.domain.lists import NO_DATE, ListColumns
 from ceir.domain.model import Caller, Change, Policy
 from ceir.domain.permissions import Action, require, visible_imsi_prefixes
 from ceir.storage import repository as repo
@@ -140,18 +140,14 @@ class SyncService:
 
 
 def _chunks(
-    lists: ListsCopy, size: int, prefixes: tuple[str, ...] | None, digest: ListsDigest
+    lists: ListColumns, size: int, prefixes: tuple[str, ...] | None, digest: ListsDigest
 ) -> Iterator[SnapshotChunk]:
     """Each list sorted by key (pairs then by subscriber identity), cut into
     chunks of ``size``, each fed to ``digest`` as it is cut."""
     sequence = lists.sequence
-    order = np.argsort(lists.whitelist_keys, kind="stable")
-    keys = lists.whitelist_keys[order]
-    valid = np.fromiter(
-        (0 if v is None else v // 1_000_000 for v in lists.whitelist_valid_until_us),
-        dtype=np.int64,
-        count=len(lists.whitelist_valid_until_us),
-    )[order]
+    keys = lists.whitelist_keys  # sorted by key
+    until = lists.whitelist_valid_until_us
+    valid = np.where(until == NO_DATE, 0, until // 1_000_000)
     for start in range(0, len(keys), size):
         chunk = SnapshotChunk(
             sequence,
@@ -161,15 +157,15 @@ def _chunks(
         )
         digest.whitelist(chunk.imei_keys, chunk.valid_until_s)
         yield chunk
-    blacklist = sorted(lists.blacklist)
-    for start in range(0, len(blacklist), size):
-        blocked = blacklist[start : start + size]
+    blocked = lists.blacklist_block_date_us
+    block_dates = np.where(blocked == NO_DATE, 0, blocked // 1_000_000)
+    for start in range(0, len(lists.blacklist_keys), size):
         chunk = SnapshotChunk(
             sequence,
             "blacklist",
-            imei_keys=[e[0] for e in blocked],
-            causes=[int(e[1]) for e in blocked],
-            block_dates_s=[0 if e[2] is None else e[2] // 1_000_000 for e in blocked],
+            imei_keys=lists.blacklist_keys[start : start + size].tolist(),
+            causes=lists.blacklist_causes[start : start + size].tolist(),
+            block_dates_s=block_dates[start : start + size].tolist(),
         )
         digest.blacklist(chunk.imei_keys, chunk.causes, chunk.block_dates_s)
         yield chunk

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ceir.compact import KeyTable, PairTable
 from operators_sim.clones import CloneTracker
 from operators_sim.codec import (
     MALFORMED_KEY,
@@ -19,7 +20,6 @@ from operators_sim.codec import (
     imsi_text,
     roamer_mask,
 )
-from operators_sim.tables import KeyTable, PairTable
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,0 +1,138 @@
+"""The clone tracker: which IMSIs each registered IMEI was seen with lately.
+
+The rule (the brief's "suspected clone"): an IMEI seen with more than
+``threshold`` distinct IMSIs whose last sighting is inside the window. That
+needs, per IMEI, only its ``threshold + 1`` most recently seen distinct
+IMSIs: the rule holds exactly when all of them are inside the window. So a
+sighting costs O(threshold) whatever the IMEI was seen with before, and an
+IMEI holds at most ``threshold + 1`` entries however many IMSIs a hostile
+caller sends with it.
+
+Across IMEIs the tracker is an LRU of at most ``max_imeis`` (an IMEI not
+seen for a while goes first, and one whose newest sighting left the window
+is dropped as it reaches the front). A raised threshold counts the IMSIs
+kept under the old one until new sightings fill the longer list; an
+evicted IMEI starts again from nothing, which can only delay a suspicion.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from collections import OrderedDict
+
+# About 150 bytes an IMEI seen with one IMSI (the bench prints the figure):
+# the cap bounds the tracker to a few hundred MB against any traffic.
+DEFAULT_MAX_IMEIS = 1_000_000
+_EXPIRE_EVERY = 64  # sightings between two looks for stale IMEIs
+_EXPIRE_AT_ONCE = 256  # at most this many stale IMEIs dropped at one look
+_TIME_BITS = 64
+_TIME_MASK = (1 << _TIME_BITS) - 1
+_TIME_OFFSET = 1 << 63  # times are stored unsigned
+
+
+class CloneTracker:
+    """Recent (IMSI, last sighting) of registered IMEIs, most recent first.
+
+    A sighting is one int, ``code << 64 | time + 2**63``; an IMEI's entry is
+    its sighting, or a tuple of them once it has several IMSIs (most IMEIs
+    have one: no tuple for them). Thread-safe (one short lock per sighting:
+    checks run on many threads).
+    """
+
+    def __init__(self, max_imeis: int = DEFAULT_MAX_IMEIS) -> None:
+        if max_imeis < 1:
+            raise ValueError("the clone tracker must be able to hold an IMEI")
+        self.max_imeis = max_imeis
+        self._imeis: OrderedDict[int, int | tuple[int, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._countdown = _EXPIRE_EVERY
+        self.evicted = 0  # IMEIs dropped because the tracker was full
+        self.expired = 0  # IMEIs dropped because their sightings left the window
+
+    def __len__(self) -> int:
+        return len(self._imeis)
+
+    def sightings(self) -> int:
+        """Entries held, over every IMEI."""
+        with self._lock:
+            return sum(len(_entries(entry)) for entry in self._imeis.values())
+
+    def imsis_of(self, key: int) -> int:
+        """How many IMSIs are kept for the IMEI."""
+        entry = self._imeis.get(key)
+        return 0 if entry is None else len(_entries(entry))
+
+    def observe(
+        self, key: int, imsi: str, now_us: int, threshold: int, window_seconds: int
+    ) -> bool:
+        """Record the sighting; True if the IMEI is on too many IMSIs at once."""
+        code = int(imsi) << 5 | len(imsi)  # the IMSI as one int, leading zeros counted
+        sighting = code << _TIME_BITS | (now_us + _TIME_OFFSET) & _TIME_MASK
+        imeis = self._imeis
+        with self._lock:
+            entry = imeis.get(key)
+            if entry is None:
+                imeis[key] = sighting
+                if len(imeis) > self.max_imeis:
+                    imeis.popitem(last=False)
+                    self.evicted += 1
+                entries: tuple[int, ...] = ()
+            elif isinstance(entry, int) and entry >> _TIME_BITS == code:
+                imeis[key] = sighting  # the one IMSI again: the common case
+                imeis.move_to_end(key)
+                entries = ()
+            else:
+                kept = (entry,) if isinstance(entry, int) else entry
+                others = [e for e in kept if e >> _TIME_BITS != code]
+                entries = (sighting, *others[:threshold])
+                imeis[key] = entries
+                imeis.move_to_end(key)
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._countdown = _EXPIRE_EVERY
+                self._expire(now_us - window_seconds * 1_000_000)
+        if len(entries) <= threshold:
+            return False
+        horizon = now_us - window_seconds * 1_000_000
+        return all(_time(e) >= horizon for e in entries)
+
+    def _expire(self, horizon: int) -> None:
+        """Drop a few IMEIs whose newest sighting is older than the window
+        (the LRU's front is the IMEI seen least recently)."""
+        imeis = self._imeis
+        for _ in range(_EXPIRE_AT_ONCE):
+            if not imeis:
+                return
+            oldest = next(iter(imeis))
+            if _time(_entries(imeis[oldest])[0]) >= horizon:
+                return
+            del imeis[oldest]
+            self.expired += 1
+
+    def nbytes(self) -> int:
+        """Bytes held: the ordered dict itself plus its keys and entries
+        (measured on a sample of at most 1,000 IMEIs, scaled)."""
+        with self._lock:
+            count = len(self._imeis)
+            sample = list(itertools.islice(self._imeis.items(), 1_000))
+            table = sys.getsizeof(self._imeis)
+        if not count:
+            return table
+        objects = sum(sys.getsizeof(k) + _entry_bytes(v) for k, v in sample)
+        return int(table + objects * count / len(sample))
+
+
+def _entries(entry: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (entry,) if isinstance(entry, int) else entry
+
+
+def _entry_bytes(entry: int | tuple[int, ...]) -> int:
+    if isinstance(entry, int):
+        return sys.getsizeof(entry)
+    return sys.getsizeof(entry) + sum(sys.getsizeof(e) for e in entry)
+
+
+def _time(entry: int) -> int:
+    return (entry & _TIME_MASK) - _TIME_OFFSET
