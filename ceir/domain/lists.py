@@ -61,6 +61,12 @@ class GraceExpired:
 
 Effect = NewNotification | GraceExpired
 
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+Bools = npt.NDArray[np.bool_]
+NO_DATE: int = -1  # in the int64 columns of ListColumns: "no expiry" / "no block date"
+
 
 @dataclass(frozen=True)
 class ListsCopy:
@@ -79,6 +85,30 @@ class ListsCopy:
         return (
             len(self.whitelist_keys)
             + len(self.blacklist)
+            + len(self.notifications)
+            + len(self.exceptions)
+        )
+
+
+@dataclass(frozen=True)
+class ListColumns:
+    """Every list at one sequence, as columns (stand-in: replaced by compact)."""
+
+    sequence: int
+    policy: Policy
+    whitelist_keys: U64  # sorted ascending, unique
+    whitelist_valid_until_us: I64  # parallel; NO_DATE = no expiry
+    blacklist_keys: U64  # sorted ascending, unique
+    blacklist_causes: U8  # parallel; BlacklistCause int values
+    blacklist_block_date_us: I64  # parallel; NO_DATE = none
+    notifications: list[tuple[int, str, str, int, bytes]]  # key, IMSI, MSISDN, block, salt
+    exceptions: list[tuple[int, str, bytes]]  # key, IMSI, salt
+
+    @property
+    def total_entries(self) -> int:
+        return (
+            len(self.whitelist_keys)
+            + len(self.blacklist_keys)
             + len(self.notifications)
             + len(self.exceptions)
         )
@@ -306,6 +336,53 @@ class ListState:
                 (key, imsi, self.exception_salts.get((key, imsi), b""))
                 for key, imsi in self.exceptions
             ],
+        )
+
+    @classmethod
+    def from_columns(cls, columns: ListColumns) -> ListState:
+        """The lists the columns hold (stand-in: dicts)."""
+        state = cls(columns.policy, columns.sequence)
+        until = columns.whitelist_valid_until_us.tolist()
+        state.whitelist = {
+            key: (None if date == NO_DATE else date)
+            for key, date in zip(columns.whitelist_keys.tolist(), until, strict=True)
+        }
+        state.blacklist = {
+            key: (BlacklistCause(cause), None if date == NO_DATE else date)
+            for key, cause, date in zip(
+                columns.blacklist_keys.tolist(),
+                columns.blacklist_causes.tolist(),
+                columns.blacklist_block_date_us.tolist(),
+                strict=True,
+            )
+        }
+        for key, imsi, msisdn, block, salt in columns.notifications:
+            state.add_notification(key, imsi, msisdn, block, salt)
+        for key, imsi, salt in columns.exceptions:
+            state.exceptions.add((key, imsi))
+            if salt:
+                state.exception_salts[(key, imsi)] = salt
+        return state
+
+    def columns(self) -> ListColumns:
+        """The lists as sorted columns (the caller holds the lock serialising ``apply``)."""
+        white = sorted(self.whitelist.items())
+        black = sorted(self.blacklist.items())
+        copy = self.copy()
+        return ListColumns(
+            sequence=self.sequence,
+            policy=self.policy,
+            whitelist_keys=np.array([key for key, _ in white], dtype=np.uint64),
+            whitelist_valid_until_us=np.array(
+                [NO_DATE if date is None else date for _, date in white], dtype=np.int64
+            ),
+            blacklist_keys=np.array([key for key, _ in black], dtype=np.uint64),
+            blacklist_causes=np.array([int(cause) for _, (cause, _) in black], dtype=np.uint8),
+            blacklist_block_date_us=np.array(
+                [NO_DATE if date is None else date for _, (_, date) in black], dtype=np.int64
+            ),
+            notifications=sorted(copy.notifications),
+            exceptions=sorted(copy.exceptions),
         )
 
     # --- sizes, for metrics ----------------------------------------------------------
