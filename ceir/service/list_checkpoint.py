@@ -287,9 +287,11 @@ class ListCheckpointer:
         self._written_at = time.monotonic()
         self._lock = threading.Lock()  # one write at a time
         self._stop = threading.Event()
+        self._moved = threading.Event()  # set by the register after each applied batch
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.register.add_listener(self._moved.set)
         self._thread = threading.Thread(target=self._run, name="ceir-list-checkpoint", daemon=True)
         self._thread.start()
 
@@ -297,13 +299,18 @@ class ListCheckpointer:
         """Stop the background writer; with ``write``, write the lists once
         more if they moved since the last checkpoint (a clean shutdown)."""
         self._stop.set()
+        self._moved.set()
         if self._thread is not None:
             self._thread.join()
         if write:
             self.write_now()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll):
+        while not self._stop.is_set():
+            self._moved.wait(self.poll)
+            self._moved.clear()
+            if self._stop.is_set():
+                return
             moved = self.register.state.sequence - self.written
             due = moved >= self.every_changes or (
                 moved > 0 and time.monotonic() - self._written_at >= self.every_seconds
