@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import custody, hostile, machine, register, report, sim, startup, trust
+from . import custody, hostile, machine, register, report, scale, sim, startup, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,10 +34,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile", "startup", "custody"),
+        choices=("register", "sim", "trust", "hostile", "startup", "custody", "scale"),
         help="run only this section (repeatable): the register, the operator side, the log, "
         "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
-        "the custody handover's write freeze at 1,000,000 changes",
+        "the custody handover's write freeze at 1,000,000 changes, a register of "
+        "--scale-imeis IMEIs (not run unless named: tens of minutes)",
+    )
+    parser.add_argument(
+        "--scale-imeis",
+        type=int,
+        help=f"IMEIs the scale section loads (default {scale.FULL_IMEIS:,}; "
+        f"{scale.QUICK_IMEIS:,} with --quick)",
     )
     return parser.parse_args(argv)
 
@@ -80,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += startup.run(options.quick)
         if "custody" in chosen:
             results += custody.run(options.quick)
+        if "scale" in chosen:
+            imeis = options.scale_imeis or (
+                scale.QUICK_IMEIS if options.quick else scale.FULL_IMEIS
+            )
+            results += scale.run(imeis, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)
