@@ -246,12 +246,7 @@ def _verify_from_checkpoint(
     assert checkpoint is not None  # stored_frontier_matches refused a database without
     head = repo.last_sequence(connection)
     # Nodes wholly within the first S leaves were folded into the signed frontier.
-    nodes = {
-        node: digest
-        for node, digest in _stored_nodes(connection).items()
-        if (node[1] + 1) << node[0] > start
-    }
-    check = _LogCheck(nodes, checkpoint[0], first=start)
+    check = _LogCheck(_stored_nodes(connection, start), checkpoint[0], first=start)
     check.frontier = Frontier(start, statement.frontier, check.node)
     if checkpoint[0] == start:
         check.checkpoint_root = statement.root
@@ -599,8 +594,13 @@ def _check_checkpoint(
     return bool(keys)
 
 
-def _stored_nodes(connection: Connection) -> dict[tuple[int, int], bytes]:
-    rows = connection.exec_driver_sql('SELECT level, "index", hash FROM tree_nodes')
+def _stored_nodes(connection: Connection, after: int = 0) -> dict[tuple[int, int], bytes]:
+    """The stored tree nodes, or (``after``) those over some leaf after the
+    first ``after``: node (level, index) ends at leaf (index + 1) << level."""
+    sql = 'SELECT level, "index", hash FROM tree_nodes'
+    if after:
+        sql += f' WHERE "index" >= ({int(after)} >> level)'
+    rows = connection.exec_driver_sql(sql)
     return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
 
 

@@ -368,3 +368,21 @@ def test_no_checkpoint_is_written_without_a_signing_key(
     assert running.checkpointer is None
     running.stop(grace=0)
     assert not lists_file.exists()
+
+
+def test_tree_nodes_over_the_checkpoint_size_are_checked_after_it(
+    checkpointed: str, lists_file: Path, key_file: Path, server: RunningServer
+) -> None:
+    from .test_startup_proof import _import
+
+    _import(server, 300)  # changes 15 to 314: node (8, 0) over 1 to 256 straddles 12
+    proof = _prove(checkpointed, key_file, lists_file)
+    assert proof.list_checkpoint_size == 12 and proof.replayed_changes == 302
+    alter(
+        checkpointed,
+        "UPDATE tree_nodes SET hash = (SELECT leaf_hash FROM changes WHERE sequence = 1) "
+        "WHERE level = 8",
+    )
+    with pytest.raises(LogNotVerified) as refused:
+        _prove(checkpointed, key_file, lists_file)
+    assert "tree node (8, 0) over changes 1 to 256" in str(refused.value)
