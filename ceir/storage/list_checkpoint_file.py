@@ -119,6 +119,7 @@ class StoredColumns:
 def write_file(path: Path, note: str, columns: ListColumns) -> None:
     """Write the file atomically: a temporary file beside it, flushed to disk,
     then renamed over it (a crash leaves the old file or the new one, whole)."""
+    _remove_abandoned(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     statement = note.encode("utf-8")
     try:
@@ -138,6 +139,24 @@ def write_file(path: Path, note: str, columns: ListColumns) -> None:
         os.fsync(directory)  # the rename itself survives a power cut
     finally:
         os.close(directory)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove temporary files a killed writer left (its process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdecimal() and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def columns_digest(columns: ListColumns) -> bytes:
