@@ -22,7 +22,9 @@ The statement's text (signed with the log's key, as checkpoints are) is::
 
 The columns are an 8-byte big-endian length, a JSON header (sequence, policy,
 each array's name, dtype and length, the notification and exception pairs),
-then each array's raw little-endian bytes in the header's order. Nothing in
+then each array's raw little-endian bytes in the header's order: whitelist
+keys, the positions of the whitelisted keys that expire and their expiries,
+blacklist keys, causes and block dates. Nothing in
 the columns is trusted before their digest matches the signed one.
 """
 
@@ -39,7 +41,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ceir.domain.lists import ListColumns
+from ceir.domain.lists import NO_DATE, ListColumns
 from ceir.domain.model import Phase, Policy
 
 __all__ = [
@@ -53,9 +55,12 @@ __all__ = [
 
 HEADER = "ceir/list-checkpoint/v1"
 _MAX_STATEMENT = 16_384  # 64 frontier lines and a signature fit many times over
+# Most registrations never expire, so the whitelist's expiries are stored
+# sparsely: the positions of the keys that have one, and those expiries.
 _ARRAYS = (
     ("whitelist_keys", "<u8"),
-    ("whitelist_valid_until_us", "<i8"),
+    ("whitelist_expiring", "<u8"),
+    ("whitelist_expiring_until_us", "<i8"),
     ("blacklist_keys", "<u8"),
     ("blacklist_causes", "|u1"),
     ("blacklist_block_date_us", "<i8"),
@@ -183,14 +188,21 @@ def read_file(path: Path) -> StoredColumns:
         except UnicodeDecodeError as error:
             raise FileRefused("the statement is not UTF-8") from error
         hasher = hashlib.sha256()
-        columns = _read_columns(source, hasher)
+        remaining = os.fstat(source.fileno()).st_size - source.tell()
+        columns = _read_columns(source, hasher, remaining)
         if source.read(1):
             raise FileRefused("the file has bytes after its columns")
     return StoredColumns(note, hasher.digest(), columns)
 
 
 def _column_parts(columns: ListColumns) -> list[bytes | memoryview]:
-    arrays = [np.ascontiguousarray(getattr(columns, name), dtype=dtype) for name, dtype in _ARRAYS]
+    until = columns.whitelist_valid_until_us
+    expiring = np.flatnonzero(until != NO_DATE)
+    sparse = {"whitelist_expiring": expiring, "whitelist_expiring_until_us": until[expiring]}
+    arrays = [
+        np.ascontiguousarray(sparse.get(name, getattr(columns, name, None)), dtype=dtype)
+        for name, dtype in _ARRAYS
+    ]
     header = {
         "sequence": columns.sequence,
         "policy": _policy(columns.policy),
@@ -211,9 +223,11 @@ def _column_parts(columns: ListColumns) -> list[bytes | memoryview]:
     return parts
 
 
-def _read_columns(source: IO[bytes], hasher: Any) -> ListColumns:
+def _read_columns(source: IO[bytes], hasher: Any, remaining: int) -> ListColumns:
+    """The columns, hashed as they are read; nothing larger than the file
+    (``remaining`` bytes) is allocated, whatever the header claims."""
     size_bytes = source.read(8)
-    if len(size_bytes) != 8 or int.from_bytes(size_bytes, "big") > 1 << 34:
+    if len(size_bytes) != 8 or int.from_bytes(size_bytes, "big") > remaining:
         raise FileRefused("the columns' header is cut short")
     encoded = source.read(int.from_bytes(size_bytes, "big"))
     hasher.update(size_bytes)
@@ -223,6 +237,9 @@ def _read_columns(source: IO[bytes], hasher: Any) -> ListColumns:
         described = [(str(n), str(d), int(c)) for n, d, c in header["arrays"]]
         if [(n, d) for n, d, _ in described] != list(_ARRAYS):
             raise FileRefused("the columns are not the ones this version writes")
+        left = remaining - len(size_bytes) - len(encoded)
+        if sum(count * np.dtype(dtype).itemsize for _, dtype, count in described) > left:
+            raise FileRefused("the columns' header names more bytes than the file holds")
         arrays: dict[str, Any] = {}
         for name, dtype, count in described:
             array = np.empty(count, dtype=dtype)
@@ -233,7 +250,10 @@ def _read_columns(source: IO[bytes], hasher: Any) -> ListColumns:
                     raise FileRefused(f"the file ends inside column {name}")
                 hasher.update(part)
             arrays[name] = array
+        until = np.full(len(arrays["whitelist_keys"]), NO_DATE, dtype=np.int64)
+        until[arrays.pop("whitelist_expiring")] = arrays.pop("whitelist_expiring_until_us")
         return ListColumns(
+            whitelist_valid_until_us=until,
             sequence=int(header["sequence"]),
             policy=_policy_of(header["policy"]),
             notifications=[
@@ -243,7 +263,7 @@ def _read_columns(source: IO[bytes], hasher: Any) -> ListColumns:
             exceptions=[(int(k), str(i), bytes.fromhex(s)) for k, i, s in header["exceptions"]],
             **arrays,
         )
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, IndexError) as error:
         raise FileRefused(f"the columns' header is malformed ({error})") from error
 
 

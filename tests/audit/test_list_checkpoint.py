@@ -340,7 +340,7 @@ def test_the_server_writes_a_checkpoint_every_so_many_changes(
         checkpointer.stop(write=False)  # joins the writer: no write at stop
         assert checkpointer.written >= 3
         loaded = load_checkpoint(lists_file, [_verifier(key_file)], KEY_NAME)
-        assert loaded is not None and loaded.statement.size == running.checkpointer.written
+        assert loaded is not None and loaded.statement.size == checkpointer.written
     finally:
         running.checkpointer = None
         running.stop(grace=0)
@@ -390,3 +390,50 @@ def test_tree_nodes_over_the_checkpoint_size_are_checked_after_it(
     with pytest.raises(LogNotVerified) as refused:
         _prove(checkpointed, key_file, lists_file)
     assert "tree node (8, 0) over changes 1 to 256" in str(refused.value)
+
+
+def test_the_file_gives_back_the_columns_it_was_written_with(
+    tmp_path: Path, key_file: Path
+) -> None:
+    import numpy as np
+
+    from ceir.domain.lists import NO_DATE, ListColumns
+    from ceir.domain.model import Phase, Policy
+
+    columns = ListColumns(
+        sequence=5,
+        policy=Policy(Phase.ENFORCE, 7, 2, 60, 9, "kominfo"),
+        whitelist_keys=np.array([1, 5, 9], dtype=np.uint64),
+        whitelist_valid_until_us=np.array([NO_DATE, 1_700_000_000_000_000, NO_DATE]),
+        blacklist_keys=np.array([3], dtype=np.uint64),
+        blacklist_causes=np.array([1], dtype=np.uint8),
+        blacklist_block_date_us=np.array([NO_DATE], dtype=np.int64),
+        notifications=[(7, "510101234567890", "6281234567890", 1_800_000_000_000_000, b"s" * 16)],
+        exceptions=[(8, "510101234567891", b"")],
+    )
+    signer = CheckpointSigner(KEY_NAME, Signer(KEY_NAME, load_private_key(key_file)))
+    frontier = Frontier(5, [bytes([1]) * 32, bytes([2]) * 32])
+    path = tmp_path / "lists"
+    write_checkpoint(path, columns, frontier, signer)
+    loaded = load_checkpoint(path, [_verifier(key_file)], KEY_NAME)
+    assert loaded is not None
+    back = loaded.columns
+    assert back.whitelist_valid_until_us.tolist() == [NO_DATE, 1_700_000_000_000_000, NO_DATE]
+    assert back.whitelist_keys.tolist() == [1, 5, 9] and back.blacklist_keys.tolist() == [3]
+    assert (back.policy, back.notifications, back.exceptions) == (
+        columns.policy,
+        columns.notifications,
+        columns.exceptions,
+    )
+    assert loaded.statement.frontier == frontier.hashes
+
+
+def test_a_header_claiming_more_than_the_file_holds_is_refused(
+    checkpointed: str, lists_file: Path, key_file: Path
+) -> None:
+    data = lists_file.read_bytes()
+    cut = data[: len(data) - 8]  # the last column is 8 bytes short of its count
+    lists_file.write_bytes(cut)
+    proof = _prove(checkpointed, key_file, lists_file)
+    assert proof.list_checkpoint_refused is not None
+    assert "more bytes than the file holds" in proof.list_checkpoint_refused
