@@ -437,3 +437,30 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused(
     proof = _prove(checkpointed, key_file, lists_file)
     assert proof.list_checkpoint_refused is not None
     assert "more bytes than the file holds" in proof.list_checkpoint_refused
+
+
+def test_full_proof_ignores_the_checkpoint_and_still_writes_it(
+    checkpointed: str, lists_file: Path, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(
+        checkpointed,
+        signing_key=key_file,
+        list_checkpoint=lists_file,
+        start_from_list_checkpoint=False,
+    )
+    with caplog.at_level(logging.INFO, logger="ceir.startup_proof"):
+        create_server(config).stop(grace=0)
+    passed = [r for r in caplog.records if r.getMessage() == "start-up proof passed"]
+    assert len(passed) == 1
+    assert passed[0].list_checkpoint_size is None  # type: ignore[attr-defined]
+    assert passed[0].replayed_changes == 14  # type: ignore[attr-defined]
+    loaded = load_checkpoint(lists_file, [_verifier(key_file)], KEY_NAME)
+    assert loaded is not None and loaded.statement.size == 14  # written at shutdown
+
+
+def test_the_default_file_is_beside_a_sqlite_database_only() -> None:
+    from ceir.service.list_checkpoint import default_path
+
+    assert default_path("sqlite:////data/ceir.db") == Path("/data/ceir.db.lists")
+    assert default_path("sqlite:///:memory:") is None
+    assert default_path("postgresql+psycopg://ceir@db/ceir") is None
