@@ -48,7 +48,12 @@ from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
 from ceir.service.custody import CustodyKeeper
-from ceir.service.list_checkpoint import EVERY_CHANGES, EVERY_SECONDS, ListCheckpointer
+from ceir.service.list_checkpoint import (
+    EVERY_CHANGES,
+    EVERY_SECONDS,
+    MIN_SECONDS,
+    ListCheckpointer,
+)
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -199,6 +204,7 @@ class ServerConfig:
     list_checkpoint: Path | None = None
     list_checkpoint_every: int = EVERY_CHANGES
     list_checkpoint_seconds: float = EVERY_SECONDS
+    list_checkpoint_min_seconds: float = MIN_SECONDS  # between two background writes
     # False: the full start-up proof whatever the checkpoint (it is still written).
     start_from_list_checkpoint: bool = True
 
@@ -380,6 +386,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             written=written,
             every_changes=config.list_checkpoint_every or 2**63,
             every_seconds=config.list_checkpoint_seconds or float("inf"),
+            min_seconds=config.list_checkpoint_min_seconds,
         )
         checkpointer.start()
     running = RunningServer(

@@ -83,6 +83,9 @@ log = logging.getLogger("ceir.list_checkpoint")
 
 EVERY_CHANGES = 1_000_000
 EVERY_SECONDS = 3_600.0
+# At least this long between two background writes: during a bulk import a
+# million changes may take seconds, and each write copies every list.
+MIN_SECONDS = 60.0
 _KEYS_PER_QUERY = 500
 
 
@@ -266,7 +269,7 @@ def _count(connection: Connection, table: str) -> int:
 class ListCheckpointer:
     """Writes the register's list checkpoint in the background: every
     ``every_changes`` changes or ``every_seconds`` seconds once the lists
-    moved, and once more on ``stop``."""
+    moved (never twice within ``min_seconds``), and once more on ``stop``."""
 
     def __init__(
         self,
@@ -276,6 +279,7 @@ class ListCheckpointer:
         written: int = 0,
         every_changes: int = EVERY_CHANGES,
         every_seconds: float = EVERY_SECONDS,
+        min_seconds: float = MIN_SECONDS,
         poll: float = 1.0,
     ) -> None:
         self.register = register
@@ -283,8 +287,9 @@ class ListCheckpointer:
         self.written = written  # the size of the checkpoint on disk
         self.every_changes = every_changes
         self.every_seconds = every_seconds
+        self.min_seconds = min_seconds
         self.poll = poll
-        self._written_at = time.monotonic()
+        self._written_at = time.monotonic() - min_seconds  # the first may come at once
         self._lock = threading.Lock()  # one write at a time
         self._stop = threading.Event()
         self._moved = threading.Event()  # set by the register after each applied batch
@@ -312,8 +317,9 @@ class ListCheckpointer:
             if self._stop.is_set():
                 return
             moved = self.register.state.sequence - self.written
-            due = moved >= self.every_changes or (
-                moved > 0 and time.monotonic() - self._written_at >= self.every_seconds
+            since = time.monotonic() - self._written_at
+            due = since >= self.min_seconds and (
+                moved >= self.every_changes or (moved > 0 and since >= self.every_seconds)
             )
             if due:
                 try:

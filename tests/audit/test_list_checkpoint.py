@@ -325,7 +325,13 @@ def test_the_server_writes_a_checkpoint_every_so_many_changes(
     db_url: str, tokens: dict[str, str], key_file: Path, lists_file: Path
 ) -> None:
     running = create_server(
-        _config(db_url, signing_key=key_file, list_checkpoint=lists_file, list_checkpoint_every=3)
+        _config(
+            db_url,
+            signing_key=key_file,
+            list_checkpoint=lists_file,
+            list_checkpoint_every=3,
+            list_checkpoint_min_seconds=0,
+        )
     )
     try:
         checkpointer = running.checkpointer
