@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ceir/v1/*.proto)
 
-.PHONY: demo test lint proto proto-check bench install clean
+.PHONY: demo test lint proto proto-check bench bench-scale install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ proto-check: proto
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# A register of 100,000,000 IMEIs: memory, database size, import rate and
+# restart time (tens of minutes, about 30 GB of disk; CI does not run it).
+# SCALE_ARGS=--quick loads 1,000,000.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks --only scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import custody, hostile, machine, memory, register, report, sim, startup, trust
+from . import custody, hostile, machine, memory, register, report, scale, sim, startup, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,11 +34,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile", "startup", "custody", "memory"),
+        choices=("register", "sim", "trust", "hostile", "startup", "custody", "memory", "scale"),
         help="run only this section (repeatable): the register, the operator side, the log, "
         "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
         "the custody handover's write freeze at 1,000,000 changes, memory per IMEI and "
-        "under hostile traffic",
+        "under hostile traffic, a register of --scale-imeis IMEIs (not run unless named: "
+        "tens of minutes)",
+    )
+    parser.add_argument(
+        "--scale-imeis",
+        type=int,
+        help=f"IMEIs the scale section loads (default {scale.FULL_IMEIS:,}; "
+        f"{scale.QUICK_IMEIS:,} with --quick)",
     )
     return parser.parse_args(argv)
 
@@ -83,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += custody.run(options.quick)
         if "memory" in chosen:
             results += memory.run(options.quick)
+        if "scale" in chosen:
+            imeis = options.scale_imeis or (
+                scale.QUICK_IMEIS if options.quick else scale.FULL_IMEIS
+            )
+            results += scale.run(imeis, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)

@@ -50,6 +50,12 @@ from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
 from ceir.service.custody import CustodyKeeper
+from ceir.service.list_checkpoint import (
+    EVERY_CHANGES,
+    EVERY_SECONDS,
+    MIN_SECONDS,
+    ListCheckpointer,
+)
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -198,6 +204,16 @@ class ServerConfig:
     # (None: off). See ceir.service.capacity.
     capacity: int | None = None
     range_guard: int | None = None
+    # The list checkpoint file (ceir.service.list_checkpoint): started from
+    # when it verifies, written every list_checkpoint_every changes or
+    # list_checkpoint_seconds (0: only at shutdown) and at a clean shutdown.
+    # None: neither.
+    list_checkpoint: Path | None = None
+    list_checkpoint_every: int = EVERY_CHANGES
+    list_checkpoint_seconds: float = EVERY_SECONDS
+    list_checkpoint_min_seconds: float = MIN_SECONDS  # between two background writes
+    # False: the full start-up proof whatever the checkpoint (it is still written).
+    start_from_list_checkpoint: bool = True
 
 
 @dataclass
@@ -220,6 +236,8 @@ class RunningServer:
     standby_signer: CheckpointSigner | None = None
     # The custody ceremony's keeper, when the register has a custody policy.
     keeper: CustodyKeeper | None = None
+    # Writes the list checkpoint, when the server has one and a signing key.
+    checkpointer: ListCheckpointer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -240,6 +258,11 @@ class RunningServer:
         # pool closes, so no connection is left checked out of a closed pool.
         self.workers.shutdown(wait=True, cancel_futures=True)
         self.lookups.shutdown(wait=True, cancel_futures=True)
+        if self.checkpointer is not None:  # the lists at the last write: a quick restart
+            try:
+                self.checkpointer.stop(write=True)
+            except Exception:
+                log.exception("writing the list checkpoint at shutdown failed")
         gc.collect()  # close the generators of cancelled snapshots now
         self.register.db.dispose()
 
@@ -255,17 +278,21 @@ def create_server(config: ServerConfig) -> RunningServer:
     if config.migrate:
         db.migrate()
     signer = checkpoint_signer(config)
-    lists = None
+    lists, written = None, 0
     if config.prove_lists:
         try:  # before anything is answered from the tables
-            lists = prove_at_start(
+            proof = prove_at_start(
                 db,
                 _own_verifier(config, signer),
                 config.log_origin,
                 repair=config.repair_lists,
                 report=config.repair_report,
                 trusted=config.trusted_log_keys,
-            ).state
+                list_checkpoint=config.list_checkpoint
+                if config.start_from_list_checkpoint
+                else None,
+            )
+            lists, written = proof.state, proof.list_checkpoint_size or 0
         except BaseException:
             db.dispose()
             raise
@@ -361,6 +388,18 @@ def create_server(config: ServerConfig) -> RunningServer:
             else None,
         },
     )
+    checkpointer = None
+    # A key made up at start-up could not verify the checkpoint at the next.
+    if config.list_checkpoint is not None and signer is not None and config.signing_key:
+        checkpointer = ListCheckpointer(
+            register,
+            config.list_checkpoint,
+            written=written,
+            every_changes=config.list_checkpoint_every or 2**63,
+            every_seconds=config.list_checkpoint_seconds or float("inf"),
+            min_seconds=config.list_checkpoint_min_seconds,
+        )
+        checkpointer.start()
     running = RunningServer(
         server,
         port,
@@ -374,6 +413,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         token_port,
         standby_signer=standby_signer,
         keeper=keeper,
+        checkpointer=checkpointer,
     )
     if config.standby_of is not None and isinstance(standby, Standby):
         running.standby, running.standby_channel = standby, standby_feed_channel

@@ -152,6 +152,62 @@ def export_command(
     err().print(f"exported {leaves:,} leaves to {target}")
 
 
+@audit_app.command("list-checkpoint")
+def list_checkpoint_command(
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="CEIR_DB", metavar="PATH_OR_URL", help="The database."),
+    ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            exists=True,
+            dir_okay=False,
+            help="The custodian's signing key (PEM), as given to `ceir serve`; set "
+            "CEIR_SIGNING_KEY_PASSWORD if it is encrypted.",
+        ),
+    ] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            dir_okay=False,
+            help="The list checkpoint file (default: beside a SQLite database, <file>.lists).",
+        ),
+    ] = None,
+    origin: Annotated[
+        str, typer.Option("--log-origin", help="The change log's origin line.")
+    ] = DEFAULT_ORIGIN,
+) -> None:
+    """Prove the database as `ceir serve` does at start, then write its list checkpoint.
+
+    The file holds every list at the log's current size with a statement
+    signed by the key, so the next `ceir serve` replays only the changes
+    after it (docs/trust.md). Replaces the old file atomically.
+    """
+    if db is None:
+        fail("no database: pass --db PATH_OR_URL or set CEIR_DB")
+    if signing_key is None:
+        fail("--signing-key is required: the checkpoint is signed with the log's key")
+    from ceir.api.server import ServerConfig, checkpoint_signer
+    from ceir.service.list_checkpoint import default_path, write_from_database
+    from ceir.storage.database import normalise_url
+
+    path = target or default_path(normalise_url(db))
+    if path is None:
+        fail("this database has no default checkpoint file: pass --file PATH")
+    with reporting_errors():
+        signer = checkpoint_signer(ServerConfig(db=db, signing_key=signing_key, log_origin=origin))
+        assert signer is not None
+        database = Database(db)
+        try:
+            statement = write_from_database(database, path, signer)
+        finally:
+            database.dispose()
+    out().print(f"wrote the list checkpoint of size {statement.size:,} to {path}", soft_wrap=True)
+
+
 def _verifiers(
     public_key: Path | None,
     vkey: str | None,

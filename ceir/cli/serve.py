@@ -15,9 +15,11 @@ from ceir.audit.errors import KeyFormatError
 from ceir.audit.note import Verifier, valid_key_name
 from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
+from ceir.service.list_checkpoint import EVERY_CHANGES, EVERY_SECONDS, default_path
 from ceir.service.list_repair import ListsNotRepairable
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.startup_proof import LogNotVerified
+from ceir.storage.database import normalise_url
 
 from ._output import err, fail, reporting_errors
 
@@ -203,6 +205,36 @@ def serve_command(
             "reason DENSE_RANGE). Default: off. 1000 is a reasonable K.",
         ),
     ] = None,
+    list_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--list-checkpoint",
+            dir_okay=False,
+            show_default=False,
+            help="The list checkpoint file (default: beside a SQLite database, <file>.lists; "
+            "none for PostgreSQL unless given). With --signing-key the server writes the "
+            "lists there at a signed tree size, and a start that finds it verified replays "
+            "only the changes after it (docs/trust.md).",
+        ),
+    ] = None,
+    list_checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--list-checkpoint-every",
+            min=0,
+            metavar="CHANGES",
+            help="Write the list checkpoint every this many changes (and every hour once "
+            "the lists moved, and at a clean shutdown); 0: only at shutdown.",
+        ),
+    ] = EVERY_CHANGES,
+    full_proof: Annotated[
+        bool,
+        typer.Option(
+            "--full-proof",
+            help="Run the full start-up proof (every change hashed again, every list row "
+            "compared) even when a verified list checkpoint is there.",
+        ),
+    ] = False,
     custody_policy: Annotated[
         Path | None,
         typer.Option(
@@ -224,7 +256,9 @@ def serve_command(
     --signing-key, its signature) and proves that the list tables equal its
     replay. On a mismatch it exits with code 1 naming the first differing
     change or row and the change that should explain it (--repair rebuilds
-    differing list rows instead). Logs are JSON lines on stderr. On a signal,
+    differing list rows instead). With a verified list checkpoint
+    (--list-checkpoint) only the changes after it are hashed and replayed.
+    Logs are JSON lines on stderr. On a signal,
     health turns NOT_SERVING, in-flight calls finish and the command exits
     with code 0.
     """
@@ -253,6 +287,10 @@ def serve_command(
         standby_ca=standby_ca,
         capacity=capacity,
         range_guard=range_guard,
+        list_checkpoint=list_checkpoint or default_path(normalise_url(url)),
+        list_checkpoint_every=list_checkpoint_every,
+        list_checkpoint_seconds=0 if list_checkpoint_every == 0 else EVERY_SECONDS,
+        start_from_list_checkpoint=not full_proof,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")

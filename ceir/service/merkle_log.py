@@ -131,6 +131,10 @@ class MerkleLog:
         """The number of leaves this process has seen committed."""
         return self._frontier.size
 
+    def frontier(self) -> Frontier:
+        """A copy of the frontier of the leaves this process has seen committed."""
+        return self._frontier.copy()
+
     # --- start-up -------------------------------------------------------------------------
 
     def open(self) -> None:

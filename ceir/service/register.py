@@ -23,6 +23,7 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from ceir.audit import Frontier
 from ceir.compact import release_freed_memory
 from ceir.domain.commands import Command
 from ceir.domain.errors import InvalidArgument
@@ -188,6 +189,16 @@ class Register:
     def _notify(self) -> None:
         for listener in self._listeners:
             listener()
+
+    def lists_with_frontier(self) -> tuple[ListColumns, Frontier] | None:
+        """The lists as columns and the log's frontier at their sequence (both
+        under the write lock, for a list checkpoint); None while the lists
+        follow changes another server wrote and the frontier has not."""
+        with self._write_lock:
+            frontier = self.log.frontier()
+            if frontier.size != self.state.sequence:
+                return None
+            return self.state.columns(), frontier
 
     def copy_lists(self) -> ListColumns:
         """The in-memory lists at one sequence (copied under the write lock,

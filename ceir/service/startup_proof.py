@@ -17,6 +17,12 @@ In one consistent read, and in one pass over the change table:
    then read once, for the comparison only, and the in-memory ``ListState``
    the server answers from is built from the replayed rows.
 
+With a list checkpoint (``list_checkpoint``) the same two steps run from
+its signed size S on: the lists come from its signed columns, the changes
+after S are verified and replayed onto them, and only the rows those changes
+wrote are compared (that module says what this leaves out). A missing or
+refused checkpoint, or ``repair``, runs the full proof.
+
 From ``PARALLEL_FROM`` changes on a machine with more than one core, a
 second process verifies and replays the later half (``startup_range``).
 
@@ -36,9 +42,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +78,13 @@ from .list_audit import (
     ReplayedLists,
     list_differences,
     without_cycle_collection,
+)
+from .list_checkpoint import (
+    CheckpointRefused,
+    LoadedCheckpoint,
+    load_checkpoint,
+    stored_frontier_matches,
+    tail_differences,
 )
 from .list_repair import repair_lists
 
@@ -105,6 +120,10 @@ class StartupProof:
     checkpoint_size: int | None  # the latest stored checkpoint's size, if any
     signature_checked: bool
     repaired: list[str] = field(default_factory=list)  # every row the repair changed
+    frontier: tuple[bytes, ...] = ()  # the verified frontier at ``size``
+    list_checkpoint_size: int | None = None  # the list checkpoint started from, if any
+    replayed_changes: int = 0  # changes replayed (after the list checkpoint, if any)
+    list_checkpoint_refused: str | None = None  # why a present checkpoint was not used
 
 
 @dataclass
@@ -115,6 +134,8 @@ class _Verified:
     signature_checked: bool
     replayed: ReplayedLists
     state: ListState
+    frontier: tuple[bytes, ...] = ()
+    replayed_changes: int = 0
 
 
 def prove_at_start(
@@ -125,6 +146,7 @@ def prove_at_start(
     repair: bool = False,
     report: Callable[[str], None] | None = None,
     trusted: Sequence[Verifier] = (),
+    list_checkpoint: Path | None = None,
 ) -> StartupProof:
     """Verify the stored log, then prove the list tables are its replay.
 
@@ -137,16 +159,46 @@ def prove_at_start(
     ``ListsNotFromLog`` naming per table the first differing row; with
     ``repair``, differing rows are rewritten from the replay instead, each
     one passed to ``report`` and kept in ``StartupProof.repaired``.
+    ``list_checkpoint``: a list checkpoint file to start from (signed by
+    one of these keys), when it is there and passes its checks.
     """
+    keys = [key for key in (verifier, *trusted) if key is not None]
+    loaded, refused = None, None
+    if list_checkpoint is not None and not repair:
+        loaded, refused = _checkpoint(list_checkpoint, keys, origin)
+    started = time.monotonic()
     with db.read_snapshot() as connection:
-        verified = verify_and_replay(connection, verifier, origin, trusted=trusted)
-        differences = list(list_differences(connection, verified.replayed))
+        if loaded is not None:
+            try:
+                stored_frontier_matches(connection, loaded)
+            except CheckpointRefused as error:
+                refused = _refuse(loaded.path, error)
+                loaded = None
+        if loaded is not None:
+            verified = _verify_from_checkpoint(connection, loaded, keys, origin)
+            differences = list(tail_differences(connection, verified.replayed, verified.state))
+        else:
+            verified = verify_and_replay(connection, verifier, origin, trusted=trusted)
+            differences = list(list_differences(connection, verified.replayed))
     proof = StartupProof(
         verified.state,
         verified.size,
         verified.root,
         verified.checkpoint_size,
         verified.signature_checked,
+        frontier=verified.frontier,
+        list_checkpoint_size=None if loaded is None else loaded.statement.size,
+        replayed_changes=verified.replayed_changes,
+        list_checkpoint_refused=refused,
+    )
+    log.info(
+        "start-up proof passed" if not differences else "start-up proof found differing rows",
+        extra={
+            "size": proof.size,
+            "list_checkpoint_size": proof.list_checkpoint_size,
+            "replayed_changes": proof.replayed_changes,
+            "seconds": round(time.monotonic() - started, 3),
+        },
     )
     if not differences:
         return proof
@@ -154,6 +206,78 @@ def prove_at_start(
         raise ListsNotFromLog(differences)
     proof.repaired = repair_lists(db, verified.replayed, verified.size, report)
     return proof
+
+
+def _checkpoint(
+    path: Path, keys: list[Verifier], origin: str
+) -> tuple[LoadedCheckpoint | None, str | None]:
+    """The list checkpoint to start from, or None and why it is not used."""
+    if not keys:
+        log.info(
+            "list checkpoint not used: no key to verify it; the full start-up proof runs",
+            extra={"path": str(path)},
+        )
+        return None, None
+    try:
+        loaded = load_checkpoint(path, keys, origin)
+    except CheckpointRefused as error:
+        return None, _refuse(path, error)
+    if loaded is None:
+        log.info("no list checkpoint: the full start-up proof runs", extra={"path": str(path)})
+    return loaded, None
+
+
+def _refuse(path: Path, error: CheckpointRefused) -> str:
+    """Log a refused checkpoint as the alarm it is; the full proof runs instead."""
+    log.error(
+        "list checkpoint refused: the full start-up proof runs instead",
+        extra={"path": str(path), "reason": str(error)},
+    )
+    return str(error)
+
+
+def _verify_from_checkpoint(
+    connection: Connection, loaded: LoadedCheckpoint, keys: list[Verifier], origin: str
+) -> _Verified:
+    """Step 1 from the checkpoint's signed frontier on, and the replay of the
+    changes after it onto its columns (the caller checked the stored tree)."""
+    statement = loaded.statement
+    start = statement.size
+    checkpoint = log_repo.latest_checkpoint(connection)
+    assert checkpoint is not None  # stored_frontier_matches refused a database without
+    head = repo.last_sequence(connection)
+    # Nodes wholly within the first S leaves were folded into the signed frontier.
+    check = _LogCheck(_stored_nodes(connection, start), checkpoint[0], first=start)
+    check.frontier = Frontier(start, statement.frontier, check.node)
+    if checkpoint[0] == start:
+        check.checkpoint_root = statement.root
+    with without_cycle_collection():
+        state = ListState.from_columns(loaded.columns)
+        replayed = _tracked(ReplayedLists())
+        replayed.policy = loaded.columns.policy
+        for batch in _change_batches(connection, start, None):
+            for change, stored in batch:
+                check.leaf(change, stored)
+                replayed.apply(change)
+                state.apply(change)
+    if head != check.size:
+        raise LogNotVerified(
+            min(head, check.size) + 1,
+            f"the register's state names change {head} as the last, but the change table "
+            f"ends at change {check.size}",
+        )
+    check.finish()
+    signature_checked = _check_checkpoint(check, *checkpoint, keys, origin)
+    return _Verified(
+        check.size,
+        check.frontier.root(),
+        checkpoint[0],
+        signature_checked,
+        replayed,
+        state,
+        check.frontier.hashes,
+        check.size - start,
+    )
 
 
 def verify_and_replay(
@@ -222,7 +346,14 @@ def _verify_and_replay(
         )
     state = lists_of(replayed, size)
     return _Verified(
-        size, check.frontier.root(), check.checkpoint_size, signature_checked, replayed, state
+        size,
+        check.frontier.root(),
+        check.checkpoint_size,
+        signature_checked,
+        replayed,
+        state,
+        check.frontier.hashes,
+        size,
     )
 
 
@@ -478,8 +609,13 @@ def _check_checkpoint(
     return bool(keys)
 
 
-def _stored_nodes(connection: Connection) -> dict[tuple[int, int], bytes]:
-    rows = connection.exec_driver_sql('SELECT level, "index", hash FROM tree_nodes')
+def _stored_nodes(connection: Connection, after: int = 0) -> dict[tuple[int, int], bytes]:
+    """The stored tree nodes, or (``after``) those over some leaf after the
+    first ``after``: node (level, index) ends at leaf (index + 1) << level."""
+    sql = 'SELECT level, "index", hash FROM tree_nodes'
+    if after:
+        sql += f' WHERE "index" >= ({int(after)} >> level)'
+    rows = connection.exec_driver_sql(sql)
     return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
 
 
