@@ -1,4 +1,5 @@
-"""Two ``ceir serve`` processes on one PostgreSQL database.
+"""Two ``ceir serve`` processes on one PostgreSQL database, started at once on a
+new database (both migrate it, one after the other).
 
 Both serve writes at once, from threads registering devices, reporting
 them stolen, pairing exceptions and checking unregistered devices (whose
@@ -74,9 +75,9 @@ def pg_url(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture
-def tokens(pg_url: str) -> dict[str, str]:
+def tokens(pg_url: str, servers: tuple[Served, Served]) -> dict[str, str]:
+    """Organisations added once the servers run (they migrated the new database)."""
     db = Database(pg_url)
-    db.migrate()
     try:
         return {
             name: add_organisation(db, name, kind, codes) for name, (kind, codes) in ORGS.items()
@@ -114,12 +115,18 @@ class Served:
         self.log = folder / f"{name}.log"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_until_serving()
+
+    def launch(self) -> None:
         self.starts += 1
         self.log = self.folder / f"{self.name}-{self.starts}.log"
         command = [CEIR, "serve", "--db", self.db_url, "--listen", "127.0.0.1:0", "--insecure"]
         command += ["--signing-key", str(self.key), "--no-access-log"]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_until_serving(self) -> None:
         self.port = self._serving_port()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
 
@@ -167,13 +174,16 @@ class Served:
 
 @pytest.fixture
 def servers(
-    pg_url: str, tokens: dict[str, str], log_key: tuple[Path, Verifier], tmp_path: Path
+    pg_url: str, log_key: tuple[Path, Verifier], tmp_path: Path
 ) -> Iterator[tuple[Served, Served]]:
+    """Both started at once on a new database: both migrate it, one after the other."""
     first = Served("a", pg_url, log_key[0], tmp_path)
     second = Served("b", pg_url, log_key[0], tmp_path)
     try:
-        first.start()
-        second.start()
+        first.launch()
+        second.launch()
+        first.wait_until_serving()
+        second.wait_until_serving()
         yield first, second
     finally:
         first.stop()

@@ -31,6 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The PostgreSQL channel every write transaction notifies at its commit.
 CHANGES_CHANNEL = "ceir_changes"
+# The PostgreSQL advisory lock held while migrating: servers starting
+# together on a new database migrate one after the other.
+MIGRATION_LOCK = 0x6365_6972  # "ceir"
 
 
 def normalise_url(db: str) -> str:
@@ -71,6 +74,8 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
