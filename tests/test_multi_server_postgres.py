@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
@@ -39,7 +40,7 @@ from ceir.audit.checkpoint import Checkpoint
 from ceir.domain.model import ChangeKind
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.orgs import add_organisation
-from ceir.storage.database import Database
+from ceir.storage.database import WRITE_IDLE_TIMEOUT_MS, Database
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import registry_pb2, transparency_pb2, types_pb2
@@ -554,3 +555,63 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def test_a_server_frozen_holding_the_write_lock_stops_the_others_writes_only_for_a_while(
+    servers: tuple[Served, Served], tokens: dict[str, str], pg_url: str
+) -> None:
+    """A server frozen (SIGSTOP: a hung host, a cut network) right after it took
+    the write lock: PostgreSQL ends its idle transaction after
+    ``WRITE_IDLE_TIMEOUT_MS`` and the other server writes again; the frozen
+    server's write commits nothing, and its retry registers the device once."""
+    a, b = servers
+    through_a, through_b = a.client(tokens["kemenperin"]), b.client(tokens["kemenperin"])
+    frozen_request = registration(TAC_KILL, 1, "frozen")
+    outcome: list[str] = []
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as holder:
+        # Hold the write lock, so A's write waits for it inside its transaction.
+        holder.execute("UPDATE register_state SET last_sequence = last_sequence")
+
+        def write_through_a() -> None:
+            try:
+                through_a.call(through_a.registry.RegisterDevice, frozen_request)
+                outcome.append("committed")
+            except grpc.RpcError as error:
+                outcome.append(str(error.code()))
+
+        writer = threading.Thread(target=write_through_a, daemon=True)
+        writer.start()
+        wait_for(lambda: _waiting_for_a_lock(holder), "A's write waiting for the lock")
+        assert a.process is not None
+        a.process.send_signal(signal.SIGSTOP)
+        holder.commit()  # A's transaction takes the lock, then A never speaks again
+    try:
+        # Waits for PostgreSQL to end A's transaction (WRITE_IDLE_TIMEOUT_MS).
+        answer = through_b.registry.RegisterDevice(
+            registration(TAC_KILL, 2, "while-a-is-frozen"),
+            metadata=through_b.metadata,
+            timeout=SEEN_WITHIN + WRITE_IDLE_TIMEOUT_MS / 1_000,
+        )
+        assert answer.sequence == 1
+    finally:
+        a.process.send_signal(signal.SIGCONT)
+    writer.join(timeout=60)
+    assert outcome and outcome != ["committed"], outcome
+    retried = through_a.call(through_a.registry.RegisterDevice, frozen_request)
+    assert retried.sequence == 2
+    eventually_all(
+        b.client(tokens["telkomsel"]),
+        [imei(1, tac=TAC_KILL), imei(2, tac=TAC_KILL)],
+        types_pb2.EQUIPMENT_STATUS_WHITELISTED,
+        "B",
+    )
+
+
+def _waiting_for_a_lock(holder: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether another session waits for a lock (A's write, for the state row)."""
+    with psycopg.connect(holder.info.dsn, autocommit=True) as look:
+        row = look.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        ).fetchone()
+    return row is not None and int(str(row[0])) > 0

@@ -34,6 +34,10 @@ CHANGES_CHANNEL = "ceir_changes"
 # The PostgreSQL advisory lock held while migrating: servers starting
 # together on a new database migrate one after the other.
 MIGRATION_LOCK = 0x6365_6972  # "ceir"
+# A PostgreSQL write transaction left idle this long is ended by the
+# database: a server frozen or cut off while it held the write lock (the
+# state row) stops the other servers' writes for this long at most.
+WRITE_IDLE_TIMEOUT_MS = 30_000
 
 
 def normalise_url(db: str) -> str:
@@ -46,7 +50,9 @@ def normalise_url(db: str) -> str:
 class Database:
     """One database: a reading engine and a writing one over the same pool."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, write_idle_timeout_ms: int = WRITE_IDLE_TIMEOUT_MS
+    ) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -57,6 +63,8 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _configure_postgresql(self.engine, write_idle_timeout_ms)
         self.writer: Engine = self.engine.execution_options(ceir_begin="IMMEDIATE")
         self.snapshot_reader: Engine = (
             self.engine
@@ -155,6 +163,15 @@ class ChangeListener:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a broken connection is closed all the same
             self._connection.close()
+
+
+def _configure_postgresql(engine: Engine, write_idle_timeout_ms: int) -> None:
+    setting = f"SET LOCAL idle_in_transaction_session_timeout = {int(write_idle_timeout_ms)}"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("ceir_begin"):  # a write transaction
+            connection.exec_driver_sql(setting)
 
 
 def _configure_sqlite(engine: Engine) -> None:
