@@ -159,11 +159,13 @@ class Register:
 
     def _follow(self, interval: float) -> None:
         listener: ChangeListener | None = None
+        can_listen = True  # until the database says it cannot (SQLite)
         try:
             while not self._stop.is_set():
                 try:
-                    if listener is None:
+                    if listener is None and can_listen:
                         listener = self.db.listen()
+                        can_listen = listener is not None
                     if listener is None:
                         self._stop.wait(interval)
                     else:
