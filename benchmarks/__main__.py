@@ -14,7 +14,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import custody, hostile, machine, memory, register, report, scale, sim, startup, trust
+from . import (
+    custody,
+    hostile,
+    machine,
+    memory,
+    multiserver,
+    register,
+    report,
+    scale,
+    sim,
+    startup,
+    trust,
+)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,12 +46,22 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile", "startup", "custody", "memory", "scale"),
+        choices=(
+            "register",
+            "sim",
+            "trust",
+            "hostile",
+            "startup",
+            "custody",
+            "memory",
+            "multiserver",
+            "scale",
+        ),
         help="run only this section (repeatable): the register, the operator side, the log, "
         "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
         "the custody handover's write freeze at 1,000,000 changes, memory per IMEI and "
-        "under hostile traffic, a register of --scale-imeis IMEIs (not run unless named: "
-        "tens of minutes)",
+        "under hostile traffic, two servers on one PostgreSQL database, a register of "
+        "--scale-imeis IMEIs (not run unless named: tens of minutes)",
     )
     parser.add_argument(
         "--scale-imeis",
@@ -72,7 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
-    sections = ("register", "sim", "trust", "hostile", "startup", "custody", "memory")
+    sections = (
+        "register",
+        "sim",
+        "trust",
+        "hostile",
+        "startup",
+        "custody",
+        "memory",
+        "multiserver",
+    )
     chosen = options.only or sections
     results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
@@ -95,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scale.QUICK_IMEIS if options.quick else scale.FULL_IMEIS
             )
             results += scale.run(imeis, Path(workdir))
+        if "multiserver" in chosen:
+            results += multiserver.run(options.quick)
     report.heading("Figures")
     report.figures(results)
     report.summary(results)

@@ -235,6 +235,18 @@ def serve_command(
             "compared) even when a verified list checkpoint is there.",
         ),
     ] = False,
+    follow_interval: Annotated[
+        float,
+        typer.Option(
+            "--follow-interval",
+            min=0.01,
+            max=60.0,
+            metavar="SECONDS",
+            help="How often to look for changes other servers sharing the database wrote. "
+            "On PostgreSQL each of their commits wakes this server at once (LISTEN/NOTIFY); "
+            "this is the fallback should a notification not come.",
+        ),
+    ] = 0.5,
     custody_policy: Annotated[
         Path | None,
         typer.Option(
@@ -274,6 +286,7 @@ def serve_command(
         insecure=insecure,
         metrics_port=metrics_port,
         access_log=access_log,
+        follow_interval=follow_interval,
         signing_key=signing_key,
         ephemeral_signing_key=ephemeral_signing_key,
         log_origin=log_origin,

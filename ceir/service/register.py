@@ -33,7 +33,7 @@ from ceir.domain.permissions import require
 from ceir.domain.validation import check_request_id
 from ceir.storage import log_repository as log_repo
 from ceir.storage import repository as repo
-from ceir.storage.database import Database
+from ceir.storage.database import ChangeListener, Database
 from ceir.storage.projection import write_projection
 
 from .capacity import WriteLimits
@@ -136,7 +136,13 @@ class Register:
         log.info("lists loaded", extra={"sequence": self.state.sequence, **self.state.sizes()})
 
     def start_following(self, interval: float = 0.5) -> None:
-        """Poll for changes written by other processes sharing the database."""
+        """Follow changes written by other processes sharing the database.
+
+        On PostgreSQL a listener wakes on every other process's commit
+        (``Database.listen``); every ``interval`` seconds the head is also
+        polled, the fallback when a notification cannot come (SQLite, a
+        broken listening connection).
+        """
         if self._follower is None:
             self._follower = threading.Thread(
                 target=self._follow, args=(interval,), name="ceir-follower", daemon=True
@@ -162,15 +168,39 @@ class Register:
         return self._stop.wait(timeout)
 
     def _follow(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                with self.db.read() as connection:
-                    head = repo.last_sequence(connection)
-                if head > self.state.sequence:
-                    with self._write_lock, self.db.read() as connection:
-                        self._catch_up(connection)
-            except Exception:  # the database may be restarting; try again next tick
-                log.exception("following the change feed failed")
+        listener: ChangeListener | None = None
+        can_listen = True  # until the database says it cannot (SQLite)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if listener is None and can_listen:
+                        listener = self.db.listen()
+                        can_listen = listener is not None
+                    if listener is None:
+                        self._stop.wait(interval)
+                    else:
+                        listener.wait(interval)
+                    if not self._stop.is_set():
+                        self._follow_head()
+                except Exception:  # the database may be restarting; try again next tick
+                    log.exception("following the change feed failed")
+                    if listener is not None:
+                        listener.close()
+                        listener = None
+                    self._stop.wait(interval)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _follow_head(self) -> None:
+        """Catch up with the database's head if another process moved it."""
+        with self.db.read() as connection:
+            head = repo.last_sequence(connection)
+        if head > self.state.sequence:
+            with self._write_lock, self.db.read() as connection:
+                self._catch_up(connection)
+                if self._logging:  # proofs and roots at the head from the frontier
+                    self.log.resync(self.state.sequence)
 
     def _catch_up(self, connection: Connection | Session) -> None:
         """Apply changes the database has and the lists have not (write lock held)."""
