@@ -196,6 +196,25 @@ class ListState:
 
     # --- deciding ------------------------------------------------------------------
 
+    # --- accessors (the contract of the compact lists; stand-in over the dicts) --------
+
+    def is_whitelisted(self, key: int) -> bool:
+        """Whether the key is on the whitelist (expired or not)."""
+        return key in self.whitelist
+
+    def valid_until_of(self, key: int) -> int | None:
+        """The key's expiry; None: no expiry (or not whitelisted)."""
+        return self.whitelist.get(key)
+
+    def whitelisted(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Membership of each key in the whitelist (vectorised form)."""
+        listed = self.whitelist
+        return np.fromiter((int(k) in listed for k in keys), dtype=np.bool_, count=len(keys))
+
+    def blacklist_entry_of(self, key: int) -> tuple[BlacklistCause, int | None] | None:
+        """The key's (cause, block date) on the blacklist, if it is on it."""
+        return self.blacklist.get(key)
+
     def block_date_of(self, key: int) -> int | None:
         """The IMEI's block date: the earliest of its notifications'."""
         earliest = self._earliest.get(key)
