@@ -10,12 +10,14 @@ numbers (``docs/trust.md``, "Version 2" and "Subscriber commitments").
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import replace
 
-from ceir.domain.model import Change
+from ceir.domain.model import Change, ChangeKind, RegistrationSource
 
 from ._leaf_fields import (
     COMMON_FORMAT,
+    EMPTY_STRING,
     IMEI_KEY_LIMIT,
     Leaf,
     check_custody,
@@ -235,3 +237,87 @@ def encode_plain(change: Change) -> bytes | None:
     except struct.error:  # a time outside 64 bits: let the checked path say which
         return None
     return head + text
+
+
+# The leaf of a plain WHITELIST_ADDED change of one slot: every field but
+# the kind, sequence, time, key, source and expiry is zero, then the slot,
+# then the nine strings, of which only the first six can be set.
+_ONE_SLOT = WITH_SLOTS[1]
+_ADDED_TAIL = EMPTY_STRING * 3  # police report, reason, policy updated-by
+_MEMO_LIMIT = 4_096  # distinct texts kept encoded per call (brands, models, references)
+
+
+def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
+    """The version 2 leaves of plain one-slot WHITELIST_ADDED changes (what an
+    import writes), in bulk; None for every other change (and any value
+    outside the plain shape), which ``encode_change`` then encodes. Repeated
+    texts (brands, models, references, the actor) are encoded once."""
+    memo: dict[str, bytes] = {}
+    leaves: list[bytes | None] = []
+    added = ChangeKind.WHITELIST_ADDED
+    for change in changes:
+        fields = change.__dict__
+        key = fields["imei_key"]
+        valid_until = fields["valid_until_us"]
+        source = fields["source"]
+        sequence = fields["sequence"]
+        time_us = fields["committed_at_us"]
+        if (
+            fields["kind"] is not added
+            or fields["device_imei_keys"] != (key,)
+            or type(key) is not int
+            or not 0 <= key < IMEI_KEY_LIMIT
+            or type(source) is not RegistrationSource
+            or (valid_until is not None and type(valid_until) is not int)
+            or type(sequence) is not int
+            or type(time_us) is not int
+            or fields["imsi"]
+            or fields["msisdn"]
+            or fields["subscriber_salt"]
+            or fields["operator_mcc_mnc"]
+            or fields["police_report"]
+            or fields["reason"]
+            or fields["policy"] is not None
+            or fields["blacklist_cause"] is not None
+            or fields["block_date_us"] is not None
+            or fields["leaf_version"] != VERSION
+        ):
+            leaves.append(None)
+            continue
+        texts = _memo_texts(
+            memo, fields["actor"], fields["device_id"], fields["reference"], fields["brand"],
+            fields["model"],
+        )  # fmt: skip
+        if texts is None:
+            leaves.append(None)
+            continue
+        try:
+            head = _ONE_SLOT.pack(
+                VERSION, added, sequence, time_us, 1, key, 1, source,
+                valid_until is not None, valid_until or 0,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", 1, key,
+            )  # fmt: skip
+        except struct.error:  # a number outside its field: the checked path names it
+            leaves.append(None)
+            continue
+        leaves.append(head + texts + _ADDED_TAIL)
+    return leaves
+
+
+def _memo_texts(memo: dict[str, bytes], *texts: object) -> bytes | None:
+    """The actor, device id, (empty) operator, reference, brand and model as
+    length-prefixed strings, through ``memo``; None for one that is not a
+    plain string (``plain_strings`` refuses it too)."""
+    parts: list[bytes] = []
+    for text in texts:
+        encoded = memo.get(text) if type(text) is str else None
+        if encoded is None:
+            encoded = plain_strings((text,))
+            if encoded is None:
+                return None
+            if len(memo) < _MEMO_LIMIT:
+                memo[text] = encoded  # type: ignore[index]  # a str: plain_strings took it
+        parts.append(encoded)
+        if len(parts) == 2:
+            parts.append(EMPTY_STRING)  # the operator MCC-MNC a registration has not
+    return b"".join(parts)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     Table,
     false,
     insert,
@@ -101,6 +102,29 @@ def insert_rows(
     if order != list(range(len(columns))):  # Core numbers parameters in table order
         rows = [tuple(row[i] for i in order) for row in rows]
     connection.exec_driver_sql(compiled.string, rows)
+
+
+def changes_table() -> Table:
+    """The ``changes`` table (for statements that read it in bulk)."""
+    return _changes
+
+
+def insert_selected(
+    session: Session, model: type[schema.Base], columns: Sequence[str], rows: Select[Any]
+) -> None:
+    """Insert the rows a SELECT gives (its columns in ``columns`` order); a row
+    whose primary key is taken replaces the row that has it."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        table = _table(model)
+        upsert = postgresql.insert(table)
+        keys = [column.name for column in table.primary_key.columns]
+        updated = {name: upsert.excluded[name] for name in columns if name not in keys}
+        selected = upsert.from_select(list(columns), rows)
+        session.execute(selected.on_conflict_do_update(index_elements=keys, set_=updated))
+        return
+    statement = insert(model).prefix_with("OR REPLACE").from_select(list(columns), rows)
+    session.execute(statement)
 
 
 def _upsert(model: type[schema.Base], columns: Sequence[str]) -> Any:
