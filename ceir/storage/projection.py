@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, delete, select, tuple_
+from sqlalchemy import Connection, Text, cast, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from ceir.domain.model import (
@@ -376,7 +376,8 @@ def _project_registrations(session: Session, first: int, last: int) -> None:
         changes.c.model,
         changes.c.actor,
         changes.c.committed_at_us,
-        changes.c.device_imei_keys,
+        # A one-slot device's only key, which its change stores as OWN_SLOT.
+        cast(changes.c.imei_key, Text),
     )
     for table, rows in ((WHITELIST, whitelist), (DEVICES, device)):
         columns = list(table.key + table.values)
