@@ -278,7 +278,7 @@ def test_migration_0006_on_sqlite_stores_each_key_once(tmp_path: Path) -> None:
                 sqlalchemy.text("SELECT name FROM sqlite_master WHERE type = 'index'")
             ).scalars()
             autoindexes = {name for name in indexes if name.startswith("sqlite_autoindex_")}
-            ddl = dict(
+            ddl: dict[str, str] = dict(
                 connection.execute(sqlalchemy.text("SELECT name, sql FROM sqlite_master")).all()
             )
     finally:
