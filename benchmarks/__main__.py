@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import custody, hostile, machine, register, report, sim, startup, trust
+from . import bulk, custody, hostile, machine, register, report, sim, startup, trust
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,10 +34,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("register", "sim", "trust", "hostile", "startup", "custody"),
+        choices=("register", "sim", "trust", "hostile", "startup", "custody", "bulk"),
         help="run only this section (repeatable): the register, the operator side, the log, "
         "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
-        "the custody handover's write freeze at 1,000,000 changes",
+        "the custody handover's write freeze at 1,000,000 changes, the bulk import against "
+        "raw executemany and COPY at 10,000,000 rows",
     )
     return parser.parse_args(argv)
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     began = time.perf_counter()
     machine.run()
-    sections = ("register", "sim", "trust", "hostile", "startup", "custody")
+    sections = ("register", "sim", "trust", "hostile", "startup", "custody", "bulk")
     chosen = options.only or sections
     results: list[report.Figure] = []
     with tempfile.TemporaryDirectory(prefix="ceir-bench-", dir=options.workdir) as workdir:
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += startup.run(options.quick)
         if "custody" in chosen:
             results += custody.run(options.quick)
+        if "bulk" in chosen:
+            results += bulk.run(bulk.QUICK if options.quick else bulk.FULL, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)
