@@ -19,6 +19,7 @@ from ._leaf_fields import (
     COMMON_FORMAT,
     EMPTY_STRING,
     IMEI_KEY_LIMIT,
+    LENGTH,
     Leaf,
     check_custody,
     common_fields,
@@ -245,6 +246,8 @@ def encode_plain(change: Change) -> bytes | None:
 _ONE_SLOT = WITH_SLOTS[1]
 _ADDED_TAIL = EMPTY_STRING * 3  # police report, reason, policy updated-by
 _MEMO_LIMIT = 4_096  # distinct texts kept encoded per call (brands, models, references)
+_SHORT = 256  # device ids shorter than this many bytes, the length prefix from a table
+_SHORT_LENGTHS = tuple(LENGTH.pack(size) for size in range(_SHORT))
 
 
 def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
@@ -252,9 +255,10 @@ def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
     import writes), in bulk; None for every other change (and any value
     outside the plain shape), which ``encode_change`` then encodes. Repeated
     texts (brands, models, references, the actor) are encoded once."""
-    memo: dict[str, bytes] = {}
+    memo: dict[object, bytes] = {"": EMPTY_STRING}
     leaves: list[bytes | None] = []
     added = ChangeKind.WHITELIST_ADDED
+    pack = _ONE_SLOT.pack
     for change in changes:
         fields = change.__dict__
         key = fields["imei_key"]
@@ -262,6 +266,7 @@ def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
         source = fields["source"]
         sequence = fields["sequence"]
         time_us = fields["committed_at_us"]
+        device_id = fields["device_id"]
         if (
             fields["kind"] is not added
             or fields["device_imei_keys"] != (key,)
@@ -271,6 +276,7 @@ def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
             or (valid_until is not None and type(valid_until) is not int)
             or type(sequence) is not int
             or type(time_us) is not int
+            or type(device_id) is not str
             or fields["imsi"]
             or fields["msisdn"]
             or fields["subscriber_salt"]
@@ -284,40 +290,46 @@ def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
         ):
             leaves.append(None)
             continue
-        texts = _memo_texts(
-            memo, fields["actor"], fields["device_id"], fields["reference"], fields["brand"],
-            fields["model"],
-        )  # fmt: skip
-        if texts is None:
-            leaves.append(None)
-            continue
         try:
-            head = _ONE_SLOT.pack(
+            # b"": not encoded yet (every encoded text has its length prefix)
+            texts = [memo.get(text, b"") for text in _texts(fields)]
+            device = device_id.encode("utf-8")
+            head = pack(
                 VERSION, added, sequence, time_us, 1, key, 1, source,
                 valid_until is not None, valid_until or 0,
                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", 1, key,
             )  # fmt: skip
-        except struct.error:  # a number outside its field: the checked path names it
+        except (TypeError, UnicodeEncodeError, struct.error):
+            leaves.append(None)  # the checked path names what is wrong
+            continue
+        known = texts if all(texts) else _remember(memo, _texts(fields))
+        if known is None or len(device) >= _SHORT:
             leaves.append(None)
             continue
-        leaves.append(head + texts + _ADDED_TAIL)
+        actor, reference, brand, model = known
+        prefix = _SHORT_LENGTHS[len(device)]
+        leaves.append(
+            b"".join(
+                [head, actor, prefix, device, EMPTY_STRING, reference, brand, model, _ADDED_TAIL]
+            )
+        )
     return leaves
 
 
-def _memo_texts(memo: dict[str, bytes], *texts: object) -> bytes | None:
-    """The actor, device id, (empty) operator, reference, brand and model as
-    length-prefixed strings, through ``memo``; None for one that is not a
-    plain string (``plain_strings`` refuses it too)."""
-    parts: list[bytes] = []
+def _texts(fields: dict[str, object]) -> tuple[object, ...]:
+    return (fields["actor"], fields["reference"], fields["brand"], fields["model"])
+
+
+def _remember(memo: dict[object, bytes], texts: tuple[object, ...]) -> list[bytes] | None:
+    """The texts as length-prefixed strings, kept in ``memo`` (up to its
+    limit); None when one is not a plain string (``plain_strings`` refuses
+    it, and the checked path names it)."""
+    found: list[bytes] = []
     for text in texts:
-        encoded = memo.get(text) if type(text) is str else None
+        encoded = plain_strings((text,))
         if encoded is None:
-            encoded = plain_strings((text,))
-            if encoded is None:
-                return None
-            if len(memo) < _MEMO_LIMIT:
-                memo[text] = encoded  # type: ignore[index]  # a str: plain_strings took it
-        parts.append(encoded)
-        if len(parts) == 2:
-            parts.append(EMPTY_STRING)  # the operator MCC-MNC a registration has not
-    return b"".join(parts)
+            return None
+        if len(memo) < _MEMO_LIMIT:
+            memo[text] = encoded
+        found.append(encoded)
+    return found
