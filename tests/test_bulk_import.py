@@ -10,6 +10,7 @@ and list row through it, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import gc
 from pathlib import Path
 
 import grpc
@@ -35,6 +36,7 @@ from ceir.domain.model import (
     OrgKind,
     RegistrationSource,
 )
+from ceir.service.collection import collection_paused
 from ceir.service.list_audit import list_differences, replay
 from ceir.service.register import Register
 from ceir.storage import repository as repo
@@ -318,3 +320,18 @@ def test_an_import_through_a_server_is_readable_back_change_by_change(
             assert not list(list_differences(connection, replay(connection)))
     finally:
         db.dispose()
+
+
+# --- the collector's pause ---------------------------------------------------------------------
+
+
+def test_the_collector_is_off_only_until_the_first_pause_ends() -> None:
+    assert gc.isenabled()
+    first, second = collection_paused(), collection_paused()
+    first.__enter__()
+    second.__enter__()  # begun while the first runs (another thread's chunk)
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert gc.isenabled()  # not held off by the pause still running
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
