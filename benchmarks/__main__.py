@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import (
+    bulk,
     custody,
     hostile,
     machine,
@@ -53,13 +54,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             "hostile",
             "startup",
             "custody",
+            "bulk",
             "memory",
             "multiserver",
             "scale",
         ),
         help="run only this section (repeatable): the register, the operator side, the log, "
         "check latency under hostile connections, the start-up proof at 1,000,000 changes, "
-        "the custody handover's write freeze at 1,000,000 changes, memory per IMEI and "
+        "the custody handover's write freeze at 1,000,000 changes, the bulk import against "
+        "raw executemany and COPY at 10,000,000 rows, memory per IMEI and "
         "under hostile traffic, two servers on one PostgreSQL database, a register of "
         "--scale-imeis IMEIs (not run unless named: tens of minutes)",
     )
@@ -101,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hostile",
         "startup",
         "custody",
+        "bulk",
         "memory",
         "multiserver",
     )
@@ -128,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += scale.run(imeis, Path(workdir))
         if "multiserver" in chosen:
             results += multiserver.run(options.quick)
+        if "bulk" in chosen:
+            results += bulk.run(bulk.QUICK if options.quick else bulk.FULL, Path(workdir))
     report.heading("Figures")
     report.figures(results)
     report.summary(results)

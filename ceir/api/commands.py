@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from ceir.domain import columns
 from ceir.domain.commands import (
     AddException,
     ImportChunk,
@@ -27,12 +28,13 @@ from ceir.domain.commands import (
 )
 from ceir.domain.errors import FieldViolation, InvalidArgument
 from ceir.domain.identifiers import parse_imei, validate_imsi
-from ceir.domain.model import DeviceRegistration, ImportRejection, Phase
+from ceir.domain.model import DeviceRegistration, ImportRejection, Phase, RegistrationSource
 from ceir.domain.validation import (
     POLICY_FIELDS,
     check_text,
     device_registration,
     imei_keys,
+    plain_device,
     policy_violations,
     raise_if,
 )
@@ -159,20 +161,66 @@ def import_chunk(
     request: registry_pb.ImportRegistrationsRequest, number: int, now_us: int
 ) -> ImportChunk:
     """Chunk ``number`` (from 0) of an import. A wrong row is not an error
-    but a rejection naming its first wrong field; a chunk of too many rows is."""
+    but a rejection naming its first wrong field; a chunk of too many rows is.
+
+    The plain rows (one IMEI, no expiry, a known source that does not
+    expire, short printable texts) are checked in columns: their IMEIs at
+    once (``ceir.domain.columns``). Every other row, and a plain row whose
+    IMEI fails, goes through the one-device converter, which names what is
+    wrong exactly as ``RegisterDevice`` would.
+    """
     if len(request.rows) > MAX_CHUNK_ROWS:
         raise InvalidArgument.field(
             "rows", f"at most {MAX_CHUNK_ROWS} rows per message, got {len(request.rows)}"
         )
+    messages = list(request.rows)
+    plain: list[int] = []  # positions of the plain rows
+    imeis: list[str] = []
+    fields: list[tuple[RegistrationSource, str, str, str]] = []
+    for position, row in enumerate(messages):
+        device = row.device
+        found = device.imeis
+        source = _PLAIN_SOURCES.get(device.source)
+        if len(found) != 1 or source is None or device.HasField("valid_until"):
+            continue
+        reference, brand, model = device.reference, device.brand, device.model
+        if (
+            len(reference) > 128
+            or len(brand) > 64
+            or len(model) > 64
+            or not (reference + brand + model).isprintable()
+        ):
+            continue
+        plain.append(position)
+        imeis.append(found[0])
+        fields.append((source, reference.strip(), brand.strip(), model.strip()))
+    keys = columns.imei_keys(imeis).tolist()
+    devices: list[DeviceRegistration | None] = [None] * len(messages)
+    for position, key, (plain_source, reference, brand, model) in zip(
+        plain, keys, fields, strict=True
+    ):
+        if key != columns.MALFORMED:
+            devices[position] = plain_device((key,), plain_source, reference, brand, model)
     rows: list[ImportRow] = []
     rejected: list[ImportRejection] = []
-    for row in request.rows:
+    for position, row in enumerate(messages):
+        checked = devices[position]
+        if checked is not None:
+            rows.append(ImportRow(row.row, checked))
+            continue
         try:
             rows.append(ImportRow(row.row, _device(row.device, now_us)))
         except InvalidArgument as error:
             first = error.violations[0]
             rejected.append(ImportRejection(row.row, first.field, first.description))
     return ImportChunk(number, tuple(rows), tuple(rejected), request.confirm_ranges)
+
+
+# Sources whose registrations do not expire (a tourist's must, so its row
+# takes the one-device path, which checks its expiry).
+_PLAIN_SOURCES: dict[int, RegistrationSource] = {
+    int(s): s for s in RegistrationSource if s is not RegistrationSource.TOURIST
+}
 
 
 def _pair(imei: str, imsi: str, violations: list[FieldViolation]) -> int:

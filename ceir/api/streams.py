@@ -18,6 +18,7 @@ from ceir.domain.errors import InvalidArgument, ResourceExhausted
 from ceir.domain.model import Caller, Change
 from ceir.domain.permissions import require, visible_imsi_prefixes
 from ceir.service.checks import CheckQuery, CheckService
+from ceir.service.collection import collection_paused
 from ceir.service.register import Register
 from ceir.service.sync import SnapshotChunk, SyncService
 from ceir.v1 import equipment_check_pb2 as check_pb
@@ -134,10 +135,11 @@ class ImportStreams:
         number: int,
         chunk: registry_pb.ImportRegistrationsRequest,
     ) -> registry_pb.ImportRegistrationsResponse:
-        command = commands.import_chunk(chunk, number, self.register.clock.now_us())
-        outcome = self.register.execute(
-            caller, command, request_id, fingerprint_of(chunk), serialised(chunk_response)
-        )
+        with collection_paused():  # a chunk allocates per row, nothing in a cycle
+            command = commands.import_chunk(chunk, number, self.register.clock.now_us())
+            outcome = self.register.execute(
+                caller, command, request_id, fingerprint_of(chunk), serialised(chunk_response)
+            )
         return answer(outcome, registry_pb.ImportRegistrationsResponse, chunk_response)
 
 

@@ -48,6 +48,7 @@ from .leaf import (
     Leaf,
     decode_leaf,
     encode_change,
+    encode_changes,
     encode_leaf,
     leaf_view,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "check_same_view",
     "decode_leaf",
     "encode_change",
+    "encode_changes",
     "encode_leaf",
     "generate_signing_key",
     "leaf_hash",

@@ -10,13 +10,16 @@ numbers (``docs/trust.md``, "Version 2" and "Subscriber commitments").
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import replace
 
-from ceir.domain.model import Change
+from ceir.domain.model import Change, ChangeKind, RegistrationSource
 
 from ._leaf_fields import (
     COMMON_FORMAT,
+    EMPTY_STRING,
     IMEI_KEY_LIMIT,
+    LENGTH,
     Leaf,
     check_custody,
     common_fields,
@@ -235,3 +238,98 @@ def encode_plain(change: Change) -> bytes | None:
     except struct.error:  # a time outside 64 bits: let the checked path say which
         return None
     return head + text
+
+
+# The leaf of a plain WHITELIST_ADDED change of one slot: every field but
+# the kind, sequence, time, key, source and expiry is zero, then the slot,
+# then the nine strings, of which only the first six can be set.
+_ONE_SLOT = WITH_SLOTS[1]
+_ADDED_TAIL = EMPTY_STRING * 3  # police report, reason, policy updated-by
+_MEMO_LIMIT = 4_096  # distinct texts kept encoded per call (brands, models, references)
+_SHORT = 256  # device ids shorter than this many bytes, the length prefix from a table
+_SHORT_LENGTHS = tuple(LENGTH.pack(size) for size in range(_SHORT))
+
+
+def encode_registrations(changes: Sequence[Change]) -> list[bytes | None]:
+    """The version 2 leaves of plain one-slot WHITELIST_ADDED changes (what an
+    import writes), in bulk; None for every other change (and any value
+    outside the plain shape), which ``encode_change`` then encodes. Repeated
+    texts (brands, models, references, the actor) are encoded once."""
+    memo: dict[object, bytes] = {"": EMPTY_STRING}
+    leaves: list[bytes | None] = []
+    added = ChangeKind.WHITELIST_ADDED
+    pack = _ONE_SLOT.pack
+    for change in changes:
+        fields = change.__dict__
+        key = fields["imei_key"]
+        valid_until = fields["valid_until_us"]
+        source = fields["source"]
+        sequence = fields["sequence"]
+        time_us = fields["committed_at_us"]
+        device_id = fields["device_id"]
+        if (
+            fields["kind"] is not added
+            or fields["device_imei_keys"] != (key,)
+            or type(key) is not int
+            or not 0 <= key < IMEI_KEY_LIMIT
+            or type(source) is not RegistrationSource
+            or (valid_until is not None and type(valid_until) is not int)
+            or type(sequence) is not int
+            or type(time_us) is not int
+            or type(device_id) is not str
+            or fields["imsi"]
+            or fields["msisdn"]
+            or fields["subscriber_salt"]
+            or fields["operator_mcc_mnc"]
+            or fields["police_report"]
+            or fields["reason"]
+            or fields["policy"] is not None
+            or fields["blacklist_cause"] is not None
+            or fields["block_date_us"] is not None
+            or fields["leaf_version"] != VERSION
+        ):
+            leaves.append(None)
+            continue
+        try:
+            # b"": not encoded yet (every encoded text has its length prefix)
+            texts = [memo.get(text, b"") for text in _texts(fields)]
+            device = device_id.encode("utf-8")
+            head = pack(
+                VERSION, added, sequence, time_us, 1, key, 1, source,
+                valid_until is not None, valid_until or 0,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", 1, key,
+            )  # fmt: skip
+        except (TypeError, UnicodeEncodeError, struct.error):
+            leaves.append(None)  # the checked path names what is wrong
+            continue
+        known = texts if all(texts) else _remember(memo, _texts(fields))
+        if known is None or len(device) >= _SHORT:
+            leaves.append(None)
+            continue
+        actor, reference, brand, model = known
+        prefix = _SHORT_LENGTHS[len(device)]
+        leaves.append(
+            b"".join(
+                [head, actor, prefix, device, EMPTY_STRING, reference, brand, model, _ADDED_TAIL]
+            )
+        )
+    return leaves
+
+
+def _texts(fields: dict[str, object]) -> tuple[object, ...]:
+    return (fields["actor"], fields["reference"], fields["brand"], fields["model"])
+
+
+def _remember(memo: dict[object, bytes], texts: tuple[object, ...]) -> list[bytes] | None:
+    """The texts as length-prefixed strings, kept in ``memo`` (up to its
+    limit); None when one is not a plain string (``plain_strings`` refuses
+    it, and the checked path names it)."""
+    found: list[bytes] = []
+    for text in texts:
+        encoded = plain_strings((text,))
+        if encoded is None:
+            return None
+        if len(memo) < _MEMO_LIMIT:
+            memo[text] = encoded
+        found.append(encoded)
+    return found

@@ -51,6 +51,8 @@ has exactly one encoding, and ``decode_leaf`` refuses any other bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ceir.domain.model import CURRENT_LEAF_VERSION, Change
 
 from . import _leaf_v1, _leaf_v2
@@ -63,6 +65,7 @@ __all__ = [
     "Leaf",
     "decode_leaf",
     "encode_change",
+    "encode_changes",
     "encode_leaf",
     "leaf_view",
 ]
@@ -104,6 +107,16 @@ def encode_change(change: Change) -> bytes:
     else:
         raise _unknown_version(f"leaf_version {version}", "encoder")
     return fast if fast is not None else encode_leaf(leaf_view(change))
+
+
+def encode_changes(changes: Sequence[Change]) -> list[bytes]:
+    """``encode_change`` of each change, in order: the same bytes, with the
+    registrations an import writes encoded in bulk."""
+    leaves = _leaf_v2.encode_registrations(changes)
+    return [
+        leaf if leaf is not None else encode_change(change)
+        for leaf, change in zip(leaves, changes, strict=True)
+    ]
 
 
 def encode_leaf(leaf: Leaf) -> bytes:

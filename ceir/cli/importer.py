@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -218,8 +220,11 @@ def import_command(
                 outcome.read_error = None
                 progress.reset(task)
                 stub = registry_pb2_grpc.RegistryServiceStub(channel)
+                lines = _ProgressLines(max(found.lines - 1, 0))
                 return stub.ImportRegistrations(
-                    requests(file, key, chunk_rows, outcome, lambda n: progress.advance(task, n)),
+                    requests(
+                        file, key, chunk_rows, outcome, lambda n: _advance(progress, task, n, lines)
+                    ),
                     metadata=metadata,
                 )
 
@@ -240,6 +245,38 @@ def import_command(
         _print_summary(file, key, not_sent, response)
         _print_rejections(rejections, not_sent + response.rows_rejected, rejections_out)
     raise typer.Exit(EXIT_REJECTED if rejections or response.rows_rejected else EXIT_OK)
+
+
+PROGRESS_LINE_SECONDS = 10.0  # without a terminal: a progress line this often
+
+
+class _ProgressLines:
+    """Progress as plain lines on stderr, for a log file or a pipe (rich's
+    bar shows only on a terminal): one every ``PROGRESS_LINE_SECONDS``."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.began = self.last = time.monotonic()
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        now = time.monotonic()
+        if now - self.last < PROGRESS_LINE_SECONDS:
+            return
+        self.last = now
+        rate = self.done / max(now - self.began, 1e-9)
+        err().print(
+            f"rows streamed: {self.done:,} of {self.total:,} "
+            f"({self.done / max(self.total, 1):.0%}, {rate:,.0f} rows/s)",
+            highlight=False,
+        )
+
+
+def _advance(progress: Progress, task: TaskID, rows: int, lines: _ProgressLines) -> None:
+    progress.advance(task, rows)
+    if not progress.console.is_terminal:
+        lines.advance(rows)
 
 
 def _progress() -> Progress:

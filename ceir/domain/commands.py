@@ -14,7 +14,7 @@ organisation must be allowed to do (``ceir.domain.permissions``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, NamedTuple, TypeVar
 
 from .model import (
     DeviceRegistration,
@@ -134,9 +134,9 @@ class UpdatePolicy(Command[Policy]):
     clone_window_seconds: int | None = None
 
 
-@dataclass(frozen=True)
-class ImportRow:
-    """One row of an import chunk, its device validated."""
+class ImportRow(NamedTuple):
+    """One row of an import chunk, its device validated (a named tuple: an
+    import makes one per row)."""
 
     row: int
     device: DeviceRegistration

@@ -211,6 +211,28 @@ def _check_device(
     return keys
 
 
+def plain_device(
+    keys: tuple[int, ...], source: RegistrationSource, reference: str, brand: str, model: str
+) -> DeviceRegistration:
+    """A device already checked (in columns, ``ceir.api.commands.import_chunk``),
+    with no expiry and its texts stripped, built without the dataclass's
+    per-field ``__init__`` (an import builds one per row)."""
+    device = object.__new__(DeviceRegistration)
+    object.__setattr__(
+        device,
+        "__dict__",
+        {
+            "imei_keys": keys,
+            "source": source,
+            "reference": reference,
+            "valid_until_us": None,
+            "brand": brand,
+            "model": model,
+        },
+    )
+    return device
+
+
 def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT") -> None:
     """Raise InvalidArgument carrying all violations, if there are any."""
     if violations:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from ceir.audit.commitment import new_salt
 from ceir.domain.commands import (
     AddException,
@@ -61,6 +63,7 @@ from ceir.domain.model import (
     Phase,
     Policy,
     Registration,
+    RegistrationSource,
 )
 from ceir.domain.permissions import (
     may_notify,
@@ -104,35 +107,38 @@ def _anyone(caller: Caller, command: Any) -> None:
 
 def registered_validly(unit: WriteUnit, key: int) -> bool:
     """True if the key is on the whitelist with an unexpired registration."""
-    if not unit.state.is_whitelisted(key):
+    state = unit.state
+    if not state.is_whitelisted(key):
         return False
-    valid_until = unit.state.valid_until_of(key)
+    valid_until = state.valid_until_of(key)
     return valid_until is None or valid_until > unit.now_us
 
 
-def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[Registration]:
-    """Whitelist devices (already validated and checked for conflicts)."""
-    stored: list[Registration] = []
+def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[str]:
+    """Whitelist devices (already validated and checked for conflicts); their ids."""
+    stored: list[str] = []
     state = unit.state
+    notified_keys = state.notified
+    added = unit.stamped(Change(ChangeKind.WHITELIST_ADDED))
     for device in devices:
         device_id = f"D{unit.next_sequence}"
-        for key in device.imei_keys:
-            unit.add(
-                Change(
-                    ChangeKind.WHITELIST_ADDED,
-                    key,
-                    source=device.source,
-                    valid_until_us=device.valid_until_us,
-                    device_id=device_id,
-                    reference=device.reference,
-                    brand=device.brand,
-                    model=device.model,
-                    device_imei_keys=device.imei_keys,
-                )
-            )
+        keys = device.imei_keys
+        for key in keys:
+            # What Change(WHITELIST_ADDED, key, ...) holds, built from a
+            # stamped template: an import adds one per IMEI.
+            fields = added.copy()
+            fields["imei_key"] = key
+            fields["source"] = device.source
+            fields["valid_until_us"] = device.valid_until_us
+            fields["device_id"] = device_id
+            fields["reference"] = device.reference
+            fields["brand"] = device.brand
+            fields["model"] = device.model
+            fields["device_imei_keys"] = keys
+            unit.add_stamped(fields)
             # Registering an IMEI ends its notifications and a block that
             # only the missing registration caused.
-            notified = state.notified.get(key)
+            notified = notified_keys.get(key)
             for imsi in sorted(notified) if notified else ():
                 unit.add(
                     _notification_end(
@@ -142,20 +148,22 @@ def add_devices(unit: WriteUnit, devices: Sequence[DeviceRegistration]) -> list[
             blocked = state.blacklist_entry_of(key)
             if blocked is not None and blocked[0] is BlacklistCause.NOTIFICATION_EXPIRED:
                 unit.add(Change(ChangeKind.BLACKLIST_UNBLOCKED, key, reason=REASONS["registered"]))
-        stored.append(
-            Registration(
-                device_id=device_id,
-                imei_keys=device.imei_keys,
-                source=device.source,
-                reference=device.reference,
-                valid_until_us=device.valid_until_us,
-                brand=device.brand,
-                model=device.model,
-                registered_by=unit.actor,
-                registered_at_us=unit.now_us,
-            )
-        )
+        stored.append(device_id)
     return stored
+
+
+def _registration(unit: WriteUnit, device: DeviceRegistration, device_id: str) -> Registration:
+    return Registration(
+        device_id=device_id,
+        imei_keys=device.imei_keys,
+        source=device.source,
+        reference=device.reference,
+        valid_until_us=device.valid_until_us,
+        brand=device.brand,
+        model=device.model,
+        registered_by=unit.actor,
+        registered_at_us=unit.now_us,
+    )
 
 
 def _authorize_register(caller: Caller, command: RegisterDevice) -> None:
@@ -177,7 +185,7 @@ def _register_device(command: RegisterDevice, unit: WriteUnit) -> Registration:
                 for k in taken
             ],
         )
-    return add_devices(unit, [device])[0]
+    return _registration(unit, device, add_devices(unit, [device])[0])
 
 
 def _revoke(command: RevokeRegistration, unit: WriteUnit) -> tuple[int, ...]:
@@ -201,32 +209,38 @@ def _revoke(command: RevokeRegistration, unit: WriteUnit) -> tuple[int, ...]:
 
 
 def _import_chunk(command: ImportChunk, unit: WriteUnit) -> ImportResult:
+    """The rows in order: a source the caller may not register, or an IMEI
+    taken (registered and unexpired, or claimed by an earlier row of the
+    chunk), rejects a row; the others are whitelisted."""
     result = ImportResult(
         rows_received=len(command.rows) + len(command.rejected),
         rejections=list(command.rejected),
     )
+    taken = _registered_validly(unit, [k for row in command.rows for k in row.device.imei_keys])
+    refusals: dict[RegistrationSource, str | None] = {}  # the caller's answer per source
     accepted: list[DeviceRegistration] = []
     claimed: set[int] = set()
     for row in command.rows:
         device = row.device
-        try:
-            require_source(unit.caller, device.source)  # the same rule and words as RegisterDevice
-        except PermissionDenied as error:
-            result.rejections.append(ImportRejection(row.row, "device.source", error.message))
+        source = device.source
+        if source not in refusals:
+            refusals[source] = _source_refusal(unit.caller, source)
+        refusal = refusals[source]
+        if refusal is not None:
+            result.rejections.append(ImportRejection(row.row, "device.source", refusal))
             continue
-        conflict = next(
-            (k for k in device.imei_keys if k in claimed or registered_validly(unit, k)), None
-        )
+        keys = device.imei_keys
+        conflict = next((k for k in keys if k in claimed or k in taken), None)
         if conflict is not None:
             result.rejections.append(
                 ImportRejection(
                     row.row,
-                    f"device.imeis[{device.imei_keys.index(conflict)}]",
+                    f"device.imeis[{keys.index(conflict)}]",
                     f"IMEI {conflict:014d} is already registered",
                 )
             )
             continue
-        claimed.update(device.imei_keys)
+        claimed.update(keys)
         accepted.append(device)
     add_devices(unit, accepted)
     result.rows_accepted = len(accepted)
@@ -234,6 +248,27 @@ def _import_chunk(command: ImportChunk, unit: WriteUnit) -> ImportResult:
     result.rejections.sort(key=lambda r: r.row)
     result.sequence = unit.sequence
     return result
+
+
+def _registered_validly(unit: WriteUnit, keys: list[int]) -> set[int]:
+    """Those of ``keys`` registered with an unexpired registration (the
+    whitelist asked once for all of them)."""
+    if not keys:
+        return set()
+    listed = unit.state.whitelisted(np.array(keys, dtype=np.uint64))
+    return {
+        k for k in np.array(keys, dtype=np.int64)[listed].tolist() if registered_validly(unit, k)
+    }
+
+
+def _source_refusal(caller: Caller, source: RegistrationSource) -> str | None:
+    """Why the caller may not register devices of this source (None: it may),
+    in the same words as ``RegisterDevice``."""
+    try:
+        require_source(caller, source)
+    except PermissionDenied as error:
+        return error.message
+    return None
 
 
 # --- stolen reports -----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ceir.audit import (
     Frontier,
     Prover,
     Signer,
-    encode_change,
+    encode_changes,
     leaf_hash,
     sign_checkpoint,
 )
@@ -190,7 +190,7 @@ class MerkleLog:
                 f"the Merkle log holds {frontier.size} leaves but the next change is "
                 f"{changes[0].sequence}"
             )
-        hashes = [leaf_hash(encode_change(change)) for change in changes]
+        hashes = list(map(leaf_hash, encode_changes(changes)))
         frontier.extend(hashes)
         append = Append(frontier, hashes, nodes, time_us=time_us)
         if sign and changes and self.signer is not None:

@@ -12,7 +12,7 @@ tables and applies them to the lists once committed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ceir.domain.lists import ListState
 from ceir.domain.model import CURRENT_LEAF_VERSION, BlacklistEntry, Caller, Change, Registration
@@ -62,6 +62,24 @@ class WriteUnit:
         self.next_sequence += 1
         self.changes.append(numbered)
         return numbered
+
+    def stamped(self, change: Change) -> dict[str, Any]:
+        """A copy of the change's fields stamped with this unit's time, actor
+        and leaf version, for ``add_stamped``."""
+        fields = change.__dict__.copy()
+        fields["committed_at_us"] = self.now_us
+        fields["actor"] = self.caller.name
+        fields["leaf_version"] = CURRENT_LEAF_VERSION
+        return fields
+
+    def add_stamped(self, fields: dict[str, Any]) -> None:
+        """``add`` for a change given as fields already ``stamped`` (an import
+        adds one per IMEI): numbered and queued without another copy."""
+        fields["sequence"] = self.next_sequence
+        numbered = object.__new__(Change)
+        object.__setattr__(numbered, "__dict__", fields)
+        self.next_sequence += 1
+        self.changes.append(numbered)
 
     @property
     def sequence(self) -> int:

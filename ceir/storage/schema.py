@@ -63,7 +63,10 @@ class RegisterState(Base):
 
 
 class Device(Base):
-    """A registered device; its slot IMEIs are whitelist rows."""
+    """A registered device; its slot IMEIs are whitelist rows.
+
+    ``WITHOUT ROWID`` on SQLite (migration 0006), like ``whitelist``: the
+    table is its key's index."""
 
     __tablename__ = "devices"
 
@@ -129,7 +132,12 @@ class ExceptionPair(Base):
 
 
 class ChangeRecord(Base):
-    """The change feed: one row per list change, gap-free sequences."""
+    """The change feed: one row per list change, gap-free sequences.
+
+    On SQLite ``sequence`` is the rowid (``INTEGER PRIMARY KEY``, migration
+    0006). ``device_imei_keys`` of a version 2 registration is '' when its
+    slots are its own IMEI and '-' when it has none
+    (``repository.stored_slots``)."""
 
     __tablename__ = "changes"
 
