@@ -96,17 +96,22 @@ def test_a_batch_line_is_the_line_a_record_would_give() -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     written = AccessLog(logger)
+    lines = [
+        ("CheckEquipment", "OK", "telkomsel", 0.000_421_7, "ipv4:127.0.0.1:5"),
+        ("GetPolicy", "INTERNAL", 'te"l\\k\u00e9\u2028', 12.5, "ipv6:[::1]:7\n"),
+    ]
     try:
-        written.add("CheckEquipment", "OK", "telkomsel", 0.000_421_7, "ipv4:127.0.0.1:5")
+        for line in lines:
+            written.add(*line)
         written.flush()
     finally:
         written.close()
         logger.removeHandler(captured)
-    [record] = captured.records
     formatter = JsonFormatter()
-    line = ("CheckEquipment", "OK", "telkomsel", 0.000_421_7, "ipv4:127.0.0.1:5")
-    assert formatter.format(record) == formatter.access_line(logger.name, record.created, *line)
-    assert (record.getMessage(), record.ms) == ("rpc", 0.422)  # type: ignore[attr-defined]
+    assert len(captured.records) == len(lines)
+    for record, line in zip(captured.records, lines, strict=True):
+        assert formatter.format(record) == formatter.access_line(logger.name, record.created, *line)
+    assert captured.records[0].ms == 0.422  # type: ignore[attr-defined]
 
 
 class Captured(logging.Handler):
