@@ -34,11 +34,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, a short run")
     parser.add_argument("--devices", type=int, help="devices imported, then checked")
-    parser.add_argument("--chunk-rows", type=int, help="rows per import message")
+    parser.add_argument(
+        "--chunk-rows", type=int, help="rows per import message populating the register"
+    )
     parser.add_argument("--seconds", type=float, help="length of each measured run")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the unary figure")
-    parser.add_argument("--unary-threads", type=int, help="client threads of the unary load")
-    parser.add_argument("--batch-threads", type=int, help="client threads of the batch load")
+    parser.add_argument("--unary-in-flight", type=int, help="calls in flight, unary load")
+    parser.add_argument("--batch-in-flight", type=int, help="calls in flight, batch load")
     parser.add_argument(
         "--settle", type=float, help="seconds to wait for other load to end before each run"
     )
@@ -85,8 +87,8 @@ def sizes(options: argparse.Namespace) -> register.Sizes:
             "seconds",
             "rounds",
             "settle",
-            "unary_threads",
-            "batch_threads",
+            "unary_in_flight",
+            "batch_in_flight",
         )
         if getattr(options, name) is not None
     }

@@ -157,6 +157,8 @@ def test_an_undecodable_request_is_invalid_and_logged(
     assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(failure.value) == "UNDECODABLE_REQUEST"
     assert "ceir.v1.CheckEquipmentRequest" in str(failure.value.details())
+    assert running.access_log is not None
+    running.access_log.flush()  # written by the access log's thread
     lines = [r for r in caplog.records if r.name == "ceir.access"]
     assert [(r.method, r.code, r.org) for r in lines] == [  # type: ignore[attr-defined]
         ("CheckEquipment", "INVALID_ARGUMENT", "telkomsel")

@@ -144,6 +144,8 @@ def test_metrics_count_calls_by_method_and_code(
     assert 'ceir_rpc_calls_total{code="UNAUTHENTICATED",method="CheckEquipment"} 1.0' in text
     assert 'ceir_list_entries{list="notification"} 1.0' in text
     assert "ceir_rpc_latency_seconds_bucket" in text
+    assert running.access_log is not None
+    running.access_log.flush()  # written by the access log's thread
     lines = [r for r in caplog.records if r.name == "ceir.access"]
     assert [(r.method, r.code, r.org) for r in lines] == [  # type: ignore[attr-defined]
         ("CheckEquipment", "OK", "telkomsel"),

@@ -46,6 +46,7 @@ from ceir.domain.model import Caller
 from ceir.service.certificates import CertificateAuthenticator, organisation_named_by
 from ceir.service.orgs import Authenticator, NeedsLookup
 
+from .access_log import AccessLog
 from .errors import internal_status, status_code, to_status
 from .observability import Metrics
 
@@ -144,7 +145,7 @@ class Gate:
         workers: Executor,
         lookups: Executor,
         *,
-        access_log: bool = True,
+        access_log: AccessLog | None = None,
         certificates: CertificateAuthenticator | None = None,
     ) -> None:
         self.authenticator = authenticator
@@ -152,7 +153,7 @@ class Gate:
         # TLS without a client CA), so none can identify a caller.
         self.certificates = certificates
         self.metrics = metrics
-        self.access_log = access_log
+        self.access_log = access_log  # None: no access log
         self.workers = workers
         # Credential lookups have threads of their own: made-up tokens, each
         # a database query, then queue behind each other, not behind checks.
@@ -315,17 +316,8 @@ class Gate:
     ) -> None:
         elapsed = time.perf_counter() - started
         self.metrics.observe(method, code, elapsed)
-        if self.access_log:
-            log.info(
-                "rpc",
-                extra={
-                    "method": method,
-                    "code": code,
-                    "org": org,
-                    "ms": round(elapsed * 1000, 3),
-                    "peer": context.peer(),
-                },
-            )
+        if self.access_log is not None:  # queued: written by the access log's thread
+            self.access_log.add(method, code, org, elapsed, context.peer())
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:

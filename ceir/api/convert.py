@@ -3,8 +3,10 @@ where protobuf types meet the domain."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ceir.audit.commitment import subscriber_commitment
@@ -56,13 +58,20 @@ def micros(stamp: Timestamp, present: bool) -> int | None:
 
 
 def decision(value: model.Decision) -> CheckEquipmentResponse:
-    response = CheckEquipmentResponse()
-    fill_decision(response, value)
+    key = value.imei_key
+    response = CheckEquipmentResponse(
+        status=value.status,  # type: ignore[arg-type]
+        reasons=value.reasons,  # type: ignore[arg-type]
+        imei_key="" if key is None else f"{key:014d}",
+        sequence=value.sequence,
+    )
+    if value.block_date_us is not None:
+        response.block_date.FromMicroseconds(value.block_date_us)
     return response
 
 
 def fill_decision(response: CheckEquipmentResponse, value: model.Decision) -> None:
-    """Write a decision into a response message (on the hot path of batches)."""
+    """Write a decision into a response message (of a stream's answer)."""
     response.status = value.status  # type: ignore[assignment]
     response.reasons.extend(value.reasons)  # type: ignore[arg-type]
     if value.imei_key is not None:
@@ -70,6 +79,25 @@ def fill_decision(response: CheckEquipmentResponse, value: model.Decision) -> No
     response.sequence = value.sequence
     if value.block_date_us is not None:
         response.block_date.FromMicroseconds(value.block_date_us)
+
+
+def fill_decisions(
+    results: RepeatedCompositeFieldContainer[CheckEquipmentResponse],
+    decisions: Iterable[model.Decision],
+) -> None:
+    """Append a response per decision (on the hot path of batches: one
+    ``add`` with every field at once costs about half of setting them one by one)."""
+    add = results.add
+    for value in decisions:
+        key = value.imei_key
+        response = add(
+            status=value.status,
+            reasons=value.reasons,
+            imei_key="" if key is None else f"{key:014d}",
+            sequence=value.sequence,
+        )
+        if value.block_date_us is not None:
+            response.block_date.FromMicroseconds(value.block_date_us)
 
 
 def policy(value: model.Policy) -> pb.Policy:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -17,6 +19,8 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 # json.dumps(..., default=str) would build an encoder for every line.
 _ENCODER = json.JSONEncoder(default=str)
+# The encoder's own string escaping (ensure_ascii), for lines written out.
+_ESCAPE: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,6 +43,28 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return _ENCODER.encode(entry)
 
+    def access_line(
+        self,
+        logger: str,
+        created: float,
+        method: str,
+        code: str,
+        org: str,
+        seconds: float,
+        peer: str,
+    ) -> str:
+        """What ``format`` gives for the access log's record of a call
+        (``access_log``), without the record: the same text as the JSON
+        encoder's (its separators, ASCII escapes and float repr), written
+        out, as the access log writes thousands of these a second."""
+        text = _ESCAPE
+        stamp = f"{self._timestamp(created)}.{int((created - int(created)) * 1000):03d}Z"
+        return (
+            f'{{"ts": {text(stamp)}, "level": "info", "logger": {text(logger)}, "msg": "rpc", '
+            f'"method": {text(method)}, "code": {text(code)}, "org": {text(org)}, '
+            f'"ms": {float.__repr__(round(seconds * 1000, 3))}, "peer": {text(peer)}}}'
+        )
+
     def _timestamp(self, created: float) -> str:
         """``created`` to the second, as YYYY-MM-DDTHH:MM:SS in UTC."""
         second = int(created)
@@ -47,6 +73,23 @@ class JsonFormatter(logging.Formatter):
             cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
             self._second = cached
         return cached[1]
+
+
+class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stream handler ``configure_logging`` installs; the access log
+    writes batches of lines to it at once (``write_lines``)."""
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write preformatted lines and flush once."""
+        if not lines:
+            return
+        text = self.terminator.join(lines) + self.terminator
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            try:
+                self.stream.write(text)
+                self.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "access log lines"}))
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
@@ -58,7 +101,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = JsonStreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -100,6 +143,11 @@ class Metrics:
                 5.0,
                 10.0,
             ),
+        )
+        self.access_log_dropped = Counter(
+            "ceir_access_log_dropped",
+            "Access-log lines dropped because the log's queue was full",
+            registry=self.registry,
         )
         self.list_size = Gauge(
             "ceir_list_entries", "Entries per list", ["list"], registry=self.registry

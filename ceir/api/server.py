@@ -75,6 +75,7 @@ from ceir.v1 import (
     transparency_pb2,
 )
 
+from .access_log import AccessLog
 from .calls import AtOnce, Gate
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .observability import Metrics
@@ -228,6 +229,9 @@ class RunningServer:
     lookups: futures.ThreadPoolExecutor
     metrics_port: int | None = None
     token_port: int | None = None
+    # The queue of access-log lines and its writer (None: no access log);
+    # ``access_log.flush()`` writes what is queued now.
+    access_log: AccessLog | None = None
     # With ServerConfig.standby_of: the standby following the custodian, the
     # channel to the custodian (for the custody ceremony's calls), and the
     # signing key the register does not use while it is a standby.
@@ -254,6 +258,8 @@ class RunningServer:
         if self.keeper is not None:
             self.keeper.join_timer()
         self._on_loop(self.server.stop(grace))
+        if self.access_log is not None:  # every call has ended: write their lines
+            self.access_log.close()
         # Work still running after the grace period finishes before the
         # pool closes, so no connection is left checked out of a closed pool.
         self.workers.shutdown(wait=True, cancel_futures=True)
@@ -322,12 +328,13 @@ def create_server(config: ServerConfig) -> RunningServer:
     register.limits.export(metrics.registry, lambda: register.state)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
     lookups = futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="ceir-lookup")
+    access_log = AccessLog(dropped=metrics.access_log_dropped) if config.access_log else None
     gate = Gate(
         Authenticator(db),
         metrics,
         workers,
         lookups,
-        access_log=config.access_log,
+        access_log=access_log,
         certificates=CertificateAuthenticator(db) if config.client_ca is not None else None,
     )
     loop = _event_loop()
@@ -364,6 +371,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     except BaseException:
         workers.shutdown()
         lookups.shutdown()
+        if access_log is not None:
+            access_log.close()
         register.close()
         db.dispose()
         raise
@@ -411,6 +420,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         lookups,
         metrics_port,
         token_port,
+        access_log=access_log,
         standby_signer=standby_signer,
         keeper=keeper,
         checkpointer=checkpointer,

@@ -207,7 +207,8 @@ class EquipmentCheckServicer:
     def check_batch_at_once(
         self, request: check_pb.CheckEquipmentBatchRequest
     ) -> check_pb.CheckEquipmentBatchResponse | Callable[[], Message]:
-        queries = [CheckQuery(c.imei, c.imsi, c.msisdn) for c in request.checks]
+        # Plain tuples: the fields of a CheckQuery, without a thousand constructor calls.
+        queries = [(c.imei, c.imsi, c.msisdn) for c in request.checks]
         caller = current_caller()
         decided = self.checks.decide_many_at_once(caller, queries)
         if not decided.pending:
@@ -218,9 +219,7 @@ class EquipmentCheckServicer:
 
 def _batch_response(decisions: list[Decision]) -> check_pb.CheckEquipmentBatchResponse:
     response = check_pb.CheckEquipmentBatchResponse()
-    results = response.results
-    for decision in decisions:
-        convert.fill_decision(results.add(), decision)
+    convert.fill_decisions(response.results, decisions)
     return response
 
 
