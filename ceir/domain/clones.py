@@ -21,6 +21,7 @@ import itertools
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 # About 150 bytes an IMEI seen with one IMSI (the bench prints the figure):
 # the cap bounds the tracker to a few hundred MB against any traffic.
@@ -68,35 +69,62 @@ class CloneTracker:
         self, key: int, imsi: str, now_us: int, threshold: int, window_seconds: int
     ) -> bool:
         """Record the sighting; True if the IMEI is on too many IMSIs at once."""
-        code = int(imsi) << 5 | len(imsi)  # the IMSI as one int, leading zeros counted
-        sighting = code << _TIME_BITS | (now_us + _TIME_OFFSET) & _TIME_MASK
-        imeis = self._imeis
-        with self._lock:
-            entry = imeis.get(key)
-            if entry is None:
-                imeis[key] = sighting
-                if len(imeis) > self.max_imeis:
-                    imeis.popitem(last=False)
-                    self.evicted += 1
-                entries: tuple[int, ...] = ()
-            elif isinstance(entry, int) and entry >> _TIME_BITS == code:
-                imeis[key] = sighting  # the one IMSI again: the common case
-                imeis.move_to_end(key)
-                entries = ()
-            else:
-                kept = (entry,) if isinstance(entry, int) else entry
-                others = [e for e in kept if e >> _TIME_BITS != code]
-                entries = (sighting, *others[:threshold])
-                imeis[key] = entries
-                imeis.move_to_end(key)
-            self._countdown -= 1
-            if self._countdown <= 0:
-                self._countdown = _EXPIRE_EVERY
-                self._expire(now_us - window_seconds * 1_000_000)
-        if len(entries) <= threshold:
-            return False
+        return self.observe_many((key,), (imsi,), now_us, threshold, window_seconds)[0]
+
+    def observe_many(
+        self,
+        keys: Sequence[int],
+        imsis: Sequence[str],
+        now_us: int,
+        threshold: int,
+        window_seconds: int,
+    ) -> list[bool]:
+        """``observe`` of each sighting in order, all at ``now_us``: the same
+        answers and the same tracker afterwards, under one hold of the lock."""
+        # Each IMSI as one int, leading zeros counted (before the lock, and
+        # before any sighting is recorded: a bad IMSI records nothing).
+        codes = [int(imsi) << 5 | len(imsi) for imsi in imsis]
+        stamp = (now_us + _TIME_OFFSET) & _TIME_MASK
         horizon = now_us - window_seconds * 1_000_000
-        return all(_time(e) >= horizon for e in entries)
+        imeis = self._imeis
+        get, move_to_end = imeis.get, imeis.move_to_end
+        suspected: list[bool] = []
+        note = suspected.append
+        lone = threshold < 0  # what one IMSI alone says (nothing, for any real threshold)
+        with self._lock:
+            done = 0
+            while done < len(keys):
+                # Up to the next look for stale IMEIs (every _EXPIRE_EVERY
+                # sightings, counted across calls), as ``observe`` one at a time.
+                upto = min(len(keys), done + self._countdown)
+                for key, code in zip(keys[done:upto], codes[done:upto], strict=True):
+                    entry = get(key)
+                    if entry.__class__ is int and entry >> _TIME_BITS == code:
+                        # The one IMSI again: the common case.
+                        imeis[key] = code << _TIME_BITS | stamp
+                        move_to_end(key)
+                        note(lone)
+                        continue
+                    sighting = code << _TIME_BITS | stamp
+                    if entry is None:
+                        imeis[key] = sighting
+                        if len(imeis) > self.max_imeis:
+                            imeis.popitem(last=False)
+                            self.evicted += 1
+                        note(lone)
+                        continue
+                    kept = (entry,) if isinstance(entry, int) else entry
+                    others = [e for e in kept if e >> _TIME_BITS != code]
+                    entries = (sighting, *others[:threshold])
+                    imeis[key] = entries
+                    move_to_end(key)
+                    note(len(entries) > threshold and all(_time(e) >= horizon for e in entries))
+                self._countdown -= upto - done
+                done = upto
+                if self._countdown <= 0:
+                    self._countdown = _EXPIRE_EVERY
+                    self._expire(horizon)
+        return suspected
 
     def _expire(self, horizon: int) -> None:
         """Drop a few IMEIs whose newest sighting is older than the window

@@ -34,6 +34,11 @@ def imei_keys(values: Sequence[str]) -> npt.NDArray[np.int64]:
     if not count:
         return keys
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=count)
+    width = int(lengths[0])
+    if 14 <= width <= _WIDTH and bool(np.all(lengths == width)):
+        uniform = _uniform_keys(values, width)
+        if uniform is not None:
+            return uniform
     fits = (lengths >= 14) & (lengths <= _WIDTH)
     chosen = np.flatnonzero(fits)
     if not len(chosen):
@@ -55,3 +60,20 @@ def imei_keys(values: Sequence[str]) -> npt.NDArray[np.int64]:
     good = ascii_digits & luhn_holds
     keys[chosen[good]] = found[good]
     return keys
+
+
+def _uniform_keys(values: Sequence[str], width: int) -> npt.NDArray[np.int64] | None:
+    """``imei_keys`` of values all ``width`` characters long (a check batch,
+    nearly always), read as one ASCII buffer; None if one is not ASCII."""
+    joined = "".join(values)
+    if not joined.isascii():
+        return None
+    digits = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(-1, width) - 48
+    good = np.all(digits <= 9, axis=1)  # below "0" wraps past 9
+    head = np.minimum(digits[:, :14], 9).astype(np.int64)  # in range where not good
+    found = head @ _POWERS
+    if width == 15:
+        odd = head[:, 1:14:2]
+        total = head[:, 0:14:2].sum(axis=1) + (2 * odd - 9 * (odd > 4)).sum(axis=1)
+        good &= (10 - total % 10) % 10 == digits[:, 14]
+    return np.where(good, found, MALFORMED)

@@ -9,6 +9,8 @@ rebuilt from it at start-up and follows its change feed.
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,7 @@ import numpy.typing as npt
 from ceir.compact import BackgroundMerger, KeyTable
 
 from .clones import DEFAULT_MAX_IMEIS, CloneTracker
+from .columns import MALFORMED, imei_keys
 from .identifiers import INDONESIA_MCC, imei_key
 from .model import (
     BlacklistCause,
@@ -133,6 +136,9 @@ class ListState:
         self._whitelist_exact = KeyTable(np.int64)  # key -> valid_until_us, for _EXACT codes
         self._blacklist = KeyTable(np.int64)  # key -> cause and block date (_pack_blocked)
         self.exceptions: set[tuple[int, str]] = set()
+        # key -> how many exception pairs it has: lets a batch look for
+        # exceptions with one table lookup (change with _except/_unexcept).
+        self._excepted_keys = KeyTable(np.uint32)
         # Change through add_notification and remove_notification only: they
         # keep _earliest, which spares a check a scan of the IMEI's pairs.
         self.notified: dict[int, dict[str, int]] = {}  # key -> {imsi: block_date_us}
@@ -173,8 +179,13 @@ class ListState:
         )
         for key, imsi, msisdn, block_date_us, salt in columns.notifications:
             state.add_notification(key, imsi, msisdn, block_date_us, salt)
+        state.exceptions.update((key, imsi) for key, imsi, _ in columns.exceptions)
+        per_key = Counter(key for key, _ in state.exceptions)
+        state._excepted_keys.load(
+            np.fromiter(per_key.keys(), dtype=np.uint64, count=len(per_key)),
+            np.fromiter(per_key.values(), dtype=np.uint32, count=len(per_key)),
+        )
         for key, imsi, salt in columns.exceptions:
-            state.exceptions.add((key, imsi))
             if salt:
                 state.exception_salts[(key, imsi)] = salt
         return state
@@ -281,11 +292,11 @@ class ListState:
         elif kind in (ChangeKind.NOTIFICATION_RESOLVED, ChangeKind.NOTIFICATION_BLACKLISTED):
             self.remove_notification(key, change.imsi)
         elif kind is ChangeKind.EXCEPTION_ADDED:
-            self.exceptions.add((key, change.imsi))
+            self._except(key, change.imsi)
             if change.subscriber_salt:
                 self.exception_salts[(key, change.imsi)] = change.subscriber_salt
         elif kind is ChangeKind.EXCEPTION_REMOVED:
-            self.exceptions.discard((key, change.imsi))
+            self._unexcept(key, change.imsi)
             self.exception_salts.pop((key, change.imsi), None)
         self.sequence = change.sequence
 
@@ -303,10 +314,33 @@ class ListState:
             self._whitelist.put(key, code)
         self._maybe_merge()
 
+    def _except(self, key: int, imsi: str) -> None:
+        if (key, imsi) in self.exceptions:
+            return
+        with self._tables_lock:
+            self._excepted_keys.put(key, (self._excepted_keys.get(key) or 0) + 1)
+        self.exceptions.add((key, imsi))
+        self._maybe_merge()
+
+    def _unexcept(self, key: int, imsi: str) -> None:
+        if (key, imsi) not in self.exceptions:
+            return
+        self.exceptions.discard((key, imsi))
+        with self._tables_lock:
+            left = (self._excepted_keys.get(key) or 1) - 1
+            if left:
+                self._excepted_keys.put(key, left)
+            else:
+                self._excepted_keys.delete(key)
+        self._maybe_merge()
+
     # --- merging the tables' overlays ----------------------------------------------------
 
-    def _tables(self) -> tuple[KeyTable, ...]:
+    def _lists(self) -> tuple[KeyTable, ...]:
         return (self._whitelist_exact, self._whitelist, self._blacklist)
+
+    def _tables(self) -> tuple[KeyTable, ...]:
+        return (*self._lists(), self._excepted_keys)
 
     def _merge_threshold(self) -> int:
         if self.merge_threshold is not None:
@@ -408,28 +442,116 @@ class ListState:
             return Decision(EquipmentStatus.WHITELISTED, _ROAMER, key, sequence), None
         if imsi and (key, imsi) in self.exceptions:
             return Decision(EquipmentStatus.WHITELISTED, _EXCEPTION, key, sequence), None
-        blocked = self.blacklist_entry_of(key)
+        packed = self._blacklist.get(key)
         code = self._whitelist.get(key)
         registered = code is not None
-        if blocked is not None:
-            cause, block_date = blocked
-            if cause is BlacklistCause.STOLEN:
-                return Decision(EquipmentStatus.BLACKLISTED, _STOLEN, key, sequence), None
-            first = Reason.REGISTRATION_EXPIRED if registered else Reason.NOT_REGISTERED
-            reasons = (first, Reason.NOTIFICATION_EXPIRED)
-            return Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence, block_date), None
+        if packed is not None:
+            return _blocked_decision(packed, registered, key, sequence), None
         if code is not None:
             valid_until = self._until(key, code)
             if valid_until is None or now_us < valid_until:
                 if imsi and self._looks_cloned(key, imsi, now_us):
                     return Decision(EquipmentStatus.GREYLISTED, _CLONE, key, sequence), None
                 return Decision(EquipmentStatus.WHITELISTED, _REGISTERED, key, sequence), None
-        return self._decide_unregistered(key, imsi, msisdn, now_us, registered)
+        return self._decide_unregistered(key, imsi, msisdn, now_us, registered, sequence)
+
+    def decide_many(
+        self, imeis: Sequence[str], imsis: Sequence[str], msisdns: Sequence[str], now_us: int
+    ) -> tuple[list[Decision], list[tuple[int, Effect]]]:
+        """``decide`` of each check in order, for a batch: the same decisions,
+        the effects as (index, effect) in index order, and the same clone
+        tracker afterwards. The rules run over columns (IMEI parsing and
+        Luhn, one lookup per table, so a batch reads each list once even
+        while ``apply`` runs); an unregistered device goes through the rules
+        of ``decide`` (notifications are few and kept in dicts)."""
+        sequence = self.sequence
+        count = len(imeis)
+        if not count:
+            return [], []
+        parsed = imei_keys(imeis)
+        keys = parsed.astype(np.uint64)  # a malformed IMEI's -1 is on no list
+        rest = parsed != MALFORMED
+        has_imsi = np.fromiter(map(bool, imsis), dtype=np.bool_, count=count)
+        roaming = rest & has_imsi & (np.array(imsis, dtype="<U3") != INDONESIA_MCC)
+        rest &= ~roaming
+        excepted = self._excepted(keys, imsis, rest & has_imsi)
+        rest &= ~excepted
+        blocked, packed = self._blacklist.lookup(keys)
+        registered, codes = self._whitelist.lookup(keys)
+        blocked &= rest
+        rest &= ~blocked
+        current = registered & rest
+        current &= (codes == _NO_EXPIRY) | (now_us < codes.astype(np.int64) * MICROS)
+        key_list: list[int] = parsed.tolist()
+        for index in np.flatnonzero(current & (codes == _EXACT)).tolist():
+            until = self._until(key_list[index], _EXACT)
+            current[index] = until is None or now_us < until
+        rest &= ~current
+
+        decisions = [Decision(EquipmentStatus.BLACKLISTED, _MALFORMED, None, sequence)] * count
+        for outcome, reasons, chosen in (
+            (EquipmentStatus.WHITELISTED, _ROAMER, roaming),
+            (EquipmentStatus.WHITELISTED, _EXCEPTION, excepted),
+            (EquipmentStatus.WHITELISTED, _REGISTERED, current & ~has_imsi),
+        ):
+            for index in np.flatnonzero(chosen).tolist():
+                decisions[index] = Decision(outcome, reasons, key_list[index], sequence)
+        for index in np.flatnonzero(blocked).tolist():
+            decisions[index] = _blocked_decision(
+                int(packed[index]), bool(registered[index]), key_list[index], sequence
+            )
+        watched: list[int] = np.flatnonzero(current & has_imsi).tolist()
+        if watched:
+            policy = self.policy
+            suspected = self.clones.observe_many(
+                [key_list[index] for index in watched],
+                [imsis[index] for index in watched],
+                now_us,
+                policy.clone_threshold,
+                policy.clone_window_seconds,
+            )
+            for index, clone in zip(watched, suspected, strict=True):
+                key = key_list[index]
+                decisions[index] = (
+                    Decision(EquipmentStatus.GREYLISTED, _CLONE, key, sequence)
+                    if clone
+                    else Decision(EquipmentStatus.WHITELISTED, _REGISTERED, key, sequence)
+                )
+        effects: list[tuple[int, Effect]] = []
+        for index in np.flatnonzero(rest).tolist():
+            decision, effect = self._decide_unregistered(
+                key_list[index],
+                imsis[index],
+                msisdns[index],
+                now_us,
+                bool(registered[index]),
+                sequence,
+            )
+            decisions[index] = decision
+            if effect is not None:
+                effects.append((index, effect))
+        return decisions, effects
+
+    def _excepted(self, keys: U64, imsis: Sequence[str], asked: Bools) -> Bools:
+        """Which of the asked checks are of an exception pair."""
+        excepted = np.zeros(keys.shape[0], dtype=np.bool_)
+        if not len(self._excepted_keys) or not asked.any():
+            return excepted
+        candidates = asked & self._excepted_keys.lookup(keys)[0]
+        pairs = self.exceptions
+        for index in np.flatnonzero(candidates).tolist():
+            excepted[index] = (int(keys[index]), imsis[index]) in pairs
+        return excepted
 
     def _decide_unregistered(
-        self, key: int, imsi: str, msisdn: str, now_us: int, expired_registration: bool
+        self,
+        key: int,
+        imsi: str,
+        msisdn: str,
+        now_us: int,
+        expired_registration: bool,
+        sequence: int,
     ) -> tuple[Decision, Effect | None]:
-        sequence = self.sequence
         first = Reason.REGISTRATION_EXPIRED if expired_registration else Reason.NOT_REGISTERED
         policy = self.policy
         if policy.phase is Phase.ENFORCE:
@@ -477,9 +599,19 @@ class ListState:
         """Bytes held by the lists: the tables' arrays and overlays, and an
         estimate for the notification and exception pairs (Python objects,
         few by design). The clone tracker is apart (``clones.nbytes``)."""
-        tables = sum(table.nbytes() for table in self._tables())
+        tables = sum(table.nbytes() for table in self._lists())
         pairs = sum(len(p) for p in self.notified.values()) + len(self.exceptions)
         return tables + PAIR_BYTES * pairs
+
+
+def _blocked_decision(packed: int, registered: bool, key: int, sequence: int) -> Decision:
+    """The decision for a blacklisted IMEI (``packed``: its blacklist value)."""
+    cause, block_date = _unpack_blocked(packed)
+    if cause is BlacklistCause.STOLEN:
+        return Decision(EquipmentStatus.BLACKLISTED, _STOLEN, key, sequence)
+    first = Reason.REGISTRATION_EXPIRED if registered else Reason.NOT_REGISTERED
+    reasons = (first, Reason.NOTIFICATION_EXPIRED)
+    return Decision(EquipmentStatus.BLACKLISTED, reasons, key, sequence, block_date)
 
 
 def _until_code(valid_until_us: int | None) -> int:

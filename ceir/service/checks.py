@@ -34,6 +34,8 @@ from .register import Committed, Register
 
 MAX_BATCH = 1_000
 Fields = tuple[str, str, str]  # IMEI, IMSI, MSISDN: a CheckQuery's fields in order
+Column = Sequence[str]
+Columns = tuple[Column, Column, Column]  # the IMEIs, the IMSIs, the MSISDNs of a batch
 # The lengths ``is_imsi`` and ``msisdn_digits`` accept, for whole columns.
 IMSI_DIGITS = (6, 15)
 MSISDN_DIGITS = (8, 15)
@@ -82,11 +84,17 @@ def _checked_fields(query: CheckQuery) -> tuple[str, str, str] | None:
 @dataclass(frozen=True)
 class Decided:
     """A batch decided against the lists without writing: its checked
-    fields, its decisions, and the indexes whose effects are to be recorded."""
+    fields (as columns), its decisions, and the indexes whose effects are
+    to be recorded."""
 
-    valid: list[tuple[str, str, str]]
+    columns: Columns
     decisions: list[Decision]
     pending: list[int]
+
+    def fields(self, index: int) -> Fields:
+        """The checked fields of one query."""
+        imeis, imsis, msisdns = self.columns
+        return imeis[index], imsis[index], msisdns[index]
 
 
 class CheckService:
@@ -136,9 +144,9 @@ class CheckService:
     def record(self, caller: Caller, decided: Decided) -> list[Decision]:
         """Write what a decided batch calls for (nothing if ``decided.pending``
         is empty); the final decisions."""
-        valid, decisions, pending = decided.valid, decided.decisions, decided.pending
+        decisions, pending = decided.decisions, decided.pending
         if pending:
-            due = [valid[index] for index in pending]
+            due = [decided.fields(index) for index in pending]
             try:
                 done = self.register.execute(caller, RecordCheckEffects(tuple(due)))
             except WritesRefused:
@@ -150,7 +158,7 @@ class CheckService:
             # sequence and the block date stored.
             state = self.register.state
             for index in pending:
-                decisions[index] = state.decide(*valid[index], now_us)[0]
+                decisions[index] = state.decide(*decided.fields(index), now_us)[0]
         return decisions
 
     def _decide_many(self, caller: Caller, queries: Sequence[Fields], batch: bool) -> Decided:
@@ -158,32 +166,36 @@ class CheckService:
         require(caller, Action.CHECK)
         if batch and not 1 <= len(queries) <= MAX_BATCH:
             raise InvalidArgument.field("checks", f"1 to {MAX_BATCH} checks, got {len(queries)}")
-        valid = _checked_all(queries)
-        if valid is None:  # something is wrong: name every wrong field
-            valid = _validated(queries, batch)
+        columns = _checked_columns(queries)
+        if columns is None:  # something is wrong: name every wrong field
+            columns = _columns(_validated(queries, batch))
         # Every field is checked before the first decision: a refused batch
         # leaves no sighting behind in the clone tracker.
         now_us = self.register.clock.now_us()
-        decisions: list[Decision] = []
-        pending: list[int] = []
-        decide = self.register.state.decide
-        append = decisions.append
-        for imei, imsi, msisdn in valid:
-            decision, effect = decide(imei, imsi, msisdn, now_us)
-            append(decision)
-            if effect is not None and may_record(caller, effect):
-                pending.append(len(decisions) - 1)
+        decisions, effects = self.register.state.decide_many(*columns, now_us)
+        pending = [index for index, effect in effects if may_record(caller, effect)]
         self.register.seen.note_many(decisions)  # for the range finder: these IMEIs are in use
-        return Decided(valid, decisions, pending)
+        return Decided(columns, decisions, pending)
 
 
 def _checked_all(queries: Sequence[Fields]) -> list[Fields] | None:
     """(IMEI, IMSI, MSISDN digits) of every query, or None if any field is
-    wrong (then ``_validated`` names them). ``_checked_fields`` column by
-    column: each rule is checked for a whole batch in a few calls into C
-    (lengths by ``map``, digits by one ``isdigit`` of the joined column)."""
+    wrong (then ``_validated`` names them)."""
+    columns = _checked_columns(queries)
+    return None if columns is None else list(zip(*columns, strict=True))
+
+
+def _columns(valid: Sequence[Fields]) -> Columns:
+    imeis, imsis, msisdns = zip(*valid, strict=True) if valid else ((), (), ())
+    return imeis, imsis, msisdns
+
+
+def _checked_columns(queries: Sequence[Fields]) -> Columns | None:
+    """``_checked_all`` as columns: ``_checked_fields`` column by column,
+    each rule checked for a whole batch in a few calls into C (lengths by
+    ``map``, digits by one ``isdigit`` of the joined column)."""
     if not queries:
-        return []
+        return (), (), ()
     imeis, imsis, msisdns = zip(*queries, strict=True)
     if not all(imeis) or max(map(len, imeis)) > 64:
         return None
@@ -194,7 +206,7 @@ def _checked_all(queries: Sequence[Fields]) -> list[Fields] | None:
     given = [number for msisdn, number in zip(msisdns, digits, strict=True) if msisdn]
     if given and not _digits(given, MSISDN_DIGITS):
         return None
-    return list(zip(imeis, imsis, digits, strict=True))
+    return imeis, imsis, digits
 
 
 def _digits(values: list[str], lengths: tuple[int, int]) -> bool:
