@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ceir.domain.clones import imsi_codes
 from ceir.domain.columns import MALFORMED, imei_keys
 from ceir.domain.identifiers import full_imei, imei_key
 from ceir.domain.lists import MAX_NOTIFICATIONS_PER_IMEI, Effect, ListState
@@ -220,3 +221,16 @@ def test_a_column_of_one_width_is_parsed_as_each_imei_alone(values: list[str]) -
     # Every value as long as the others: the path a check batch takes.
     expected = [MALFORMED if imei_key(v) is None else imei_key(v) for v in values]
     assert imei_keys(values).tolist() == expected
+
+
+@given(
+    st.lists(
+        st.text(st.sampled_from("0123456789"), min_size=1, max_size=15)
+        | st.sampled_from(["510101234567890", "5101012345678", "51010123456789"]),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_imsi_codes_of_a_column_are_each_imsis_own(imsis: list[str]) -> None:
+    # Lengths may differ, or add up to a whole number of equal ones.
+    assert imsi_codes(imsis) == [int(imsi) << 5 | len(imsi) for imsi in imsis]
