@@ -199,17 +199,21 @@ def _checked_columns(queries: Sequence[Fields]) -> Columns | None:
     imeis, imsis, msisdns = zip(*queries, strict=True)
     if not all(imeis) or max(map(len, imeis)) > 64:
         return None
-    given = [imsi for imsi in imsis if imsi]
+    given = imsis if all(imsis) else [imsi for imsi in imsis if imsi]
     if given and not _digits(given, IMSI_DIGITS):
         return None
-    digits = [msisdn[1:] if msisdn[:1] == "+" else msisdn for msisdn in msisdns]
-    given = [number for msisdn, number in zip(msisdns, digits, strict=True) if msisdn]
+    if "+" in "".join(msisdns):
+        digits: Column = [msisdn[1:] if msisdn[:1] == "+" else msisdn for msisdn in msisdns]
+        given = [number for msisdn, number in zip(msisdns, digits, strict=True) if msisdn]
+    else:  # nothing to take off (the common case)
+        digits = msisdns
+        given = msisdns if all(msisdns) else [msisdn for msisdn in msisdns if msisdn]
     if given and not _digits(given, MSISDN_DIGITS):
         return None
     return imeis, imsis, digits
 
 
-def _digits(values: list[str], lengths: tuple[int, int]) -> bool:
+def _digits(values: Column, lengths: tuple[int, int]) -> bool:
     """True if every value is ``lengths[0]`` to ``lengths[1]`` ASCII digits."""
     low, high = lengths
     if min(map(len, values)) < low or max(map(len, values)) > high:
