@@ -42,8 +42,9 @@ class CloneTracker:
 
     A sighting is one int, ``code << 64 | time + 2**63``; an IMEI's entry is
     its sighting, or a tuple of them once it has several IMSIs (most IMEIs
-    have one: no tuple for them). Thread-safe (one short lock per sighting:
-    checks run on many threads).
+    have one: no tuple for them). Thread-safe: checks run on many threads;
+    one short hold of the lock per call, for a sighting or a batch's (a
+    batch of 1,000 holds it for about a millisecond).
     """
 
     def __init__(self, max_imeis: int = DEFAULT_MAX_IMEIS) -> None:
