@@ -205,20 +205,27 @@ def test_an_exception_added_and_removed_is_seen_by_a_batch() -> None:
     assert other.reasons == (Reason.EXCEPTION_PAIR,)
 
 
+_IMEI_WIDTH = st.sampled_from([13, 14, 15, 16, 17])
+
+
 @given(
-    st.sampled_from([14, 15, 16]).flatmap(
-        lambda width: st.lists(
-            st.one_of(
-                st.integers(0, 10**14 - 1).map(lambda k: (full_imei(k) + "3")[:width]),
-                st.text(st.sampled_from("0123456789/:a\x00\u0663"), min_size=width, max_size=width),
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 10**14 - 1), _IMEI_WIDTH).map(
+                lambda kw: (full_imei(kw[0]) + "35")[: kw[1]]
             ),
-            min_size=1,
-            max_size=30,
-        )
+            _IMEI_WIDTH.flatmap(
+                lambda w: st.text(
+                    st.sampled_from("0123456789/:a\x00\u0663"), min_size=w, max_size=w
+                )
+            ),
+        ),
+        min_size=1,
+        max_size=30,
     )
 )
-def test_a_column_of_one_width_is_parsed_as_each_imei_alone(values: list[str]) -> None:
-    # Every value as long as the others: the path a check batch takes.
+def test_a_column_of_imeis_is_parsed_as_each_imei_alone(values: list[str]) -> None:
+    # Values of one width are read as one buffer, the others one by one.
     expected = [MALFORMED if imei_key(v) is None else imei_key(v) for v in values]
     assert imei_keys(values).tolist() == expected
 

@@ -34,12 +34,18 @@ def imei_keys(values: Sequence[str]) -> npt.NDArray[np.int64]:
     if not count:
         return keys
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=count)
-    width = int(lengths[0])
-    if 14 <= width <= _WIDTH and bool(np.all(lengths == width)):
-        uniform = _uniform_keys(values, width)
-        if uniform is not None:
-            return uniform
     fits = (lengths >= 14) & (lengths <= _WIDTH)
+    # The values of one width (an IMEI, a key, an IMEISV) read as one ASCII
+    # buffer; what is left (not ASCII) goes through the code points below.
+    for width in (15, 14, 16):
+        same = np.flatnonzero(lengths == width)
+        if not len(same):
+            continue
+        group = values if len(same) == count else [values[i] for i in same.tolist()]
+        found = _uniform_keys(group, width)
+        if found is not None:
+            keys[same] = found
+            fits[same] = False
     chosen = np.flatnonzero(fits)
     if not len(chosen):
         return keys
@@ -63,8 +69,8 @@ def imei_keys(values: Sequence[str]) -> npt.NDArray[np.int64]:
 
 
 def _uniform_keys(values: Sequence[str], width: int) -> npt.NDArray[np.int64] | None:
-    """``imei_keys`` of values all ``width`` characters long (a check batch,
-    nearly always), read as one ASCII buffer; None if one is not ASCII."""
+    """``imei_keys`` of values all ``width`` characters long, read as one
+    ASCII buffer; None if one is not ASCII."""
     joined = "".join(values)
     if not joined.isascii():
         return None
