@@ -448,7 +448,11 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
     ).scalar()
     if device_id is None:
         return None
-    row = connection.execute(select(_devices).where(_devices.c.id == device_id)).one()
+    row = connection.execute(select(_devices).where(_devices.c.id == device_id)).first()
+    if row is None:  # a device without a row: its change holds it (migration 0007)
+        sequence = sequence_of_device(device_id)
+        change = connection.execute(select(_changes).where(_changes.c.sequence == sequence)).one()
+        return registration_of_change(change_from_row(change))
     return Registration(
         device_id=row.id,
         imei_keys=tuple(int(k) for k in row.imei_keys.split(",")),
@@ -459,6 +463,35 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
         model=row.model,
         registered_by=row.registered_by,
         registered_at_us=row.registered_at_us,
+    )
+
+
+def device_id_of(sequence: int) -> str:
+    """The id of the device registered by change ``sequence`` (its first slot's)."""
+    return f"D{sequence}"
+
+
+def sequence_of_device(device_id: str) -> int:
+    """The sequence of the change that registered this device (``device_id_of``)."""
+    if not device_id.startswith("D") or not device_id[1:].isdigit():
+        raise ValueError(f"device id {device_id!r} names no change")
+    return int(device_id[1:])
+
+
+def registration_of_change(change: Change) -> Registration:
+    """The device a WHITELIST_ADDED change registered, as its device row would hold it."""
+    if change.kind is not ChangeKind.WHITELIST_ADDED or change.source is None:
+        raise ValueError(f"change {change.sequence} registers no device")
+    return Registration(
+        device_id=change.device_id,
+        imei_keys=change.device_imei_keys,
+        source=change.source,
+        reference=change.reference,
+        valid_until_us=change.valid_until_us,
+        brand=change.brand,
+        model=change.model,
+        registered_by=change.actor,
+        registered_at_us=change.committed_at_us,
     )
 
 

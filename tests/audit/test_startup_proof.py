@@ -258,11 +258,18 @@ def test_a_repaired_row_names_its_change_and_values(register: str, key_file: Pat
 
 def _before_the_log(db_url: str) -> None:
     """Make the register one from before the Merkle log and leaf version 2:
-    version 1 changes without stored leaf hashes, tree nodes or checkpoints."""
+    version 1 changes without stored leaf hashes, tree nodes or checkpoints,
+    and a devices row for every registration (as migration 0007's downgrade
+    writes them back)."""
     db = Database(db_url)
     try:
         with db.write() as session:
             for statement in (
+                "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
+                "registered_by, registered_at_us, imei_keys) SELECT device_id, source, "
+                "reference, valid_until_us, brand, model, actor, committed_at_us, "
+                "CAST(imei_key AS TEXT) FROM changes WHERE kind = 1 AND device_imei_keys = '' "
+                "AND device_id NOT IN (SELECT id FROM devices)",
                 "UPDATE changes SET leaf_version = 1, leaf_hash = NULL",
                 "DELETE FROM tree_nodes",
                 "DELETE FROM checkpoints",
@@ -300,7 +307,7 @@ def test_repair_refuses_a_deleted_row_the_log_cannot_rebuild_and_repairs_nothing
         _start(_config(register, repair_lists=True, repair_report=lines.append))
     assert lines == []
     assert [row.split(" deleted", 1)[0] for row in refused.value.rows] == [
-        "devices row for device D1"
+        "devices row for device D11"
     ]
     assert "leaf version 1 does not carry its other columns" in str(refused.value)
     problems = _audit(register).problems  # nothing was repaired

@@ -1,0 +1,73 @@
+"""no device row for a registration whose change holds the device
+
+Revision ID: 0007
+Revises: 0006
+
+Measured on SQLite with ``dbstat`` after an import of single-IMEI devices,
+a registration cost 255 bytes, of which the ``devices`` row was 89: every
+column of it repeats the WHITELIST_ADDED change that wrote it (source,
+reference, valid until, brand, model, registered by = actor, registered at
+= commit time, slots = the change's own IMEI). A version 2 registration of
+a one-slot device with the id ``D<its sequence>`` now has no device row;
+its whitelist row's device id names the change, which readers read instead
+(``projection.in_its_change``, ``repository.registration_of``).
+
+Nothing is lost: only device rows equal, column for column, to what their
+change says are deleted (any other row stays, and the audit names it), and
+the downgrade writes them back from the changes.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# A version 2 registration (kind 1) of a device whose only slot is the
+# change's own IMEI ('' since 0006) and whose id is D<sequence>.
+_IN_ITS_CHANGE = (
+    "c.kind = 1 AND c.leaf_version >= 2 AND c.device_imei_keys = '' "
+    "AND c.imei_key IS NOT NULL AND c.device_id = 'D' || CAST(c.sequence AS TEXT)"
+)
+
+
+def _same(column: str, other: str) -> str:
+    return f"({column} = {other} OR ({column} IS NULL AND {other} IS NULL))"
+
+
+def upgrade() -> None:
+    """Upgrade schema: delete the device rows their changes repeat."""
+    equal = " AND ".join(
+        (
+            _same("d.source", "c.source"),
+            "d.reference = c.reference",
+            _same("d.valid_until_us", "c.valid_until_us"),
+            "d.brand = c.brand",
+            "d.model = c.model",
+            "d.registered_by = c.actor",
+            "d.registered_at_us = c.committed_at_us",
+            "d.imei_keys = CAST(c.imei_key AS TEXT)",
+        )
+    )
+    op.execute(
+        "DELETE FROM devices WHERE id IN ("
+        "SELECT d.id FROM changes c JOIN devices d ON d.id = c.device_id "
+        f"WHERE {_IN_ITS_CHANGE} AND {equal})"
+    )
+
+
+def downgrade() -> None:
+    """Downgrade schema: every such registration's device row written back."""
+    op.execute(
+        "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
+        "registered_by, registered_at_us, imei_keys) "
+        "SELECT c.device_id, c.source, c.reference, c.valid_until_us, c.brand, c.model, "
+        "c.actor, c.committed_at_us, CAST(c.imei_key AS TEXT) FROM changes c "
+        f"WHERE {_IN_ITS_CHANGE} "
+        "AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = c.device_id) "
+        "ORDER BY c.device_id"
+    )
