@@ -190,14 +190,17 @@ def _migrate(url: str, revision: str) -> None:
         engine.dispose()
 
 
-# The devices rows of one-slot registrations, which the register writes no
-# more (migration 0007), as every version before wrote them.
-ONE_SLOT_DEVICE_ROWS = sqlalchemy.text(
+# What the register stores no more (migration 0007), as every version before
+# stored it: the devices rows of one-slot registrations, and the device ids
+# of registrations (stored as '' when they are D<sequence>).
+BEFORE_0007 = (
     "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
-    "registered_by, registered_at_us, imei_keys) SELECT device_id, source, reference, "
-    "valid_until_us, brand, model, actor, committed_at_us, CAST(imei_key AS TEXT) "
-    "FROM changes WHERE kind = 1 AND device_imei_keys = '' "
-    "AND device_id NOT IN (SELECT id FROM devices)"
+    "registered_by, registered_at_us, imei_keys) SELECT 'D' || CAST(sequence AS TEXT), "
+    "source, reference, valid_until_us, brand, model, actor, committed_at_us, "
+    "CAST(imei_key AS TEXT) FROM changes WHERE kind = 1 AND device_imei_keys = '' "
+    "AND device_id = ''",
+    "UPDATE changes SET device_id = 'D' || CAST(sequence AS TEXT) "
+    "WHERE kind = 1 AND device_id = ''",
 )
 
 
@@ -221,7 +224,8 @@ def _write_as_0005(url: str) -> None:
         register.execute(KEMENPERIN, RevokeRegistration((35209900000003,), "wrong"))
         register.close()
         with db.write() as session:  # device rows and slot lists as 0005 wrote them
-            session.execute(ONE_SLOT_DEVICE_ROWS)
+            for statement in BEFORE_0007:
+                session.execute(sqlalchemy.text(statement))
             session.execute(
                 sqlalchemy.text(
                     "UPDATE changes SET device_imei_keys = CAST(imei_key AS TEXT) "

@@ -73,6 +73,14 @@ def test_migration_0007_drops_only_device_rows_their_change_repeats_and_back(
         assert leaf_hash(encode_change(change)) == stored
     assert tables["whitelist"] == before[1]["whitelist"]
     assert sorted(row[0] for row in tables["devices"]) == ["D2", "D21"]
+    engine = sqlalchemy.create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            stored = connection.exec_driver_sql("SELECT DISTINCT device_id FROM changes")
+            # Its own id is '' (changes 1 to 21); the two-slot device's second slot names it.
+            assert set(stored.scalars()) == {"", "D21"}
+    finally:
+        engine.dispose()
     assert _registrations(db_url) == registrations
     (difference,) = _differences(db_url)
     assert difference.startswith("devices row for device D2 ")
@@ -103,7 +111,7 @@ TAMPERING = {
     ),
     "a device row shadowing its change": (
         "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
-        "registered_by, registered_at_us, imei_keys) SELECT device_id, source, reference, "
+        "registered_by, registered_at_us, imei_keys) SELECT 'D5', source, reference, "
         "valid_until_us, 'Other', model, actor, committed_at_us, CAST(imei_key AS TEXT) "
         "FROM changes WHERE sequence = 5",
         "devices row for device D5",

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Text, cast, delete, literal, select, tuple_
+from sqlalchemy import Connection, Text, case, cast, delete, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ceir.domain.model import (
@@ -202,7 +202,10 @@ def rows_of(change: Change) -> list[RowWrite]:
         listed = RowWrite(WHITELIST, (key,), (change.device_id, change.valid_until_us))
         if in_its_change(change):
             return [listed]
-        return [listed, RowWrite(DEVICES, (change.device_id,), DEVICES.v1_row(device) if v1 else device)]
+        return [
+            listed,
+            RowWrite(DEVICES, (change.device_id,), DEVICES.v1_row(device) if v1 else device),
+        ]
     if kind is ChangeKind.BLACKLIST_BLOCKED:
         cause = change.blacklist_cause
         blocked = (
@@ -393,11 +396,18 @@ def _project_registrations(session: Session, first: int, last: int) -> None:
     row unless an id is not ``D<sequence>`` (``in_its_change``)."""
     changes = repo.changes_table()
     numbered = changes.c.sequence.between(first, last)
-    whitelist = select(changes.c.imei_key, changes.c.device_id, changes.c.valid_until_us)
+    # Each change stores its device id as '' when it is D<its sequence> (0007).
+    own = changes.c.device_id == repo.OWN_DEVICE
+    device_id = case(
+        (own, literal("D") + cast(changes.c.sequence, Text)),
+        (changes.c.device_id == repo.NO_DEVICE, literal("")),
+        else_=changes.c.device_id,
+    )
+    whitelist = select(changes.c.imei_key, device_id, changes.c.valid_until_us)
     columns = list(WHITELIST.key + WHITELIST.values)
     repo.insert_selected(session, WHITELIST.model, columns, whitelist.where(numbered))
     device = select(
-        changes.c.device_id,
+        device_id,
         changes.c.source,
         changes.c.reference,
         changes.c.valid_until_us,
@@ -408,11 +418,8 @@ def _project_registrations(session: Session, first: int, last: int) -> None:
         # A one-slot device's only key, which its change stores as OWN_SLOT.
         cast(changes.c.imei_key, Text),
     )
-    own_id = literal("D") + cast(changes.c.sequence, Text)
     columns = list(DEVICES.key + DEVICES.values)
-    repo.insert_selected(
-        session, DEVICES.model, columns, device.where(numbered, changes.c.device_id != own_id)
-    )
+    repo.insert_selected(session, DEVICES.model, columns, device.where(numbered, ~own))
 
 
 def _delete(session: Session, table: ListTable, keys: list[Key]) -> None:

@@ -144,7 +144,7 @@ def test_a_devices_row_changed_behind_the_log_is_named(
     with engine.connect() as connection:
         (difference,) = list_differences(connection, replay(connection))
     assert difference.startswith(f"devices row for device {device_id} altered behind the log")
-    assert "brand is 'Other' in the table, change 1 (WHITELIST_ADDED) set 'Brand'" in difference
+    assert "brand is 'Other' in the table, change 2 (WHITELIST_ADDED) set 'Brand'" in difference
 
 
 def test_rows_of_leaf_version_1_changes_are_compared_in_the_columns_it_carries(

@@ -47,6 +47,7 @@ from ceir.storage.database import Database
 from ceir.v1 import equipment_check_pb2, types_pb2
 
 from ..helpers import TELKOMSEL_IMSI, Client, imei
+from ..test_bulk_import import BEFORE_0007
 from ..test_transparency import alter, cli, populate
 from .test_audit_lists import (  # noqa: F401  # root_logging is a fixture
     TABLES,
@@ -259,17 +260,12 @@ def test_a_repaired_row_names_its_change_and_values(register: str, key_file: Pat
 def _before_the_log(db_url: str) -> None:
     """Make the register one from before the Merkle log and leaf version 2:
     version 1 changes without stored leaf hashes, tree nodes or checkpoints,
-    and a devices row for every registration (as migration 0007's downgrade
-    writes them back)."""
+    with device rows and ids as before migration 0007."""
     db = Database(db_url)
     try:
         with db.write() as session:
             for statement in (
-                "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
-                "registered_by, registered_at_us, imei_keys) SELECT device_id, source, "
-                "reference, valid_until_us, brand, model, actor, committed_at_us, "
-                "CAST(imei_key AS TEXT) FROM changes WHERE kind = 1 AND device_imei_keys = '' "
-                "AND device_id NOT IN (SELECT id FROM devices)",
+                *BEFORE_0007,
                 "UPDATE changes SET leaf_version = 1, leaf_hash = NULL",
                 "DELETE FROM tree_nodes",
                 "DELETE FROM checkpoints",

@@ -1,4 +1,4 @@
-"""no device row for a registration whose change holds the device
+"""no device row for a registration whose change holds it; no own device id
 
 Revision ID: 0007
 Revises: 0006
@@ -11,6 +11,11 @@ reference, valid until, brand, model, registered by = actor, registered at
 a one-slot device with the id ``D<its sequence>`` now has no device row;
 its whitelist row's device id names the change, which readers read instead
 (``projection.in_its_change``, ``repository.registration_of``).
+
+And a registration's ``changes.device_id`` is stored as ``''`` when it is
+``D<its own sequence>`` (the first slot of every device), ``'-'`` when it
+is empty (only hand-made changes), and read back as it was
+(``repository.change_from_row``), so every leaf hashes as before.
 
 Nothing is lost: only device rows equal, column for column, to what their
 change says are deleted (any other row stays, and the audit names it), and
@@ -27,8 +32,11 @@ down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# A version 2 registration (kind 1) of a device whose only slot is the
-# change's own IMEI ('' since 0006) and whose id is D<sequence>.
+# A version 2 registration (kind 1), and its device id being D<sequence>.
+_V2_REGISTRATION = "kind = 1 AND leaf_version >= 2"
+_OWN_ID = "device_id = 'D' || CAST(sequence AS TEXT)"
+# One of a device whose only slot is the change's own IMEI ('' since 0006)
+# and whose id is D<sequence> (before the ids are stored as '').
 _IN_ITS_CHANGE = (
     "c.kind = 1 AND c.leaf_version >= 2 AND c.device_imei_keys = '' "
     "AND c.imei_key IS NOT NULL AND c.device_id = 'D' || CAST(c.sequence AS TEXT)"
@@ -58,10 +66,19 @@ def upgrade() -> None:
         "SELECT d.id FROM changes c JOIN devices d ON d.id = c.device_id "
         f"WHERE {_IN_ITS_CHANGE} AND {equal})"
     )
+    # Before the own ids become '': an empty one is '-'.
+    op.execute(f"UPDATE changes SET device_id = '-' WHERE {_V2_REGISTRATION} AND device_id = ''")
+    op.execute(f"UPDATE changes SET device_id = '' WHERE {_V2_REGISTRATION} AND {_OWN_ID}")
 
 
 def downgrade() -> None:
-    """Downgrade schema: every such registration's device row written back."""
+    """Downgrade schema: the device ids spelled out again, and every such
+    registration's device row written back."""
+    op.execute(
+        "UPDATE changes SET device_id = 'D' || CAST(sequence AS TEXT) "
+        f"WHERE {_V2_REGISTRATION} AND device_id = ''"
+    )
+    op.execute(f"UPDATE changes SET device_id = '' WHERE {_V2_REGISTRATION} AND device_id = '-'")
     op.execute(
         "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
         "registered_by, registered_at_us, imei_keys) "
