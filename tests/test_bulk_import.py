@@ -192,13 +192,16 @@ def _migrate(url: str, revision: str) -> None:
 
 # What the register stores no more (migration 0007), as every version before
 # stored it: the devices rows of one-slot registrations, and the device ids
-# of registrations (stored as '' when they are D<sequence>).
+# of their whitelist rows and of registrations (stored as '' now).
 BEFORE_0007 = (
     "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
     "registered_by, registered_at_us, imei_keys) SELECT 'D' || CAST(sequence AS TEXT), "
     "source, reference, valid_until_us, brand, model, actor, committed_at_us, "
     "CAST(imei_key AS TEXT) FROM changes WHERE kind = 1 AND device_imei_keys = '' "
     "AND device_id = ''",
+    "UPDATE whitelist SET device_id = (SELECT 'D' || CAST(max(c.sequence) AS TEXT) "
+    "FROM changes c WHERE c.imei_key = whitelist.imei_key AND c.kind = 1) "
+    "WHERE device_id = ''",
     "UPDATE changes SET device_id = 'D' || CAST(sequence AS TEXT) "
     "WHERE kind = 1 AND device_id = ''",
 )

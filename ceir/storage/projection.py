@@ -199,9 +199,9 @@ def rows_of(change: Change) -> list[RowWrite]:
             change.committed_at_us,
             repo.join_keys(change.device_imei_keys),
         )
+        if in_its_change(change):  # no device row; '': the key's latest registration
+            return [RowWrite(WHITELIST, (key,), (repo.OWN_DEVICE, change.valid_until_us))]
         listed = RowWrite(WHITELIST, (key,), (change.device_id, change.valid_until_us))
-        if in_its_change(change):
-            return [listed]
         return [
             listed,
             RowWrite(DEVICES, (change.device_id,), DEVICES.v1_row(device) if v1 else device),
@@ -250,9 +250,10 @@ def rows_of(change: Change) -> list[RowWrite]:
 def in_its_change(change: Change) -> bool:
     """Whether this registration's device has no ``devices`` row (migration
     0007): a version 2 registration of a one-slot device whose id is
-    ``D<its sequence>``, so its change row holds every column of the device
-    and the whitelist row's device id names that change
-    (``repo.registration_of`` reads it there)."""
+    ``D<its sequence>``, so its change row holds every column of the device.
+    Its whitelist row's device id is '' (``repo.OWN_DEVICE``): the device is
+    the one the key's latest WHITELIST_ADDED change registered, which
+    ``repo.registration_of`` reads."""
     return (
         change.leaf_version >= 2
         and change.device_id == repo.device_id_of(change.sequence)
@@ -278,8 +279,8 @@ class ProjectedRows:
         self.policy = Policy()
         self.rows: dict[str, dict[Key, Values]] = {table.name: {} for table in LIST_TABLES}
         # The registrations whose device has no row (``in_its_change``), by
-        # device id, for ``registration_of``; the audit's replay needs none.
-        self.registrations: dict[str, Registration] | None = {} if keep_registrations else None
+        # IMEI key, for ``registration_of``; the audit's replay needs none.
+        self.registrations: dict[int, Registration] | None = {} if keep_registrations else None
 
     def apply(self, change: Change) -> None:
         """Apply the next change."""
@@ -292,7 +293,7 @@ class ProjectedRows:
             and change.kind is ChangeKind.WHITELIST_ADDED
             and in_its_change(change)
         ):
-            self.registrations[change.device_id] = repo.registration_of_change(change)
+            self.registrations[change.imei_key] = repo.registration_of_change(change)
         for write in rows_of(change):
             rows = self.rows[write.table.name]
             if write.values is None:
@@ -307,8 +308,10 @@ class ProjectedRows:
             return None
         device_id = listed[0]
         device = self.rows[DEVICES.name].get((device_id,))
-        if device is None and self.registrations is not None:
-            return self.registrations[device_id]
+        if device is None and device_id == repo.OWN_DEVICE:
+            if self.registrations is None:
+                raise LookupError("this replay keeps no registrations")
+            return self.registrations[key]
         return registration_from_row(device_id, self.rows[DEVICES.name][(device_id,)])
 
     def blacklist_entry(self, key: int) -> BlacklistEntry | None:
@@ -403,7 +406,9 @@ def _project_registrations(session: Session, first: int, last: int) -> None:
         (changes.c.device_id == repo.NO_DEVICE, literal("")),
         else_=changes.c.device_id,
     )
-    whitelist = select(changes.c.imei_key, device_id, changes.c.valid_until_us)
+    # The whitelist rows' device ids are '' for all of them (``in_its_change``).
+    listed = case((changes.c.device_id == repo.NO_DEVICE, literal("")), else_=changes.c.device_id)
+    whitelist = select(changes.c.imei_key, listed, changes.c.valid_until_us)
     columns = list(WHITELIST.key + WHITELIST.values)
     repo.insert_selected(session, WHITELIST.model, columns, whitelist.where(numbered))
     device = select(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BigInteger, Connection, and_, cast, func, select
+from sqlalchemy import Connection, and_, func, select
+
+from ceir.domain.model import ChangeKind
 
 from . import schema
 
@@ -26,9 +28,18 @@ def whitelist_uploaders(
     (registered_by, reference) the codes index."""
     tables = schema.Base.metadata.tables
     whitelist, devices, changes = tables["whitelist"], tables["devices"], tables["changes"]
-    # A device without a row is held by the change its id numbers (``D<sequence>``,
-    # migration 0007): the organisation that made it and its reference.
-    sequence = cast(func.substr(whitelist.c.device_id, 2), BigInteger)
+    # A device without a row (whitelist device id '', migration 0007) is held
+    # by the key's latest registration: the organisation that made it, its reference.
+    added = changes.alias("added")
+    latest = (
+        select(func.max(added.c.sequence))
+        .where(
+            added.c.imei_key == whitelist.c.imei_key,
+            added.c.kind == int(ChangeKind.WHITELIST_ADDED),
+        )
+        .correlate(whitelist)
+        .scalar_subquery()
+    )
     statement = (
         select(
             whitelist.c.imei_key,
@@ -36,7 +47,10 @@ def whitelist_uploaders(
             func.coalesce(devices.c.reference, changes.c.reference),
         )
         .outerjoin(devices, devices.c.id == whitelist.c.device_id)
-        .outerjoin(changes, and_(devices.c.id.is_(None), changes.c.sequence == sequence))
+        .outerjoin(
+            changes,
+            and_(devices.c.id.is_(None), whitelist.c.device_id == "", changes.c.sequence == latest),
+        )
         .order_by(whitelist.c.imei_key)
     )
     result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(statement)

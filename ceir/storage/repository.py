@@ -483,10 +483,15 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
     if device_id is None:
         return None
     row = connection.execute(select(_devices).where(_devices.c.id == device_id)).first()
-    if row is None:  # a device without a row: its change holds it (migration 0007)
-        sequence = sequence_of_device(device_id)
-        change = connection.execute(select(_changes).where(_changes.c.sequence == sequence)).one()
-        return registration_of_change(change_from_row(change))
+    if row is None and device_id == OWN_DEVICE:  # its latest registration holds it (0007)
+        change = last_change_of(connection, key, (ChangeKind.WHITELIST_ADDED,))
+        if change is None:
+            raise LookupError(f"IMEI key {key} is whitelisted by no change")
+        return registration_of_change(change)
+    if row is None:
+        raise LookupError(
+            f"IMEI key {key} is whitelisted for device {device_id!r}, which has no row"
+        )
     return Registration(
         device_id=row.id,
         imei_keys=tuple(int(k) for k in row.imei_keys.split(",")),
@@ -503,13 +508,6 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
 def device_id_of(sequence: int) -> str:
     """The id of the device registered by change ``sequence`` (its first slot's)."""
     return f"D{sequence}"
-
-
-def sequence_of_device(device_id: str) -> int:
-    """The sequence of the change that registered this device (``device_id_of``)."""
-    if not device_id.startswith("D") or not device_id[1:].isdigit():
-        raise ValueError(f"device id {device_id!r} names no change")
-    return int(device_id[1:])
 
 
 def registration_of_change(change: Change) -> Registration:

@@ -9,7 +9,8 @@ column of it repeats the WHITELIST_ADDED change that wrote it (source,
 reference, valid until, brand, model, registered by = actor, registered at
 = commit time, slots = the change's own IMEI). A version 2 registration of
 a one-slot device with the id ``D<its sequence>`` now has no device row;
-its whitelist row's device id names the change, which readers read instead
+its whitelist row's device id is ``''``: the device is the one the key's
+latest WHITELIST_ADDED change registered, which readers read instead
 (``projection.in_its_change``, ``repository.registration_of``).
 
 And a registration's ``changes.device_id`` is stored as ``''`` when it is
@@ -18,8 +19,9 @@ is empty (only hand-made changes), and read back as it was
 (``repository.change_from_row``), so every leaf hashes as before.
 
 Nothing is lost: only device rows equal, column for column, to what their
-change says are deleted (any other row stays, and the audit names it), and
-the downgrade writes them back from the changes.
+change says are deleted, and only their whitelist rows change (any other
+row stays as it is, and the audit names it), and the downgrade writes them
+back from the changes.
 """
 
 from collections.abc import Sequence
@@ -48,7 +50,9 @@ def _same(column: str, other: str) -> str:
 
 
 def upgrade() -> None:
-    """Upgrade schema: delete the device rows their changes repeat."""
+    """Upgrade schema: delete the device rows their changes repeat, point
+    their whitelist rows at the key's latest registration (''), store the
+    changes' own device ids as ''."""
     equal = " AND ".join(
         (
             _same("d.source", "c.source"),
@@ -66,6 +70,14 @@ def upgrade() -> None:
         "SELECT d.id FROM changes c JOIN devices d ON d.id = c.device_id "
         f"WHERE {_IN_ITS_CHANGE} AND {equal})"
     )
+    op.execute(
+        "UPDATE whitelist SET device_id = '' "
+        "WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = whitelist.device_id) "
+        "AND EXISTS (SELECT 1 FROM changes c "
+        f"WHERE c.imei_key = whitelist.imei_key AND {_IN_ITS_CHANGE} "
+        "AND c.device_id = whitelist.device_id AND c.sequence = (SELECT max(l.sequence) "
+        "FROM changes l WHERE l.imei_key = whitelist.imei_key AND l.kind = 1))"
+    )
     # Before the own ids become '': an empty one is '-'.
     op.execute(f"UPDATE changes SET device_id = '-' WHERE {_V2_REGISTRATION} AND device_id = ''")
     op.execute(f"UPDATE changes SET device_id = '' WHERE {_V2_REGISTRATION} AND {_OWN_ID}")
@@ -74,6 +86,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema: the device ids spelled out again, and every such
     registration's device row written back."""
+    op.execute(
+        "UPDATE whitelist SET device_id = (SELECT 'D' || CAST(max(c.sequence) AS TEXT) "
+        "FROM changes c WHERE c.imei_key = whitelist.imei_key AND c.kind = 1) "
+        "WHERE device_id = '' AND NOT EXISTS (SELECT 1 FROM devices WHERE id = '')"
+    )
     op.execute(
         "UPDATE changes SET device_id = 'D' || CAST(sequence AS TEXT) "
         f"WHERE {_V2_REGISTRATION} AND device_id = ''"
