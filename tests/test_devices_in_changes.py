@@ -9,6 +9,8 @@ another change is caught by the audit and the start-up proof.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 import sqlalchemy
 from alembic import command
@@ -16,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.audit import encode_change, leaf_hash
+from ceir.domain.model import Change, Registration
 from ceir.service.list_audit import ListsNotFromLog, list_differences, replay
 from ceir.service.log_audit import audit_database
 from ceir.storage import repository as repo
@@ -36,7 +39,7 @@ def _downgrade(url: str, revision: str) -> None:
         engine.dispose()
 
 
-def _registrations(url: str) -> dict[int, object]:
+def _registrations(url: str) -> dict[int, Registration | None]:
     db = Database(url)
     try:
         with db.read() as connection:
@@ -44,6 +47,11 @@ def _registrations(url: str) -> dict[int, object]:
             return {key: repo.registration_of(connection, key) for key in keys}
     finally:
         db.dispose()
+
+
+def _rows(url: str) -> tuple[list[tuple[Change, bytes]], dict[str, list[Any]]]:
+    changes, tables = _contents(url)
+    return changes, cast(dict[str, list[Any]], tables)
 
 
 def _differences(url: str) -> list[str]:
@@ -64,25 +72,26 @@ def test_migration_0007_drops_only_device_rows_their_change_repeats_and_back(
     # A device row that differs from its change (IMEI ...0002 is change 2): kept.
     alter(db_url, "UPDATE devices SET brand = 'Other' WHERE id = 'D2'")
     before, registrations = _contents(db_url), _registrations(db_url)
-    assert len(before[1]["devices"]) == 21  # 20 imported (one revoked since), one of two slots
+    before_rows = _rows(db_url)[1]
+    assert len(before_rows["devices"]) == 21  # 20 imported (one revoked since), one of two slots
 
     _migrate(db_url, "head")
-    changes, tables = _contents(db_url)
+    changes, tables = _rows(db_url)
     assert changes == before[0]
     for change, stored in changes:
         assert leaf_hash(encode_change(change)) == stored
     # The same keys and expiries; the device ids '' (the key's latest registration's).
     assert [(key, until) for key, _, until in tables["whitelist"]] == [
-        (key, until) for key, _, until in before[1]["whitelist"]
+        (key, until) for key, _, until in before_rows["whitelist"]
     ]
     assert {row[1] for row in tables["whitelist"]} == {"D2", "", "D21"}
     assert sorted(row[0] for row in tables["devices"]) == ["D2", "D21"]
     engine = sqlalchemy.create_engine(db_url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            stored = connection.exec_driver_sql("SELECT DISTINCT device_id FROM changes")
+            ids = connection.exec_driver_sql("SELECT DISTINCT device_id FROM changes")
             # Its own id is '' (changes 1 to 21); the two-slot device's second slot names it.
-            assert set(stored.scalars()) == {"", "D21"}
+            assert set(ids.scalars()) == {"", "D21"}
     finally:
         engine.dispose()
     assert _registrations(db_url) == registrations
@@ -102,7 +111,7 @@ def test_a_one_slot_registration_is_read_back_from_its_change(
     populate(clients)
     record = clients["kemenperin"].register(imei(40), brand="B", model="M", reference="R-40")
     device_id = record.registration.device_id
-    assert [row[0] for row in _contents(db_url)[1]["devices"]] == ["D11"]  # the two-slot one
+    assert [row[0] for row in _rows(db_url)[1]["devices"]] == ["D11"]  # the two-slot one
     registration = _registrations(db_url)[int(imei(40)[:14])]
     assert registration is not None
     assert (registration.device_id, registration.brand, registration.model) == (device_id, "B", "M")

@@ -291,6 +291,7 @@ class ProjectedRows:
         if (
             self.registrations is not None
             and change.kind is ChangeKind.WHITELIST_ADDED
+            and change.imei_key is not None
             and in_its_change(change)
         ):
             self.registrations[change.imei_key] = repo.registration_of_change(change)
