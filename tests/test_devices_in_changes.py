@@ -24,6 +24,8 @@ from ceir.service.log_audit import audit_database
 from ceir.storage import repository as repo
 from ceir.storage.database import Database
 from ceir.storage.projection import WHITELIST, table_rows
+from ceir.storage.range_rows import whitelist_uploaders
+from ceir.v1 import registry_pb2
 
 from .helpers import Client, imei
 from .test_bulk_import import _config, _contents, _migrate, _write_as_0005
@@ -160,3 +162,30 @@ def test_an_edit_of_a_one_slot_registration_fails_the_audit_and_the_start(
         assert any(named in d for d in refused.value.differences), refused.value
     else:
         assert named in str(refused.value)
+
+
+def test_the_range_finder_reads_one_slot_uploaders_from_their_changes(
+    clients: dict[str, Client], server: RunningServer, db_url: str
+) -> None:
+    kemenperin = clients["kemenperin"]
+    kemenperin.register(imei(1), reference="R-1")  # no device row
+    kemenperin.register(imei(2), imei(3), reference="R-2")  # a device row
+    kemenperin.register(imei(4), reference="R-4")
+    kemenperin.call(  # registered again: the latest registration counts
+        kemenperin.registry.RevokeRegistration,
+        registry_pb2.RevokeRegistrationRequest(imeis=[imei(4)], reason="wrong"),
+    )
+    kemenperin.register(imei(4), reference="R-4b")
+    db = Database(db_url)
+    try:
+        with db.read() as connection:
+            keys, owner, owners = whitelist_uploaders(connection)
+    finally:
+        db.dispose()
+    found = {int(key): owners[code] for key, code in zip(keys, owner, strict=True)}
+    assert found == {
+        int(imei(1)[:14]): ("kemenperin", "R-1"),
+        int(imei(2)[:14]): ("kemenperin", "R-2"),
+        int(imei(3)[:14]): ("kemenperin", "R-2"),
+        int(imei(4)[:14]): ("kemenperin", "R-4b"),
+    }
