@@ -190,6 +190,23 @@ def _migrate(url: str, revision: str) -> None:
         engine.dispose()
 
 
+# What the register stores no more (migration 0007), as every version before
+# stored it: the devices rows of one-slot registrations, and the device ids
+# of their whitelist rows and of registrations (stored as '' now).
+BEFORE_0007 = (
+    "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
+    "registered_by, registered_at_us, imei_keys) SELECT 'D' || CAST(sequence AS TEXT), "
+    "source, reference, valid_until_us, brand, model, actor, committed_at_us, "
+    "CAST(imei_key AS TEXT) FROM changes WHERE kind = 1 AND device_imei_keys = '' "
+    "AND device_id = ''",
+    "UPDATE whitelist SET device_id = (SELECT 'D' || CAST(max(c.sequence) AS TEXT) "
+    "FROM changes c WHERE c.imei_key = whitelist.imei_key AND c.kind = 1) "
+    "WHERE device_id = ''",
+    "UPDATE changes SET device_id = 'D' || CAST(sequence AS TEXT) "
+    "WHERE kind = 1 AND device_id = ''",
+)
+
+
 def _write_as_0005(url: str) -> None:
     """Registrations, a two-slot device and a revocation, stored as 0005 stored them."""
     db = Database(url)
@@ -209,7 +226,9 @@ def _write_as_0005(url: str) -> None:
         register.execute(KEMENPERIN, RegisterDevice(two))
         register.execute(KEMENPERIN, RevokeRegistration((35209900000003,), "wrong"))
         register.close()
-        with db.write() as session:  # the slot lists as 0005 spelled them out
+        with db.write() as session:  # device rows and slot lists as 0005 wrote them
+            for statement in BEFORE_0007:
+                session.execute(sqlalchemy.text(statement))
             session.execute(
                 sqlalchemy.text(
                     "UPDATE changes SET device_imei_keys = CAST(imei_key AS TEXT) "
@@ -251,9 +270,10 @@ def test_migration_0006_keeps_every_change_leaf_and_list_row(db_url: str) -> Non
     _migrate(db_url, "0005")
     _write_as_0005(db_url)
     before = _contents(db_url)
-    _migrate(db_url, "head")
+    _migrate(db_url, "0006")
     after = _contents(db_url)
     assert after == before
+    _migrate(db_url, "head")  # the audit below reads one-slot devices from their changes
     for change, stored in after[0]:
         assert leaf_hash(encode_change(change)) == stored
     db = Database(db_url)
@@ -313,7 +333,8 @@ def test_an_import_through_a_server_is_readable_back_change_by_change(
     for change, stored in changes:
         assert leaf_hash(encode_change(change)) == stored
         assert change.device_imei_keys == (change.imei_key,)
-    assert len(tables["whitelist"]) == len(tables["devices"]) == 300
+    assert len(tables["whitelist"]) == 300
+    assert tables["devices"] == []  # one slot each: their changes hold them (0007)
     db = Database(db_url)
     try:
         with db.read() as connection:

@@ -231,11 +231,14 @@ def assert_gap_free(engine: sqlalchemy.Engine) -> int:
 
 
 def whitelist_devices(engine: sqlalchemy.Engine, tac: int) -> dict[int, str]:
-    """IMEI key -> device id, for the whitelist rows of one TAC."""
+    """IMEI key -> device id, for the whitelist rows of one TAC (a row's ''
+    is the device of the key's latest registration, migration 0007)."""
     low, high = tac * 1_000_000, (tac + 1) * 1_000_000
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
-            "SELECT imei_key, device_id FROM whitelist"
+            "SELECT imei_key, CASE WHEN device_id = '' THEN (SELECT 'D' || "
+            "CAST(max(sequence) AS TEXT) FROM changes c WHERE c.imei_key = w.imei_key "
+            "AND c.kind = 1) ELSE device_id END FROM whitelist w"
             f" WHERE imei_key >= {low} AND imei_key < {high}"
         )
         return {int(row[0]): str(row[1]) for row in rows}

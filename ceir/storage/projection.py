@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Text, cast, delete, select, tuple_
+from sqlalchemy import Connection, Text, case, cast, delete, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ceir.domain.model import (
@@ -57,6 +57,7 @@ __all__ = [
     "ProjectedRows",
     "RowWrite",
     "Values",
+    "in_its_change",
     "rows_of",
     "write_projection",
 ]
@@ -198,8 +199,11 @@ def rows_of(change: Change) -> list[RowWrite]:
             change.committed_at_us,
             repo.join_keys(change.device_imei_keys),
         )
+        if in_its_change(change):  # no device row; '': the key's latest registration
+            return [RowWrite(WHITELIST, (key,), (repo.OWN_DEVICE, change.valid_until_us))]
+        listed = RowWrite(WHITELIST, (key,), (change.device_id, change.valid_until_us))
         return [
-            RowWrite(WHITELIST, (key,), (change.device_id, change.valid_until_us)),
+            listed,
             RowWrite(DEVICES, (change.device_id,), DEVICES.v1_row(device) if v1 else device),
         ]
     if kind is ChangeKind.BLACKLIST_BLOCKED:
@@ -243,6 +247,20 @@ def rows_of(change: Change) -> list[RowWrite]:
     raise ValueError(f"change {change.sequence}: no projection for {kind.name}")
 
 
+def in_its_change(change: Change) -> bool:
+    """Whether this registration's device has no ``devices`` row (migration
+    0007): a version 2 registration of a one-slot device whose id is
+    ``D<its sequence>``, so its change row holds every column of the device.
+    Its whitelist row's device id is '' (``repo.OWN_DEVICE``): the device is
+    the one the key's latest WHITELIST_ADDED change registered, which
+    ``repo.registration_of`` reads."""
+    return (
+        change.leaf_version >= 2
+        and change.device_id == repo.device_id_of(change.sequence)
+        and change.device_imei_keys == (change.imei_key,)
+    )
+
+
 def last_policy(changes: Sequence[Change]) -> Policy | None:
     """The policy the last POLICY_CHANGED among the changes sets, if any."""
     for change in reversed(changes):
@@ -257,9 +275,12 @@ def last_policy(changes: Sequence[Change]) -> Policy | None:
 class ProjectedRows:
     """The projected tables held in memory, from changes applied in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_registrations: bool = True) -> None:
         self.policy = Policy()
         self.rows: dict[str, dict[Key, Values]] = {table.name: {} for table in LIST_TABLES}
+        # The registrations whose device has no row (``in_its_change``), by
+        # IMEI key, for ``registration_of``; the audit's replay needs none.
+        self.registrations: dict[int, Registration] | None = {} if keep_registrations else None
 
     def apply(self, change: Change) -> None:
         """Apply the next change."""
@@ -267,6 +288,13 @@ class ProjectedRows:
             if change.policy is not None:
                 self.policy = change.policy
             return
+        if (
+            self.registrations is not None
+            and change.kind is ChangeKind.WHITELIST_ADDED
+            and change.imei_key is not None
+            and in_its_change(change)
+        ):
+            self.registrations[change.imei_key] = repo.registration_of_change(change)
         for write in rows_of(change):
             rows = self.rows[write.table.name]
             if write.values is None:
@@ -280,6 +308,11 @@ class ProjectedRows:
         if listed is None:
             return None
         device_id = listed[0]
+        device = self.rows[DEVICES.name].get((device_id,))
+        if device is None and device_id == repo.OWN_DEVICE:
+            if self.registrations is None:
+                raise LookupError("this replay keeps no registrations")
+            return self.registrations[key]
         return registration_from_row(device_id, self.rows[DEVICES.name][(device_id,)])
 
     def blacklist_entry(self, key: int) -> BlacklistEntry | None:
@@ -361,14 +394,26 @@ def _registrations_only(changes: Sequence[Change]) -> bool:
 
 
 def _project_registrations(session: Session, first: int, last: int) -> None:
-    """The whitelist and device rows of registrations ``first`` to ``last``,
-    written by the database from the change rows just stored: the same rows
-    as ``rows_of`` gives, without a Python tuple per IMEI."""
+    """The whitelist rows of registrations ``first`` to ``last``, written by
+    the database from the change rows just stored: the same rows as
+    ``rows_of`` gives, without a Python tuple per IMEI. Their devices have no
+    row unless an id is not ``D<sequence>`` (``in_its_change``)."""
     changes = repo.changes_table()
     numbered = changes.c.sequence.between(first, last)
-    whitelist = select(changes.c.imei_key, changes.c.device_id, changes.c.valid_until_us)
+    # Each change stores its device id as '' when it is D<its sequence> (0007).
+    own = changes.c.device_id == repo.OWN_DEVICE
+    device_id = case(
+        (own, literal("D") + cast(changes.c.sequence, Text)),
+        (changes.c.device_id == repo.NO_DEVICE, literal("")),
+        else_=changes.c.device_id,
+    )
+    # The whitelist rows' device ids are '' for all of them (``in_its_change``).
+    listed = case((changes.c.device_id == repo.NO_DEVICE, literal("")), else_=changes.c.device_id)
+    whitelist = select(changes.c.imei_key, listed, changes.c.valid_until_us)
+    columns = list(WHITELIST.key + WHITELIST.values)
+    repo.insert_selected(session, WHITELIST.model, columns, whitelist.where(numbered))
     device = select(
-        changes.c.device_id,
+        device_id,
         changes.c.source,
         changes.c.reference,
         changes.c.valid_until_us,
@@ -379,9 +424,8 @@ def _project_registrations(session: Session, first: int, last: int) -> None:
         # A one-slot device's only key, which its change stores as OWN_SLOT.
         cast(changes.c.imei_key, Text),
     )
-    for table, rows in ((WHITELIST, whitelist), (DEVICES, device)):
-        columns = list(table.key + table.values)
-        repo.insert_selected(session, table.model, columns, rows.where(numbered))
+    columns = list(DEVICES.key + DEVICES.values)
+    repo.insert_selected(session, DEVICES.model, columns, device.where(numbered, ~own))
 
 
 def _delete(session: Session, table: ListTable, keys: list[Key]) -> None:

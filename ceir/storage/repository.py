@@ -17,6 +17,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    and_,
     false,
     insert,
     or_,
@@ -232,11 +233,17 @@ def last_change_of(
 
 def last_change_of_device(connection: Executor, device_id: str) -> Change | None:
     """The latest change that names this device, if any."""
+    names = _changes.c.device_id == device_id
+    if device_id.startswith("D") and device_id[1:].isdigit():  # its first slot stores ''
+        first = and_(
+            _changes.c.sequence == int(device_id[1:]),
+            _changes.c.kind == int(ChangeKind.WHITELIST_ADDED),
+            _changes.c.leaf_version >= 2,
+            _changes.c.device_id == OWN_DEVICE,
+        )
+        names = or_(names, first)
     row = connection.execute(
-        select(_changes)
-        .where(_changes.c.device_id == device_id)
-        .order_by(_changes.c.sequence.desc())
-        .limit(1)
+        select(_changes).where(names).order_by(_changes.c.sequence.desc()).limit(1)
     ).first()
     return None if row is None else change_from_row(row)
 
@@ -280,7 +287,7 @@ def _change_values(change: Change, leaf_hash: bytes | None) -> tuple[Any, ...]:
         change.msisdn,
         None if source is None else int(source),
         change.valid_until_us,
-        change.device_id,
+        stored_device_id(change),
         None if cause is None else int(cause),
         change.block_date_us,
         change.operator_mcc_mnc,
@@ -327,6 +334,33 @@ def slots_of(kind: int, leaf_version: int, imei_key: int | None, stored: str) ->
     return tuple(map(int, stored.split(","))) if stored else ()
 
 
+# ``changes.device_id`` of a version 2 registration (migration 0007): '' when
+# it is ``D<its own sequence>`` (the first slot of every device), '-' when it
+# is empty (only hand-made changes); every other change stores it as it is.
+OWN_DEVICE = ""
+NO_DEVICE = "-"
+
+
+def stored_device_id(change: Change) -> str:
+    """What ``changes.device_id`` stores for this change."""
+    if change.kind is ChangeKind.WHITELIST_ADDED and change.leaf_version >= 2:
+        if change.device_id == device_id_of(change.sequence):
+            return OWN_DEVICE
+        if not change.device_id:
+            return NO_DEVICE
+    return change.device_id
+
+
+def device_id_from(kind: int, leaf_version: int, sequence: int, stored: str) -> str:
+    """The device id of a change from what ``stored_device_id`` stored."""
+    if kind == ChangeKind.WHITELIST_ADDED and leaf_version >= 2:
+        if stored == OWN_DEVICE:
+            return device_id_of(sequence)
+        if stored == NO_DEVICE:
+            return ""
+    return stored
+
+
 def join_keys(keys: Sequence[int]) -> str:
     """IMEI keys as stored in a text column: comma separated, in order."""
     if len(keys) == 1:  # most devices have one slot; an import joins a key per row
@@ -365,7 +399,7 @@ def change_from_row(row: Row[Any]) -> Change:
         "msisdn": row.msisdn,
         "source": None if source is None else _SOURCES.get(source) or RegistrationSource(source),
         "valid_until_us": row.valid_until_us,
-        "device_id": row.device_id,
+        "device_id": device_id_from(row.kind, row.leaf_version, row.sequence, row.device_id),
         "blacklist_cause": None if cause is None else _CAUSES.get(cause) or BlacklistCause(cause),
         "block_date_us": row.block_date_us,
         "operator_mcc_mnc": row.operator_mcc_mnc,
@@ -448,7 +482,16 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
     ).scalar()
     if device_id is None:
         return None
-    row = connection.execute(select(_devices).where(_devices.c.id == device_id)).one()
+    row = connection.execute(select(_devices).where(_devices.c.id == device_id)).first()
+    if row is None and device_id == OWN_DEVICE:  # its latest registration holds it (0007)
+        change = last_change_of(connection, key, (ChangeKind.WHITELIST_ADDED,))
+        if change is None:
+            raise LookupError(f"IMEI key {key} is whitelisted by no change")
+        return registration_of_change(change)
+    if row is None:
+        raise LookupError(
+            f"IMEI key {key} is whitelisted for device {device_id!r}, which has no row"
+        )
     return Registration(
         device_id=row.id,
         imei_keys=tuple(int(k) for k in row.imei_keys.split(",")),
@@ -459,6 +502,28 @@ def registration_of(connection: Executor, key: int) -> Registration | None:
         model=row.model,
         registered_by=row.registered_by,
         registered_at_us=row.registered_at_us,
+    )
+
+
+def device_id_of(sequence: int) -> str:
+    """The id of the device registered by change ``sequence`` (its first slot's)."""
+    return f"D{sequence}"
+
+
+def registration_of_change(change: Change) -> Registration:
+    """The device a WHITELIST_ADDED change registered, as its device row would hold it."""
+    if change.kind is not ChangeKind.WHITELIST_ADDED or change.source is None:
+        raise ValueError(f"change {change.sequence} registers no device")
+    return Registration(
+        device_id=change.device_id,
+        imei_keys=change.device_imei_keys,
+        source=change.source,
+        reference=change.reference,
+        valid_until_us=change.valid_until_us,
+        brand=change.brand,
+        model=change.model,
+        registered_by=change.actor,
+        registered_at_us=change.committed_at_us,
     )
 
 

@@ -66,7 +66,9 @@ class Device(Base):
     """A registered device; its slot IMEIs are whitelist rows.
 
     ``WITHOUT ROWID`` on SQLite (migration 0006), like ``whitelist``: the
-    table is its key's index."""
+    table is its key's index. A one-slot device registered by a version 2
+    change has no row: the change holds it (migration 0007,
+    ``projection.in_its_change``), and its whitelist row's ``device_id`` is ''."""
 
     __tablename__ = "devices"
 
@@ -137,7 +139,9 @@ class ChangeRecord(Base):
     On SQLite ``sequence`` is the rowid (``INTEGER PRIMARY KEY``, migration
     0006). ``device_imei_keys`` of a version 2 registration is '' when its
     slots are its own IMEI and '-' when it has none
-    (``repository.stored_slots``)."""
+    (``repository.stored_slots``); its ``device_id`` is '' when it is
+    ``D<sequence>`` and '-' when empty (migration 0007,
+    ``repository.stored_device_id``)."""
 
     __tablename__ = "changes"
 

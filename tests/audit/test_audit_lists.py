@@ -45,7 +45,9 @@ TAMPERING: dict[tuple[str, str], tuple[str, str]] = {
         f"UPDATE whitelist SET valid_until_us = {_NOW} WHERE imei_key = {_key(4)}",
     ),
     # Device ids are "D" and the sequence of the change that registered it:
-    # IMEI 0 is change 1, IMEI 4 change 5.
+    # IMEI 0 is change 1, IMEI 4 change 5. Only the two-slot device (IMEIs 6
+    # and 7, changes 11 and 12) has a devices row: a one-slot device is read
+    # from its change (migration 0007; tests/test_devices_in_changes.py).
     ("devices", "inserted"): (
         "devices row for device D900",
         "INSERT INTO devices (id, source, reference, valid_until_us, brand, model, "
@@ -53,12 +55,12 @@ TAMPERING: dict[tuple[str, str], tuple[str, str]] = {
         f"'Brand', 'Model', 'kemenperin', {_NOW}, '{_key(900)}')",
     ),
     ("devices", "deleted"): (
-        "devices row for device D1",
-        "DELETE FROM devices WHERE id = 'D1'",
+        "devices row for device D11",
+        "DELETE FROM devices WHERE id = 'D11'",
     ),
     ("devices", "altered"): (
-        "devices row for device D5",
-        "UPDATE devices SET brand = 'Other' WHERE id = 'D5'",
+        "devices row for device D11",
+        "UPDATE devices SET brand = 'Other' WHERE id = 'D11'",
     ),
     ("blacklist", "inserted"): (
         f"blacklist row for IMEI key {_key(901)}",

@@ -47,6 +47,7 @@ from ceir.storage.database import Database
 from ceir.v1 import equipment_check_pb2, types_pb2
 
 from ..helpers import TELKOMSEL_IMSI, Client, imei
+from ..test_bulk_import import BEFORE_0007
 from ..test_transparency import alter, cli, populate
 from .test_audit_lists import (  # noqa: F401  # root_logging is a fixture
     TABLES,
@@ -245,7 +246,8 @@ def test_a_repaired_row_names_its_change_and_values(register: str, key_file: Pat
     _start(_config(register, signing_key=key_file, repair_lists=True, repair_report=lines.append))
     assert lines == [
         f"restored: whitelist row for IMEI key {_key(0)} deleted behind the log: the table "
-        f"holds no row, the log gives (device_id={_device(register, 0)!r}, "
+        # A one-slot device: '', its latest registration's (migration 0007).
+        f"holds no row, the log gives (device_id='', "
         "valid_until_us=None); change 1 (WHITELIST_ADDED) added it and no later change "
         "removed it",
         f"updated: whitelist row for IMEI key {_key(4)} altered behind the log: "
@@ -258,11 +260,13 @@ def test_a_repaired_row_names_its_change_and_values(register: str, key_file: Pat
 
 def _before_the_log(db_url: str) -> None:
     """Make the register one from before the Merkle log and leaf version 2:
-    version 1 changes without stored leaf hashes, tree nodes or checkpoints."""
+    version 1 changes without stored leaf hashes, tree nodes or checkpoints,
+    with device rows and ids as before migration 0007."""
     db = Database(db_url)
     try:
         with db.write() as session:
             for statement in (
+                *BEFORE_0007,
                 "UPDATE changes SET leaf_version = 1, leaf_hash = NULL",
                 "DELETE FROM tree_nodes",
                 "DELETE FROM checkpoints",
@@ -300,7 +304,7 @@ def test_repair_refuses_a_deleted_row_the_log_cannot_rebuild_and_repairs_nothing
         _start(_config(register, repair_lists=True, repair_report=lines.append))
     assert lines == []
     assert [row.split(" deleted", 1)[0] for row in refused.value.rows] == [
-        "devices row for device D1"
+        "devices row for device D11"
     ]
     assert "leaf version 1 does not carry its other columns" in str(refused.value)
     problems = _audit(register).problems  # nothing was repaired
@@ -344,10 +348,6 @@ def _plain(state: ListState) -> dict[str, object]:
         sizes=state.sizes(),
     )
     return plain
-
-
-def _device(db_url: str, serial: int) -> str:
-    return _change(db_url, serial + 1).device_id
 
 
 def test_repair_refuses_a_log_that_fails_its_own_verification(
