@@ -4,7 +4,8 @@ Side by side in one run, with the same single-IMEI TPP registrations:
 
 1. ``ImportRegistrations`` through a register in a process of its own
    (SQLite, signing on) against raw ``sqlite3.executemany`` of the rows the
-   register writes (change with its 32-byte leaf hash, whitelist, device),
+   register writes (change with its 32-byte leaf hash, whitelist; a one-slot
+   device has no devices row since migration 0007),
    into tables of the same shape, one transaction per chunk;
 2. the same on a throwaway PostgreSQL (started as the tests start theirs,
    ``tests.pgserver``) against raw ``COPY`` of those rows;
@@ -102,28 +103,24 @@ def requests(rows: int, chunk_rows: int) -> Iterator[registry_pb.ImportRegistrat
 
 def raw_chunks(
     rows: int, chunk_rows: int, now_us: int
-) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Per chunk, the change, whitelist and device rows the register writes
-    for those devices (a leaf hash of 32 bytes; slots stored as the register
-    stores a one-slot device's)."""
+) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """Per chunk, the change and whitelist rows the register writes for those
+    devices, as it stores a one-slot device (migrations 0006 and 0007): a leaf
+    hash of 32 bytes, the device's own id and slots stored as '', no devices row."""
     for start in range(0, rows, chunk_rows):
-        changes, whitelist, devices = [], [], []
+        changes, whitelist = [], []
         for number in range(start, min(start + chunk_rows, rows)):
             key, sequence = key_of(number), number + 1
-            device_id = f"D{sequence}"
             leaf = hashlib.sha256(b"%d" % sequence).digest()
             reference, model = reference_of(number), model_of(number)
             changes.append(
                 (
-                    *(sequence, 1, key, "", "", 1, None, device_id, None, None, "", "", now_us),
+                    *(sequence, 1, key, "", "", 1, None, "", None, None, "", "", now_us),
                     *(IMPORTER, leaf, 2, reference, "Samsung", model, "", "", "", None),
                 )
             )
-            whitelist.append((key, device_id, None))
-            devices.append(
-                (device_id, 1, reference, None, "Samsung", model, IMPORTER, now_us, str(key))
-            )
-        yield changes, whitelist, devices
+            whitelist.append((key, "", None))
+        yield changes, whitelist
 
 
 CHANGE_COLUMNS = (
@@ -133,10 +130,6 @@ CHANGE_COLUMNS = (
     "reason, subscriber_salt"
 )
 WHITELIST_COLUMNS = "imei_key, device_id, valid_until_us"
-DEVICE_COLUMNS = (
-    "id, source, reference, valid_until_us, brand, model, registered_by, registered_at_us, "
-    "imei_keys"
-)
 
 
 # --- the register, in a process of its own -------------------------------------------------------
@@ -234,7 +227,7 @@ def _sqlite_figures(sizes: Sizes, workdir: Path) -> tuple[report.Figure, report.
         details=(
             f"ceir import: {sizes.rows / seconds:10,.0f} rows/s ({sizes.rows:,} rows in "
             f"{seconds:.1f} s; server CPU {cpu_us} us/row; signing on)",
-            f"raw:         {sizes.rows / raw:10,.0f} rows/s (change + whitelist + device rows, "
+            f"raw:         {sizes.rows / raw:10,.0f} rows/s (change + whitelist rows, "
             "one transaction per chunk, WAL, synchronous=FULL)",
             f"{sizes.chunk_rows:,} rows per message / transaction",
         ),
@@ -269,7 +262,6 @@ def _raw_sqlite(path: Path, sizes: Sizes) -> float:
     statements = (
         f"INSERT INTO changes ({CHANGE_COLUMNS}) VALUES ({', '.join('?' * 23)})",
         f"INSERT INTO whitelist ({WHITELIST_COLUMNS}) VALUES (?, ?, ?)",
-        f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES ({', '.join('?' * 9)})",
     )
     seconds = 0.0
     for tables in raw_chunks(sizes.rows, sizes.chunk_rows, time.time_ns() // 1_000):
@@ -318,7 +310,7 @@ def _postgres_figure(sizes: Sizes) -> report.Figure | None:
         details=(
             f"ceir import: {rows / seconds:10,.0f} rows/s ({rows:,} rows in {seconds:.1f} s; "
             f"server CPU {cpu_us} us/row; signing on)",
-            f"raw COPY:    {rows / raw:10,.0f} rows/s (change + whitelist + device rows, "
+            f"raw COPY:    {rows / raw:10,.0f} rows/s (change + whitelist rows, "
             "one transaction per chunk)",
             "PostgreSQL 15 as the tests run it (fsync off), same machine",
         ),
@@ -333,7 +325,6 @@ def _raw_copy(url: str, sizes: Sizes, rows: int) -> float:
     copies = (
         f"COPY changes ({CHANGE_COLUMNS}) FROM STDIN",
         f"COPY whitelist ({WHITELIST_COLUMNS}) FROM STDIN",
-        f"COPY devices ({DEVICE_COLUMNS}) FROM STDIN",
     )
     seconds = 0.0
     with psycopg.connect(dsn) as connection:

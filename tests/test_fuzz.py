@@ -102,6 +102,7 @@ FUZZED_RPCS = {
         "ListNotifications",
         "GetImeiRecord",
         "ImportRegistrations",
+        "FindRangeUploads",
     },
     "ceir.v1.ListSyncService": {"GetSnapshot", "WatchChanges"},
     "ceir.v1.PolicyService": {"GetPolicy", "UpdatePolicy"},
@@ -987,6 +988,45 @@ def test_list_notifications_survives_anything(
 
 @FUZZ
 @given(
+    caller=caller_for("kemenperin"),
+    request=st.builds(
+        registry_pb2.FindRangeUploadsRequest,
+        min_run=st.one_of(st.just(0), st.integers(1, 5), st.integers(0, 2**32 - 1)),
+        page_size=st.one_of(st.just(0), st.integers(1, 5), INT32),
+        page_token=st.one_of(st.just(""), st.text(max_size=40), PAGE_TOKENS),
+    ),
+)
+def test_find_range_uploads_survives_anything(
+    seeded: Fuzzer, caller: str, request: registry_pb2.FindRangeUploadsRequest
+) -> None:
+    client = seeded.clients[caller]
+    outcome = seeded.attempt(
+        request, lambda: client.call(client.registry.FindRangeUploads, request)
+    )
+    if caller not in ("kemenperin", "kominfo"):  # a regulator's tool only
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+        return
+    if request.page_size < 0:
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+    elif not request.page_token:
+        assert isinstance(outcome, registry_pb2.FindRangeUploadsResponse), outcome
+    elif isinstance(outcome, grpc.RpcError):  # a token is the server's, or refused
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+    while isinstance(outcome, registry_pb2.FindRangeUploadsResponse):
+        assert len(outcome.ranges) <= min(request.page_size or 100, 1_000)
+        if not outcome.next_page_token:
+            break
+        # The server's own token always works.
+        request = registry_pb2.FindRangeUploadsRequest(
+            min_run=request.min_run,
+            page_size=request.page_size,
+            page_token=outcome.next_page_token,
+        )
+        outcome = client.call(client.registry.FindRangeUploads, request)
+
+
+@FUZZ
+@given(
     caller=caller_for("telkomsel"),
     request=st.builds(
         registry_pb2.GetImeiRecordRequest,
@@ -1311,6 +1351,7 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
         ),
         "ListNotifications": unary(r.ListNotifications, registry_pb2.ListNotificationsRequest()),
         "GetImeiRecord": unary(r.GetImeiRecord, registry_pb2.GetImeiRecordRequest(imei=imei(1))),
+        "FindRangeUploads": unary(r.FindRangeUploads, registry_pb2.FindRangeUploadsRequest()),
         "ImportRegistrations": unary(
             r.ImportRegistrations,
             iter([registry_pb2.ImportRegistrationsRequest(rows=[registry_pb2.ImportRow(row=1)])]),  # type: ignore[arg-type]
