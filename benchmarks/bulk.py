@@ -24,14 +24,11 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from ceir.api.observability import configure_logging
-from ceir.api.server import ServerConfig, create_server
 from ceir.domain.identifiers import full_imei
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
@@ -39,7 +36,7 @@ from ceir.v1 import registry_pb2 as registry_pb
 from ceir.v1 import types_pb2
 
 from . import report
-from .servers import ServerProcess
+from .servers import ceir_server
 
 SQLITE_TARGET = 0.7  # import rows/s over raw executemany's
 POSTGRES_TARGET = 0.5  # import rows/s over raw COPY's
@@ -132,42 +129,12 @@ CHANGE_COLUMNS = (
 WHITELIST_COLUMNS = "imei_key, device_id, valid_until_us"
 
 
-# --- the register, in a process of its own -------------------------------------------------------
-
-
-def _run_signing_ceir(db: str, log_path: str, pipe: Connection) -> None:
-    """The register with its default settings and a signing key (checkpoints
-    signed per commit), logging to a file."""
-    with open(log_path, "a", encoding="utf-8") as log:
-        configure_logging("INFO", stream=log)
-        running = create_server(
-            ServerConfig(
-                db=db,
-                address="127.0.0.1:0",
-                access_log=True,
-                insecure=True,
-                ephemeral_signing_key=True,
-            )
-        )
-        pipe.send(running.port)
-        while True:
-            try:
-                command = pipe.recv()
-            except EOFError:
-                command = "stop"
-            if command == "cpu":
-                pipe.send(time.process_time())
-            elif command == "stop":
-                running.stop(grace=1.0)
-                return
-
-
 def _import(db: str, token: str, sizes: Sizes, rows: int, log_path: str) -> tuple[float, int]:
     """Seconds to import ``rows`` devices through a register on ``db``; its CPU seconds."""
     # Serialised before timing (about 70 bytes a row): the client then costs
     # the server's two cores next to nothing while it sends.
     messages = [m.SerializeToString() for m in requests(rows, sizes.chunk_rows)]
-    with ServerProcess(_run_signing_ceir, db, log_path) as server:
+    with ceir_server(db, True, log_path, ephemeral_signing_key=True) as server:
         metadata = (("authorization", f"Bearer {token}"),)
         with grpc.insecure_channel(server.target) as channel:
             send = channel.stream_unary(

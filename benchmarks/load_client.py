@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from types import TracebackType
 
 import grpc
 
+from .child import ChildProcess
 from .load import LoadFailed, Rate
 
-_SPAWN = multiprocessing.get_context("spawn")
-START_TIMEOUT = 120.0
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -50,18 +47,11 @@ class Work:
     timeout: float = 60.0
 
 
-class LoadClient:
+class LoadClient(ChildProcess):
     """The child process, started once and reused for every run."""
 
     def __init__(self) -> None:
-        self._pipe, child = _SPAWN.Pipe()
-        self._process = _SPAWN.Process(target=_serve, args=(child,), daemon=True)
-        self._process.start()
-        child.close()
-        if not self._pipe.poll(START_TIMEOUT):
-            self._process.kill()
-            raise RuntimeError(f"the load client did not start in {START_TIMEOUT:.0f}s")
-        self._pipe.recv()  # ready
+        super().__init__(_serve, stop_timeout=10)
 
     def run(self, work: Work) -> Rate:
         """Run ``work``; LoadFailed if any call failed (the figure would lie)."""
@@ -71,30 +61,6 @@ class LoadClient:
         if failure:
             raise LoadFailed(failure)
         return Rate(calls, items, seconds)
-
-    def cpu_seconds(self) -> float:
-        self._pipe.send("cpu")
-        seconds: float = self._pipe.recv()
-        return seconds
-
-    def close(self) -> None:
-        if self._process.is_alive():
-            self._pipe.send("stop")
-            self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-        self._pipe.close()
-
-    def __enter__(self) -> LoadClient:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def work(

@@ -16,12 +16,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
-import selectors
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +30,7 @@ from ceir.storage.database import Database
 
 from . import report, startup
 from .report import Figure
+from .servers import CeirServe
 
 TARGET_BYTES_PER_IMEI = 16
 FULL = 1_000_000
@@ -95,51 +91,11 @@ def _server_rss(path: Path, smaller: Path) -> list[Figure]:
 
 def _serving_rss(db: Path) -> tuple[int, float]:
     """RSS in bytes of ``ceir serve`` once it serves, and how long it took."""
-    ceir = str(Path(sys.executable).parent / "ceir")
-    command = [ceir, "serve", "--db", str(db), "--insecure", "--listen", "127.0.0.1:0"]
     began = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, "--no-access-log"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )
-    try:
-        _wait_serving(process, timeout=3_600)
+    with CeirServe(db, timeout=3_600) as server:
         seconds = time.perf_counter() - began
         time.sleep(1.0)  # let start-up threads finish what they hold
-        return _rss(process.pid), seconds
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_serving(process: subprocess.Popen[bytes], timeout: float) -> None:
-    assert process.stderr is not None
-    descriptor = process.stderr.fileno()
-    pending = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(descriptor, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=deadline - time.monotonic()):
-                break
-            chunk = os.read(descriptor, 65_536)
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if line.startswith(b"{") and json.loads(line).get("msg") == "serving":
-                    return
-    raise RuntimeError(f"ceir serve did not start (exit code {process.poll()})")
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc: this bench needs Linux")
+        return server.rss(), seconds
 
 
 def _whitelisted(path: Path) -> int:

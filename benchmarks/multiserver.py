@@ -31,13 +31,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
 
-from ceir.api.observability import configure_logging
-from ceir.api.server import ServerConfig, create_server
 from ceir.audit import generate_signing_key, save_private_key
 from ceir.domain.identifiers import full_imei
 from ceir.service.orgs import add_organisation
@@ -49,7 +46,7 @@ from ceir.v1 import registry_pb2_grpc as registry_grpc
 
 from . import report
 from .report import Figure
-from .servers import ServerProcess, _answer
+from .servers import ceir_server
 
 CROSS_SERVER_P99_MS = 50.0  # the stated bound (docs/architecture.md), at p99
 THROUGHPUT_RATIO = 0.7  # two servers' combined writes over one server's, at least
@@ -72,8 +69,12 @@ def run(quick: bool) -> list[Figure]:
             return []
         key = folder / "log-key.pem"
         save_private_key(generate_signing_key(), key)
-        a = stack.enter_context(ServerProcess(_run_server, url, str(key), str(folder / "a.log")))
-        b = stack.enter_context(ServerProcess(_run_server, url, str(key), str(folder / "b.log")))
+        a = stack.enter_context(
+            ceir_server(url, False, str(folder / "a.log"), signing_key=str(key))
+        )
+        b = stack.enter_context(
+            ceir_server(url, False, str(folder / "b.log"), signing_key=str(key))
+        )
         report.facts(
             [
                 ("database", f"PostgreSQL {version}, throwaway, fsync off, on this machine"),
@@ -141,21 +142,6 @@ def _postgres() -> Iterator[tuple[str, dict[str, str], str]]:
         yield url, tokens, version
     finally:
         server.stop()
-
-
-def _run_server(db: str, key: str, log_path: str, pipe: Connection) -> None:
-    with open(log_path, "a", encoding="utf-8") as log:
-        configure_logging("INFO", stream=log)
-        running = create_server(
-            ServerConfig(
-                db=db,
-                address="127.0.0.1:0",
-                access_log=False,
-                insecure=True,
-                signing_key=Path(key),
-            )
-        )
-        _answer(pipe, running.port, lambda: running.stop(grace=1.0))
 
 
 def _registration(tac: int, index: int) -> registry_pb2.RegisterDeviceRequest:

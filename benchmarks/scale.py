@@ -25,9 +25,6 @@ about 30 GB of disk; its files are removed at the end. CI does not run it.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +44,7 @@ from ceir.v1 import types_pb2
 
 from . import machine, report
 from .report import Figure
+from .servers import CeirServe
 
 FULL_IMEIS = 100_000_000
 QUICK_IMEIS = 1_000_000
@@ -78,7 +76,7 @@ def run(imeis: int, workdir: Path) -> list[Figure]:
         ]
     )
     try:
-        with _Serve(db, key) as server:
+        with CeirServe(db, key, START_TIMEOUT) as server:
             empty = server.rss()
             report.progress(f"empty server: RSS {empty / 1e6:,.0f} MB; importing")
             busy = machine.cpu_busy_seconds()
@@ -88,7 +86,7 @@ def run(imeis: int, workdir: Path) -> list[Figure]:
         report.progress("stopped (list checkpoint written); restarting")
         busy = machine.cpu_busy_seconds()
         began = time.perf_counter()
-        with _Serve(db, key) as server:
+        with CeirServe(db, key, START_TIMEOUT) as server:
             _serving(server.port, operator, began)
             restart = time.perf_counter() - began
             busy_restart = (machine.cpu_busy_seconds() - busy) / restart
@@ -149,57 +147,6 @@ def run(imeis: int, workdir: Path) -> list[Figure]:
             ),
         ),
     ]
-
-
-class _Serve:
-    """``ceir serve`` on the database, in a process of its own."""
-
-    def __init__(self, db: Path, key: Path) -> None:
-        ceir = str(Path(sys.executable).parent / "ceir")
-        self.log = db.with_suffix(".log")
-        self._log_file = open(self.log, "w", encoding="utf-8")  # noqa: SIM115  # closed on exit
-        self.process = subprocess.Popen(
-            [
-                *(ceir, "serve", "--db", str(db), "--signing-key", str(key)),
-                *("--insecure", "--listen", "127.0.0.1:0", "--no-access-log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log_file,
-        )
-        self.port = self._port()
-
-    def _port(self) -> int:
-        import json
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ceir serve exited: {self.log.read_text()[-2000:]}")
-            for line in self.log.read_text(encoding="utf-8").splitlines():
-                if line.startswith("{") and json.loads(line).get("msg") == "serving":
-                    return int(json.loads(line)["port"])
-            time.sleep(0.02)
-        raise RuntimeError("ceir serve did not start")
-
-    def rss(self) -> int:
-        """The server process's resident memory in bytes."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        kilobytes = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(kilobytes.split()[1]) * 1024
-
-    def stop_and_read(self) -> list[str]:
-        """SIGTERM (a clean shutdown), then the server's log lines."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(START_TIMEOUT)
-        self._log_file.close()
-        return self.log.read_text(encoding="utf-8").splitlines()
-
-    def __enter__(self) -> _Serve:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop_and_read()
 
 
 def _serving(port: int, token: str, began: float) -> None:

@@ -9,13 +9,16 @@ process answers two commands on a pipe: its CPU time so far, and stop.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from multiprocessing.connection import Connection
-from types import TracebackType
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,55 +29,32 @@ from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import types_pb2
 
-_SPAWN = multiprocessing.get_context("spawn")
-START_TIMEOUT = 120.0
+from .child import START_TIMEOUT, ChildProcess
+
 ECHO_THREADS = 32  # the threaded echo server's pool, as the register once had
 
 
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """A server running in a child process, stopped on exit from ``with``."""
 
     def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        self._pipe, child = _SPAWN.Pipe()
-        self._process = _SPAWN.Process(target=target, args=(*args, child), daemon=True)
-        self._process.start()
-        child.close()
-        if not self._pipe.poll(START_TIMEOUT):
-            self._process.kill()
-            raise RuntimeError(f"{target.__name__} did not start in {START_TIMEOUT:.0f}s")
-        self.port: int = self._pipe.recv()
+        super().__init__(target, *args)
+        self.port: int = self.ready
         self.target = f"127.0.0.1:{self.port}"
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
-        self._pipe.send("cpu")
-        seconds: float = self._pipe.recv()
-        return seconds
 
-    def stop(self) -> None:
-        if self._process.is_alive():
-            self._pipe.send("stop")
-            self._process.join(30)
-        if self._process.is_alive():
-            self._process.kill()
-        self._pipe.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def ceir_server(db: str, access_log: bool, log_path: str) -> ServerProcess:
+def ceir_server(
+    db: str,
+    access_log: bool,
+    log_path: str,
+    *,
+    signing_key: str = "",
+    ephemeral_signing_key: bool = False,
+) -> ServerProcess:
     """The register with its default settings, logging JSON lines to a file
-    as it would to its log collector."""
-    return ServerProcess(_run_ceir, db, access_log, log_path)
+    as it would to its log collector; signing checkpoints with the key in
+    ``signing_key``, or one made up at start (``ephemeral_signing_key``)."""
+    return ServerProcess(_run_ceir, db, access_log, log_path, signing_key, ephemeral_signing_key)
 
 
 def echo_server(kind: str = "threaded") -> ServerProcess:
@@ -86,11 +66,25 @@ def echo_server(kind: str = "threaded") -> ServerProcess:
 # --- in the child process -----------------------------------------------------------
 
 
-def _run_ceir(db: str, access_log: bool, log_path: str, pipe: Connection) -> None:
+def _run_ceir(
+    db: str,
+    access_log: bool,
+    log_path: str,
+    signing_key: str,
+    ephemeral_signing_key: bool,
+    pipe: Connection,
+) -> None:
     with open(log_path, "a", encoding="utf-8") as log:
         configure_logging("INFO", stream=log)  # as `ceir serve` does, to a file
         running = create_server(
-            ServerConfig(db=db, address="127.0.0.1:0", access_log=access_log, insecure=True)
+            ServerConfig(
+                db=db,
+                address="127.0.0.1:0",
+                access_log=access_log,
+                insecure=True,
+                signing_key=Path(signing_key) if signing_key else None,
+                ephemeral_signing_key=ephemeral_signing_key,
+            )
         )
         _answer(pipe, running.port, lambda: running.stop(grace=1.0))
 
@@ -182,3 +176,59 @@ def _answer(pipe: Connection, port: int, stop: Callable[[], None]) -> None:
         elif command == "stop":
             stop()
             return
+
+
+class CeirServe:
+    """``ceir serve`` on a database in a process of its own, its log in a file
+    beside the database (JSON lines on stderr), no access log."""
+
+    def __init__(self, db: Path, key: Path | None = None, timeout: float = START_TIMEOUT) -> None:
+        ceir = str(Path(sys.executable).parent / "ceir")
+        signing = ("--signing-key", str(key)) if key is not None else ()
+        self.timeout = timeout
+        self.log = db.with_suffix(".log")
+        self._log_file = open(self.log, "w", encoding="utf-8")  # noqa: SIM115  # closed on exit
+        self.process = subprocess.Popen(
+            [
+                *(ceir, "serve", "--db", str(db), *signing),
+                *("--insecure", "--listen", "127.0.0.1:0", "--no-access-log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+        self.port = self._port()
+
+    def _port(self) -> int:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ceir serve exited: {self.log.read_text()[-2000:]}")
+            for line in self.log.read_text(encoding="utf-8").splitlines():
+                if line.startswith("{") and json.loads(line).get("msg") == "serving":
+                    return int(json.loads(line)["port"])
+            time.sleep(0.02)
+        raise RuntimeError("ceir serve did not start")
+
+    def rss(self) -> int:
+        """The server process's resident memory in bytes (Linux)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kilobytes = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kilobytes.split()[1]) * 1024
+
+    def stop_and_read(self) -> list[str]:
+        """SIGTERM (a clean shutdown), then the server's log lines."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.log.read_text(encoding="utf-8").splitlines()
+
+    def __enter__(self) -> CeirServe:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop_and_read()

@@ -37,9 +37,7 @@ __all__ = [
     "NEAR_LIMIT",
     "CapacityStatus",
     "WriteLimits",
-    "on_whitelist",
     "whitelist_growth",
-    "whitelist_size",
 ]
 
 log = logging.getLogger("ceir.capacity")
@@ -63,16 +61,6 @@ class CapacityStatus:
         return self.limit is not None and self.fill >= NEAR_LIMIT
 
 
-def on_whitelist(state: ListState, key: int) -> bool:
-    """Whether ``key`` is on the whitelist (registered, expired or not)."""
-    return state.is_whitelisted(key)
-
-
-def whitelist_size(state: ListState) -> int:
-    """IMEIs on the whitelist."""
-    return state.whitelist_size()
-
-
 def whitelist_growth(state: ListState, changes: Sequence[Change]) -> int:
     """How many IMEIs the changes put on the whitelist, net of those they take off."""
     final: dict[int, bool] = {}  # key -> on the whitelist after the changes
@@ -81,7 +69,7 @@ def whitelist_growth(state: ListState, changes: Sequence[Change]) -> int:
         if kind is ChangeKind.WHITELIST_ADDED or kind is ChangeKind.WHITELIST_REMOVED:
             assert change.imei_key is not None
             final[change.imei_key] = kind is ChangeKind.WHITELIST_ADDED
-    return sum(int(now) - int(on_whitelist(state, key)) for key, now in final.items())
+    return sum(int(now) - int(state.is_whitelisted(key)) for key, now in final.items())
 
 
 class WriteLimits:
@@ -104,7 +92,7 @@ class WriteLimits:
         return self.capacity is not None or self.range_guard is not None
 
     def status(self, state: ListState) -> CapacityStatus:
-        return CapacityStatus(whitelist_size(state), self.capacity)
+        return CapacityStatus(state.whitelist_size(), self.capacity)
 
     # --- in the write transaction ----------------------------------------------------
 
@@ -116,7 +104,7 @@ class WriteLimits:
             self._guard(command, changes, self.range_guard)
         if self.capacity is not None:
             growth = whitelist_growth(state, changes)
-            used = whitelist_size(state)
+            used = state.whitelist_size()
             if growth > 0 and used + growth > self.capacity:
                 self.refusals += 1
                 if self._on_refusal is not None:
