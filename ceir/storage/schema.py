@@ -259,3 +259,8 @@ class CustodyReadiness(Base):
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     text_sha256: Mapped[str] = mapped_column(String(64))
     reported_at_us: Mapped[Micros]
+
+
+# The tables of the complaints desk, stolen-phone cases and account oversight
+# live in modules of their own; importing them here puts them on Base.metadata.
+from . import complaint_tables, oversight_tables, stolen_tables  # noqa: E402, F401
