@@ -199,6 +199,10 @@ class Follower:
         self._stream: object | None = None
         self._thread: threading.Thread | None = None
         self._caught_up = threading.Condition()
+        # Wall-clock time (the register's commit times are wall clock) the
+        # replica first became ready: changes committed before it are the
+        # backlog the node caught up on, not live propagation.
+        self.ready_since: float | None = None
 
     # --- public state -------------------------------------------------------------------
 
@@ -376,6 +380,8 @@ class Follower:
         self._cancel_stream()
 
     def _notify(self) -> None:
+        if self.ready_since is None and self.ready:
+            self.ready_since = time.time()
         with self._caught_up:
             self._caught_up.notify_all()
 

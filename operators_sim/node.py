@@ -252,7 +252,12 @@ class SyncNode(_Node):
             self.custody.restart = self.follower.reconnect
             self.custody.retrusted = lambda new: setattr(verifier, "trust", new)
         self.reporter = Reporter(link, name=f"{operator.name}-reports")
-        self.propagation = array("d")  # seconds from commit to applied, per change
+        # Seconds from commit to applied, per live change: one the register
+        # committed after this replica was ready. The changes a node catches up
+        # on at start (the log it replays, the tail after its snapshot) were
+        # committed before the node existed: they are counted, not timed.
+        self.propagation = array("d")
+        self.backlog_changes = 0
         self._own_prefixes = tuple(code.replace("-", "") for code in operator.mcc_mncs)
 
     @property
@@ -322,8 +327,13 @@ class SyncNode(_Node):
             self.reporter.submit(sightings)
 
     def _on_changes(self, changes: Sequence[pb.ListChange], applied_at: float) -> None:
+        live_since = self.follower.ready_since
         for change in changes:
-            self.propagation.append(applied_at - change.commit_time.ToNanoseconds() / 1e9)
+            committed = change.commit_time.ToNanoseconds() / 1e9
+            if live_since is not None and committed >= live_since:
+                self.propagation.append(applied_at - committed)
+            else:
+                self.backlog_changes += 1
             kind = change.kind
             if kind == pb.CHANGE_KIND_NOTIFICATION_NEW:
                 key = int(change.imei_key)

@@ -57,7 +57,11 @@ class ReplicaSummary:
 
     applied_sequence: int
     lag_changes: int
-    propagation_ms: Percentiles  # CEIR commit to this replica
+    # CEIR commit to this replica, for live changes only: those committed
+    # after the replica was ready (not the backlog it caught up on at start)
+    propagation_ms: Percentiles
+    live_changes: int  # the changes propagation_ms was measured on
+    backlog_changes: int  # committed before the replica was ready: not timed
     snapshots: int
     reconnects: int
     refused_messages: int
@@ -406,6 +410,8 @@ def _operator_summary(
             applied_sequence=node.applied_sequence,
             lag_changes=node.lag,
             propagation_ms=Percentiles.of_seconds(propagation),
+            live_changes=int(propagation.size),
+            backlog_changes=node.backlog_changes,
             snapshots=node.follower.stats.snapshots,
             reconnects=node.follower.stats.reconnects,
             refused_messages=node.follower.stats.refused,
