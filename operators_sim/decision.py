@@ -99,9 +99,9 @@ def outcome_of(status: int, reasons: tuple[int, ...]) -> Outcome:
 
 def reason_names(outcome: Outcome) -> str:
     """The reasons of an outcome as the API names them, for people."""
-    reasons = OUTCOME_ANSWERS[outcome][1]
-    if not reasons:
-        return "FORCED (CEIR unreachable)"
+    status, reasons = OUTCOME_ANSWERS[outcome]
+    if not reasons:  # the two forced answers, told apart
+        return f"FORCED_{'DENY' if status == BLACKLISTED else 'ALLOW'} (CEIR unreachable)"
     return "+".join(pb.Reason.Name(r).removeprefix("REASON_") for r in reasons)  # type: ignore[arg-type]
 
 

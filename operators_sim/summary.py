@@ -259,7 +259,9 @@ class Outage:
 
 @dataclass(frozen=True)
 class Timeline:
-    """Counts per second of the run."""
+    """Counts per whole second of the run. The last, partial second is left
+    out (a fraction of a second's attaches would read as a drop in the rate),
+    unless the run was shorter than a second."""
 
     attaches: tuple[int, ...]
     denied: tuple[int, ...]
@@ -486,14 +488,20 @@ def _mismatch_examples(
 
 def _timeline(result: SimResult, allowed: npt.NDArray[np.bool_]) -> Timeline:
     records = result.records
-    seconds = max(int(np.ceil(result.run_seconds)), 1)
-    second = np.minimum(records.at.astype(np.int64), seconds - 1)
+    seconds = max(int(result.run_seconds), 1)
+    second = records.at.astype(np.int64)
+    if result.run_seconds < 1:
+        second = np.minimum(second, 0)
+    whole = second < seconds
+    second = second[whole]
+
+    def per_second(rows: npt.NDArray[np.bool_]) -> tuple[int, ...]:
+        return tuple(np.bincount(second[rows[whole]], minlength=seconds).tolist())
+
     return Timeline(
-        attaches=tuple(np.bincount(second, minlength=seconds).tolist()),
-        denied=tuple(np.bincount(second[~allowed], minlength=seconds).tolist()),
-        degraded=tuple(
-            np.bincount(second[records.source >= Source.LAST_KNOWN], minlength=seconds).tolist()
-        ),
+        attaches=per_second(np.ones(whole.shape[0], dtype=bool)),
+        denied=per_second(~allowed),
+        degraded=per_second(records.source >= Source.LAST_KNOWN),
     )
 
 
