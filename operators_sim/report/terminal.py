@@ -1,5 +1,9 @@
 """The report in the terminal: per-operator figures, answers by reason, the
-nodes' log verification and a closing line, as rich tables."""
+nodes' log verification and a closing line, as rich tables.
+
+Written to a pipe or a file (``make demo``'s log, CI), rich would assume 80
+columns and cut the figures (``56,…``): there the tables get the width they
+need, up to ``LOG_WIDTH``."""
 
 from __future__ import annotations
 
@@ -9,10 +13,14 @@ from rich.table import Table
 from ..summary import OperatorSummary, SimSummary
 from ._rows import alerts_text, ms, operator_rows, verification_rows, verified_size
 
+LOG_WIDTH = 200
+
 
 def print_summary(summary: SimSummary, console: Console | None = None) -> None:
     """The run's figures as tables on ``console`` (a new one on stdout if none)."""
     console = console or Console()
+    if not console.is_terminal and console.width < LOG_WIDTH:
+        console.width = LOG_WIDTH  # a log: never cut a figure to fit 80 columns
     config = summary.config
     table = Table(title=f"{summary.title} — {config.mode}, {config.phase} phase, {config.failover}")
     for column in (
