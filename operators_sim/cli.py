@@ -211,6 +211,11 @@ def attach(
         None, help="Where the embedded CEIR keeps its SQLite file."
     ),
     quiet: bool = typer.Option(False, help="No live display."),
+    shot: bool = typer.Option(
+        True,
+        "--screenshot/--no-screenshot",
+        help="Also write report.png, the page as headless Chromium shows it (when installed).",
+    ),
 ) -> None:
     """Run an attach simulation and write its report."""
     if phase not in PHASES:
@@ -294,7 +299,7 @@ def attach(
         endpoints=_endpoints(endpoint),
         retry_for=retry_for,
     )
-    from .report import print_summary, write_reports
+    from .report import print_summary, screenshot, write_reports
     from .summary import summarize
 
     if quiet or not console.is_terminal:
@@ -311,6 +316,8 @@ def attach(
     print_summary(summary, console)
     json_path, html_path = write_reports(summary, report)
     console.print(f"report: {html_path} and {json_path}")
+    if shot:
+        console.print(screenshot(html_path), markup=False)
     if not summary.ok:
         raise typer.Exit(1)
 

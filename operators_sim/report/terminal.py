@@ -68,7 +68,7 @@ def print_summary(summary: SimSummary, console: Console | None = None) -> None:
         f"({summary.attaches_per_second:,}/s); "
         f"population loaded in {summary.load.seconds} s; "
         f"forced decisions {total.forced_decisions:,}; replicas caught up: "
-        f"{summary.replicas_caught_up}; mismatches: {total.mismatches}"
+        f"{'yes' if summary.replicas_caught_up else 'NO'}; mismatches: {total.mismatches}"
     )
 
 
