@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ceir/v1/*.proto)
 
-.PHONY: demo test lint proto proto-check bench bench-scale install clean
+.PHONY: demo test lint proto proto-check bench bench-scale install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Headless Chromium renders the simulation report (report.png beside
+# report.html) and runs its test; installed from Debian's packages when
+# missing and apt-get is usable (as root), otherwise both are skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (renders the simulation report)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is not installed (Debian: sudo apt-get install chromium):" \
+			"no report.png, and the report render test is skipped"; \
+	fi
+
 # First every decision rule on a small register over mutual TLS, then the
 # five operator nodes deciding 100,000 devices' attaches for a minute, then a
 # short handover of the register from Telkomsel to Kemenperin under traffic,
 # whose evidence is checked as a regulator would.
-demo: $(STAMP)
+demo: $(STAMP) browser
 	$(BIN)/python -m ceir.demo
 	$(BIN)/ceir-sim attach --devices 100000 --rate 2000 --duration 60 \
 		--mode synchronize --phase notify --report demo-data/report
 	$(BIN)/ceir-sim drill handover --report demo-data/drill
 	$(BIN)/ceir custody verify demo-data/drill/evidence
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
