@@ -70,7 +70,7 @@ def duration_ms(value: float) -> str:
 
 def _svg(height: int, body: list[str], label: str) -> str:
     return (
-        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
+        f'<svg viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
         f'aria-label="{_e(label)}" xmlns="http://www.w3.org/2000/svg" {FONT}>'
         + "".join(body)
         + "</svg>"
@@ -98,7 +98,7 @@ def line_chart(
 ) -> str:
     """Values per second, one line per series, over the run's seconds;
     ``shaded`` (start, seconds) spans drawn behind the lines ("CEIR down")."""
-    left, right, top_pad, bottom_pad = 64, 16, 28, 38
+    left, right, top_pad, bottom_pad = 64, 28, 28, 38
     inner_w, inner_h = WIDTH - left - right, height - top_pad - bottom_pad
     bottom = top_pad + inner_h
     length = max((len(s.values) for s in series), default=1)
@@ -168,7 +168,7 @@ def log_histogram(
     first, last = max(filled[0] - 1, 0), min(filled[-1] + 1, len(counts) - 1)
     shown = counts[first : last + 1]
     edges = edges_ms[first : last + 2]
-    left, right, top_pad, bottom_pad = 64, 16, 28, 38
+    left, right, top_pad, bottom_pad = 64, 28, 28, 38
     inner_w, inner_h = WIDTH - left - right, height - top_pad - bottom_pad
     bottom = top_pad + inner_h
     bar = inner_w / len(shown)
@@ -196,13 +196,17 @@ def log_histogram(
     # with the report's five bins per decade).
     every = 1 if bar >= 50 else 5
     for i, edge in enumerate(edges):
-        if (first + i) % every:
-            continue
+        at = left + i * bar
+        labelled = (first + i) % every == 0
+        tick = bottom + (5 if labelled else 3)
         parts.append(
-            f'<line x1="{left + i * bar:.1f}" x2="{left + i * bar:.1f}" y1="{bottom}" '
-            f'y2="{bottom + 4}" stroke="{AXIS}"/><text x="{left + i * bar:.1f}" '
-            f'y="{bottom + 16}" text-anchor="middle">{duration_ms(edge)}</text>'
+            f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{bottom}" y2="{tick}" stroke="{AXIS}"/>'
         )
+        if labelled:
+            parts.append(
+                f'<text x="{at:.1f}" y="{bottom + 16}" text-anchor="middle">'
+                f"{duration_ms(edge)}</text>"
+            )
     for offset, (label, value) in enumerate(marks):
         if not edges[0] <= value <= edges[-1]:
             continue

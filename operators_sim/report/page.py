@@ -42,7 +42,7 @@ th { background: #f3f3f3; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .verdict { font-size: 1.15em; font-weight: bold; }
 .ok { color: #1e8449; } .bad { color: #c0392b; } .facts, .note { color: #555; }
-svg { display: block; margin: 0.4em 0 1em; }
+svg { display: block; margin: 0.4em 0 1em; max-width: 100%; height: auto; }
 """
 
 

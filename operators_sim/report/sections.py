@@ -268,10 +268,14 @@ def rate_charts(summary: SimSummary) -> str:
     attaches = line_chart(
         [Series("attaches/s", "#3b6fb6", timeline.attaches)], "attaches per second", shaded
     )
+
+    def label(name: str, values: tuple[int, ...]) -> str:
+        return name if any(values) else f"{name} (none)"
+
     trouble = line_chart(
         [
-            Series("denied/s", DENIED, timeline.denied),
-            Series("degraded/s", "#e67e22", timeline.degraded),
+            Series(label("denied/s", timeline.denied), DENIED, timeline.denied),
+            Series(label("degraded/s", timeline.degraded), "#e67e22", timeline.degraded),
         ],
         "decisions per second",
         shaded,
