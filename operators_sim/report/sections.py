@@ -247,9 +247,15 @@ def verification(summary: SimSummary) -> str:
             _count(figures.checkpoints_verified),
             _count(figures.consistency_proofs),
             _count(figures.gossip_proofs),
+            _count(figures.changes_verified),
             alerts_text(figures.alerts),
         ]
         for name, figures in verification_rows(summary, display=True)
+    ]
+    last = [
+        f'<p class="bad">{_e(row.display)}\'s last alert: {_e(row.verification.last_alert)}</p>'
+        for row in summary.operators
+        if row.verification is not None and row.verification.last_alert
     ]
     views = "".join(
         f'<p class="bad">split view: {_e(m)}</p>' for m in summary.verification.split_views
@@ -257,7 +263,8 @@ def verification(summary: SimSummary) -> str:
     headers = ["operator", "verified size", "checkpoints", "consistency proofs"]
     return (
         "<h2>Signed log verified by the nodes</h2>"
-        + table([*headers, "gossip proofs", "alerts"], rows)
+        + table([*headers, "gossip proofs", "changes verified", "alerts"], rows)
+        + "".join(last)
         + views
     )
 
