@@ -1570,7 +1570,9 @@ def test_complaint_reads_and_diagnosis_survive_anything(
         assert len(outcome.rules) == 6
         assert sum(r.outcome == complaint_pb.RULE_OUTCOME_DECIDED for r in outcome.rules) == 1
     listing = complaint_pb.ListComplaintsRequest(
-        state=state, page_size=page_size, page_token=page_token
+        state=state,  # type: ignore[arg-type]
+        page_size=page_size,
+        page_token=page_token,
     )
     seeded.attempt(listing, lambda: client.call(client.complaints.ListComplaints, listing))
     one = complaint_pb.GetComplaintRequest(tracking_id=tracking_id)
