@@ -127,10 +127,10 @@ def test_an_imei_no_operator_has_seen_goes_to_the_registers_desk(
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(error) == "NOT_DESK_OWNER"
     assert "telkomsel" in (error.details() or "")
-    # The filing desk still reads it; the owner reads it without the
-    # other operator's subscriber.
+    # The filing desk still reads it; the owning desk reads the subscriber
+    # it must reach.
     assert get(indosat, complaint.tracking_id).imsi == INDOSAT_IMSI
-    assert get(telkomsel, complaint.tracking_id).imsi == ""
+    assert get(telkomsel, complaint.tracking_id).imsi == INDOSAT_IMSI
     # xl neither owns nor filed it.
     error = failure(lambda: get(clients["xl"], complaint.tracking_id))
     assert error.code() is grpc.StatusCode.NOT_FOUND

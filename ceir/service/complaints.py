@@ -513,10 +513,11 @@ def _reads(caller: Caller, complaint: Complaint) -> bool:
 def as_seen(caller: Caller, complaint: Complaint) -> Complaint:
     """The complaint with the subscriber's IMSI and MSISDN blanked unless
     the caller may read them: regulators, the desk that filed it (it wrote
-    them down), and the operator the IMSI belongs to."""
+    them down), the desk that owns it (it must reach the subscriber), and
+    the operator the IMSI belongs to."""
     if (
         caller.kind in SEES_EVERY_SUBSCRIBER
-        or caller.name == complaint.filed_by
+        or caller.name in (complaint.filed_by, complaint.owner)
         or (complaint.imsi and sees_subscriber(caller, complaint.imsi))
     ):
         return complaint

@@ -261,11 +261,12 @@ class Complaint(_message.Message):
     state: Global___ComplaintState.ValueType
     """Where it is in its lifecycle."""
     imsi: _builtins.str
-    """The subscriber's IMSI (empty if not given, or if the caller may not
-    read this subscriber's IMSI).
+    """The subscriber's IMSI (empty if not given). Whoever may read the
+    complaint (the desk that owns it, the desk that filed it, the operator
+    of the IMSI, regulators) reads its subscriber: the desk must reach them.
     """
     msisdn: _builtins.str
-    """The subscriber's MSISDN (digits; empty as for imsi)."""
+    """The subscriber's MSISDN (digits; empty if not given)."""
     description: _builtins.str
     """The subscriber's account of the problem."""
     filed_by: _builtins.str
