@@ -33,6 +33,10 @@ class Action(enum.StrEnum):
     READ_LOG = "read the transparency log"
     CUSTODY = "take part in the custody ceremony"
     FIND_RANGES = "find range uploads"
+    # The complaints desk (ceir.service.complaints).
+    FILE_COMPLAINTS = "file complaints"
+    READ_COMPLAINTS = "read complaints"
+    WORK_COMPLAINTS = "work complaints"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -65,6 +69,11 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # The regulators' cure for a register filled by range uploads
     # (ceir.service.range_finder).
     Action.FIND_RANGES: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    # The complaints desk: a desk (an operator's, Kemenperin's) files for a
+    # subscriber and works what it owns; Kominfo reads every complaint.
+    Action.FILE_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
+    Action.READ_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.WORK_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.
