@@ -35,6 +35,7 @@ page, except in abridged blocks: review the diff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,7 @@ ABRIDGED = re.compile(r"<!--\s*output:\s*abridged\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
 HEREDOC = re.compile(r"<<-?\s*'?(\w+)'?")
 SERVE = re.compile(r"^(?:\S*/)?ceir serve\b")
+TRAILING = re.compile(r"\s*&?\s*(?:#[^'\"]*)?$")  # " &   # a comment" at the end of a command
 
 
 # --- reading a page -----------------------------------------------------------------------
@@ -289,6 +291,8 @@ class PageRun:
         }
         env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
         env["HOME"] = str(self.work)
+        # The client commands' default address is 127.0.0.1:50051.
+        env["CEIR_ADDRESS"] = f"127.0.0.1:{self.ports[DOC_PORTS[0]]}"
         self.shell = subprocess.Popen(
             ["bash", "--noprofile", "--norc"],
             cwd=self.work,
@@ -299,6 +303,7 @@ class PageRun:
             start_new_session=True,
         )
         self.count = 0
+        self.timings: list[tuple[int, float]] = []
         self.server_pid: int | None = None
 
     def run(self, command: Command) -> tuple[str, int]:
@@ -310,7 +315,11 @@ class PageRun:
         if SERVE.match(text):
             self.stop_server()
             serve_log = self.files / f"serve-{self.count}.log"
-            text = f"{text.rstrip().removesuffix('&')} > {shlex.quote(str(serve_log))} 2>&1 &"
+            # A simple command run in the background: $! is the server's own pid.
+            text = TRAILING.sub("", text)
+            if "--listen" not in text:  # the default, 127.0.0.1:50051
+                text += f" --listen 127.0.0.1:{self.ports[DOC_PORTS[0]]}"
+            text = f"{text} > {shlex.quote(str(serve_log))} 2>&1 &"
             text += f"\necho $! > {shlex.quote(str(self.files / 'serve.pid'))}"
         script = self.files / f"command-{self.count}.sh"
         script.write_text(text + "\n", encoding="utf-8")
@@ -319,7 +328,9 @@ class PageRun:
             f"source {shlex.quote(str(script))} > {shlex.quote(str(output))} 2>&1 < /dev/null;"
             ' echo "::$?"\n'
         )
+        started = time.monotonic()
         status = self._wait_for_status(COMMAND_TIMEOUT, command)
+        self.timings.append((command.line, time.monotonic() - started))
         if serve_log is not None:
             self.server_pid = int((self.files / "serve.pid").read_text())
             self._wait_until_serving(serve_log)
@@ -374,10 +385,8 @@ class PageRun:
 
     def close(self) -> None:
         self.stop_server()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.shell.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.shell.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -432,6 +441,9 @@ def run_page(name: str, directory: Path) -> Iterator[tuple[Block, Result]]:
                         )
     finally:
         run.close()
+        if os.environ.get("DOC_TIMINGS"):
+            for line, seconds in run.timings:
+                print(f"{name}: line {line}: {seconds:.2f} s", file=sys.stderr)
 
 
 def problems(block: Block, result: Result) -> list[str]:
@@ -463,7 +475,8 @@ def update(name: str) -> int:
             if block.abridged:
                 left.extend(found)
                 continue
-            replacements.append((result.command.output_lines, result.output.rstrip().splitlines()))
+            new = [line.rstrip() for line in result.output.rstrip().splitlines()]
+            replacements.append((result.command.output_lines, new))
     for (start, end), new in sorted(replacements, reverse=True):
         lines[start:end] = new
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

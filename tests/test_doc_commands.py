@@ -112,7 +112,7 @@ def test_a_page_is_read_into_scripts_transcripts_and_skipped_blocks(tmp_path: Pa
     assert skipped.not_run == "it needs a phone"
     assert transcript.abridged
     first, second = transcript.commands
-    assert first.text == "cat <<'EOF'\n{\"a\": 1, \"b\": [1, 2]}\nEOF"
+    assert first.text == 'cat <<\'EOF\'\n{"a": 1, "b": [1, 2]}\nEOF'
     assert first.expected == ["{", '  "a": 1', "}"]
     assert (second.text, second.expected) == ("echo hi", ["hi"])
 
