@@ -183,9 +183,9 @@ REPLACEMENTS = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"(?<=^time )\d+$", re.MULTILINE), "<unix>"),
     (re.compile(r"\b1[6-9]\d{8}(?:\d{6})?\b"), "<unix>"),
-    (re.compile(r"[A-Za-z0-9+/]{43}="), "<hash>"),
-    (re.compile(r"^(— \S+) \S+$", re.MULTILINE), r"\1 <signature>"),
+    (re.compile(r"(— \S+) [A-Za-z0-9+/]+={0,2}…?"), r"\1 <signature>"),
     (re.compile(r"(\S+)\+[0-9a-f]{8}\+\S+"), r"\1+<key>"),
+    (re.compile(r"[A-Za-z0-9+/]{43}="), "<hash>"),
     (re.compile(r"ceir_[A-Za-z0-9_-]{43}"), "<token>"),
 ]
 
@@ -392,6 +392,9 @@ class PageRun:
         except subprocess.TimeoutExpired:
             os.killpg(self.shell.pid, signal.SIGKILL)
             self.shell.wait()
+        for pipe in (self.shell.stdin, self.shell.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _alive(pid: int) -> bool:
