@@ -23,7 +23,7 @@ The convention the docs follow (docs/architecture.md, "Docs that run"):
 - Outputs are compared after these replacements, in the page and in what
   was printed alike: RFC 3339 times -> ``<time>``, Unix times in seconds or
   microseconds (``time 1795814654444208``, ``"1798406626"``) -> ``<unix>``,
-  32-byte base64 hashes -> ``<hash>``, the signature of a signed-note line
+  32-byte base64 hashes -> ``<hash>``, 16-byte ones (salts) -> ``<salt>``, the signature of a signed-note line
   -> ``<signature>``, verifier keys -> ``ORIGIN+<key>``, tokens ->
   ``<token>``. Printed JSON is compared as JSON, so a page may print arrays
   on one line.
@@ -186,6 +186,7 @@ REPLACEMENTS = [
     (re.compile(r"(— \S+) [A-Za-z0-9+/]+={0,2}…?"), r"\1 <signature>"),
     (re.compile(r"(\S+)\+[0-9a-f]{8}\+\S+"), r"\1+<key>"),
     (re.compile(r"[A-Za-z0-9+/]{43}="), "<hash>"),
+    (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{22}=="), "<salt>"),
     (re.compile(r"ceir_[A-Za-z0-9_-]{43}"), "<token>"),
 ]
 
@@ -478,7 +479,7 @@ def update(name: str) -> int:
             if block.abridged:
                 left.extend(found)
                 continue
-            new = [line.rstrip() for line in result.output.rstrip().splitlines()]
+            new = [line.rstrip() for line in result.output.strip("\n").splitlines()]
             replacements.append((result.command.output_lines, new))
     for (start, end), new in sorted(replacements, reverse=True):
         lines[start:end] = new
