@@ -23,10 +23,10 @@ The convention the docs follow (docs/architecture.md, "Docs that run"):
 - Outputs are compared after these replacements, in the page and in what
   was printed alike: RFC 3339 times -> ``<time>``, Unix times in seconds or
   microseconds (``time 1795814654444208``, ``"1798406626"``) -> ``<unix>``,
-  32-byte base64 hashes -> ``<hash>``, 16-byte ones (salts) -> ``<salt>``, the signature of a signed-note line
-  -> ``<signature>``, verifier keys -> ``ORIGIN+<key>``, tokens ->
-  ``<token>``. Printed JSON is compared as JSON, so a page may print arrays
-  on one line.
+  32-byte base64 hashes -> ``<hash>``, 16-byte ones (salts) -> ``<salt>``,
+  the signature of a signed-note line -> ``<signature>``, verifier keys ->
+  ``ORIGIN+<key>``, tokens -> ``<token>``. Printed JSON is compared as JSON,
+  so a page may print arrays on one line.
 
 ``python -m tests.doc_commands --update PAGE`` runs PAGE (after the pages
 it continues) and writes what each transcript command printed into the
