@@ -71,7 +71,7 @@ NOT_RUN = re.compile(r"<!--\s*not-run:\s*(\S.*?)\s*-->")
 ABRIDGED = re.compile(r"<!--\s*output:\s*abridged\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
 HEREDOC = re.compile(r"<<-?\s*'?(\w+)'?")
-SERVE = re.compile(r"^(?:\S*/)?ceir serve\b")
+SERVE = re.compile(r"^(?:\w+=\S*\s+)*(?:\S*/)?ceir serve\b")  # VAR=x .venv/bin/ceir serve
 TRAILING = re.compile(r"\s*&?\s*(?:#[^'\"]*)?$")  # " &   # a comment" at the end of a command
 
 
@@ -281,8 +281,8 @@ class PageRun:
     def __init__(self, directory: Path) -> None:
         self.work = directory / "work"  # the reader's directory
         self.files = directory / "harness"  # the commands, their outputs, server logs
-        self.work.mkdir()
-        self.files.mkdir()
+        self.work.mkdir(parents=True)
+        self.files.mkdir(parents=True)
         (self.work / ".venv").symlink_to(VENV)
         self.ports = {port: str(_free_port()) for port in DOC_PORTS}
         env = {

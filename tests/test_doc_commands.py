@@ -149,3 +149,36 @@ def test_a_command_that_prints_something_else_is_reported(tmp_path: Path) -> Non
     assert problems(block, Result("page.md", command, "hello\n", 0)) == []
     script = Command("false", 4, None)
     assert problems(block, Result("page.md", script, "", 1)) != []
+
+
+def test_a_page_runs_in_one_shell_and_its_outputs_are_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tests.doc_commands as doc_commands
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "page.md").write_text(
+        "```sh\nexport A=1\ncd /\n```\n\n"
+        '```sh\n$ echo "$A" "$PWD" 127.0.0.1:50051\n1 / 127.0.0.1:50051\n'
+        "$ echo two\nthree\n```\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(doc_commands, "ROOT", root)
+    monkeypatch.setitem(doc_commands.PAGES, "page.md", ())
+    results = list(run_page("page.md", tmp_path / "run"))
+    assert [problems(block, result) != [] for block, result in results] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_serve_commands_are_recognised() -> None:
+    from tests.doc_commands import SERVE
+
+    for text in ("ceir serve --insecure", "CEIR_DB=a.db ceir serve", ".venv/bin/ceir serve"):
+        assert SERVE.match(text), text
+    for text in ("ceir-sim attach", "ceir serves", "echo ceir serve"):
+        assert not SERVE.match(text), text
