@@ -55,6 +55,10 @@ def test_the_pages_commands_print_what_it_shows(name: str, tmp_path: Path) -> No
         report.extend(problems(block, result))
     assert ran > 0, f"{name} has no command that runs"
     assert report == [], "\n".join(report)
+    if name == "README.md":
+        # Run in a clone, the README's commands write only into git-ignored demo-data/.
+        assert {path.name for path in (tmp_path / "work").iterdir()} == {".venv", "demo-data"}
+        assert "demo-data/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
 
 
 @pytest.mark.parametrize("name", list(PAGES))
