@@ -63,7 +63,7 @@ from ceir.v1 import types_pb2
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 INTEGRATION = DOCS / "integration-teams.md"
-OWN_DOCS = ("architecture.md", "integration-teams.md", "regulators.md")
+OWN_DOCS = ("architecture.md", "integration-teams.md", "regulators.md", "domain.md")
 PLANNED = "planned, not yet implemented"
 
 
