@@ -42,6 +42,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
@@ -56,6 +57,7 @@ from ceir.service.list_checkpoint import (
     MIN_SECONDS,
     ListCheckpointer,
 )
+from ceir.service.lookup import DEFAULT_BURST, DEFAULT_RATE, LookupService, RateLimiter
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -63,7 +65,10 @@ from ceir.service.register import Register
 from ceir.service.registry import RegistryService
 from ceir.service.standby import Standby
 from ceir.service.startup_proof import prove_at_start
+from ceir.service.stolen_cases import StolenCaseService
 from ceir.service.sync import SyncService
+from ceir.service.theft_alerts import TheftWatch
+from ceir.service.theft_alerts_reader import TheftAlertReader
 from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
@@ -72,12 +77,14 @@ from ceir.v1 import (
     list_sync_pb2,
     policy_pb2,
     registry_pb2,
+    stolen_pb2,
     transparency_pb2,
 )
 
 from .access_log import AccessLog
 from .calls import AtOnce, Gate
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
+from .lookup_server import LookupHandler, start_lookup_server
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
@@ -87,6 +94,7 @@ from .servicers import (
     TransparencyServicer,
 )
 from .standby_feed import GrpcFeed, standby_channel
+from .stolen_servicer import StolenCaseServicer
 from .streams import ChangeSignal, EquipmentCheckStreams, ImportStreams, ListSyncStreams
 
 aio_health: Any = health.aio  # type: ignore[attr-defined]  # the asyncio servicer
@@ -100,6 +108,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
     custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
+    stolen_pb2.DESCRIPTOR.services_by_name["StolenCaseService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -215,6 +224,13 @@ class ServerConfig:
     list_checkpoint_min_seconds: float = MIN_SECONDS  # between two background writes
     # False: the full start-up proof whatever the checkpoint (it is still written).
     start_from_list_checkpoint: bool = True
+    # The public lookup's own listener (ceir.api.lookup_server; None: off), its
+    # rate limit per client address (tokens a second, burst) and the clock of
+    # its token buckets (tests; None: the system clock).
+    lookup_address: str | None = None
+    lookup_rate: float = DEFAULT_RATE
+    lookup_burst: int = DEFAULT_BURST
+    lookup_clock: Clock | None = None
 
 
 @dataclass
@@ -242,6 +258,10 @@ class RunningServer:
     keeper: CustodyKeeper | None = None
     # Writes the list checkpoint, when the server has one and a signing key.
     checkpointer: ListCheckpointer | None = None
+    # Theft alerts' writer; the public lookup's listener and port (None: off).
+    theft_watch: TheftWatch | None = None
+    lookup_server: grpc.aio.Server | None = None
+    lookup_port: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -257,7 +277,11 @@ class RunningServer:
         self.register.close()  # ends WatchChanges streams
         if self.keeper is not None:
             self.keeper.join_timer()
+        if self.lookup_server is not None:
+            self._on_loop(self.lookup_server.stop(grace))
         self._on_loop(self.server.stop(grace))
+        if self.theft_watch is not None:  # every check has ended: write their alerts
+            self.theft_watch.close()
         if self.access_log is not None:  # every call has ended: write their lines
             self.access_log.close()
         # Work still running after the grace period finishes before the
@@ -340,7 +364,18 @@ def create_server(config: ServerConfig) -> RunningServer:
     loop = _event_loop()
     signal = ChangeSignal(loop)
     register.add_listener(signal.notify)
-    checks = CheckService(register)
+    watch = TheftWatch(
+        register,
+        raised=Counter(
+            "ceir_theft_alerts", "Theft alerts raised to reporters", registry=metrics.registry
+        ),
+        dropped=Counter(
+            "ceir_theft_alerts_dropped",
+            "Sightings of blocked IMEIs dropped on a full alert queue",
+            registry=metrics.registry,
+        ),
+    )
+    checks = CheckService(register, watch)
     check_servicer = EquipmentCheckServicer(checks)
     sync = SyncService(register)
     mutations = Mutations(register)
@@ -359,6 +394,10 @@ def create_server(config: ServerConfig) -> RunningServer:
         "PolicyService": (PolicyServicer(PolicyService(register), mutations), None),
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
         "CustodyService": (CustodyServicer(keeper), None),
+        "StolenCaseService": (
+            StolenCaseServicer(StolenCaseService(register, watch), TheftAlertReader(register)),
+            None,
+        ),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)
@@ -368,9 +407,24 @@ def create_server(config: ServerConfig) -> RunningServer:
         server, health_servicer, port, token_port = asyncio.run_coroutine_threadsafe(
             _start(config, handlers), loop
         ).result()
+        lookup_server, lookup_port = None, None
+        if config.lookup_address is not None:
+            limiter = RateLimiter(
+                config.lookup_rate, config.lookup_burst, clock=config.lookup_clock
+            )
+            handler = LookupHandler(LookupService(register), limiter, workers, metrics)
+            tls = (
+                None
+                if config.tls_key is None or config.tls_cert is None
+                else (config.tls_key, config.tls_cert)
+            )
+            lookup_server, lookup_port = asyncio.run_coroutine_threadsafe(
+                start_lookup_server(handler, config.lookup_address, tls, GRPC_OPTIONS), loop
+            ).result()
     except BaseException:
         workers.shutdown()
         lookups.shutdown()
+        watch.close()
         if access_log is not None:
             access_log.close()
         register.close()
@@ -390,6 +444,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             "mutual_tls": config.client_ca is not None,
             "token_port": token_port,
             "metrics_port": metrics_port,
+            "lookup_port": lookup_port,
             "log_origin": register.log.origin,
             "log_size": register.log.size,
             "signing_key": register.log.signer.signer.verifier.vkey
@@ -424,6 +479,9 @@ def create_server(config: ServerConfig) -> RunningServer:
         standby_signer=standby_signer,
         keeper=keeper,
         checkpointer=checkpointer,
+        theft_watch=watch,
+        lookup_server=lookup_server,
+        lookup_port=lookup_port,
     )
     if config.standby_of is not None and isinstance(standby, Standby):
         running.standby, running.standby_channel = standby, standby_feed_channel

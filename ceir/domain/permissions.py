@@ -33,6 +33,10 @@ class Action(enum.StrEnum):
     READ_LOG = "read the transparency log"
     CUSTODY = "take part in the custody ceremony"
     FIND_RANGES = "find range uploads"
+    # Stolen-phone cases (ceir.domain.stolen) and their theft alerts.
+    STOLEN_CASES = "file and change stolen-phone cases"
+    READ_STOLEN_CASES = "read stolen-phone cases"
+    THEFT_ALERTS = "read theft alerts"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -65,6 +69,13 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # The regulators' cure for a register filled by range uploads
     # (ceir.service.range_finder).
     Action.FIND_RANGES: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    # An operator files for its own subscribers, Kominfo for the police for
+    # any; each case's steps are narrowed to its reporter and Kominfo
+    # (ceir.domain.stolen.require_may_step). Operators read their own cases,
+    # regulators every case; alerts go only to the reporting organisation.
+    Action.STOLEN_CASES: frozenset({_OP, OrgKind.KOMINFO}),
+    Action.READ_STOLEN_CASES: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.THEFT_ALERTS: frozenset({_OP, OrgKind.KOMINFO}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.
