@@ -94,7 +94,8 @@ def test_batches_streams_and_roamers_alert_too(
                 equipment_check_pb2.CheckEquipmentStreamRequest(
                     correlation_id=1,
                     check=equipment_check_pb2.CheckEquipmentRequest(
-                        imei=device(103), imsi=ROAMER_IMSI  # a foreign SIM: allowed, still seen
+                        imei=device(103),
+                        imsi=ROAMER_IMSI,  # a foreign SIM: allowed, still seen
                     ),
                 )
             ]
