@@ -47,19 +47,19 @@ def require_transition(case_id: str, current: CaseState, target: CaseState) -> s
     """What the step does ("block", "unblock", "close"); FailedPrecondition
     naming the refused step otherwise."""
     step = TRANSITIONS.get((current, target))
-    if step is None:
-        reason = (
-            "STOLEN_CASE_BLOCKED_TO_PENDING"
-            if (current, target) == (CaseState.BLOCKED, CaseState.PENDING)
-            else "STOLEN_CASE_TRANSITION_REFUSED"
-        )
+    if step is not None:
+        return step
+    message = (
+        f"case {case_id} is {current.name}; it may not move to {target.name} "
+        f"(allowed: {_allowed_from(current)})"
+    )
+    metadata = {"case_id": case_id, "from": current.name, "to": target.name}
+    if (current, target) == (CaseState.BLOCKED, CaseState.PENDING):
+        # A block is lifted only by a recovery, which closes the case.
         raise FailedPrecondition(
-            f"case {case_id} is {current.name}; it may not move to {target.name} "
-            f"(allowed: {_allowed_from(current)})",
-            reason=reason,
-            metadata={"case_id": case_id, "from": current.name, "to": target.name},
+            message, reason="STOLEN_CASE_BLOCKED_TO_PENDING", metadata=metadata
         )
-    return step
+    raise FailedPrecondition(message, reason="STOLEN_CASE_TRANSITION_REFUSED", metadata=metadata)
 
 
 def _allowed_from(current: CaseState) -> str:
