@@ -1512,8 +1512,8 @@ def test_update_stolen_case_survives_anything(
     request = stolen_pb2.UpdateStolenCaseRequest(
         request_id=request_id,
         case_id=case_id,
-        state=state,
-        note=note,  # type: ignore[arg-type]
+        state=stolen_pb2.StolenCaseState.ValueType(state),  # unknown numbers too
+        note=note,
     )
     client = fuzzer.clients[caller]
     outcome = fuzzer.attempt(

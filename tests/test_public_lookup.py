@@ -176,7 +176,8 @@ def retry_delay(error: grpc.RpcError) -> Duration | None:
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
             detail.Unpack(info)
-            return info.retry_delay
+            delay: Duration = info.retry_delay
+            return delay
     return None
 
 
@@ -187,7 +188,7 @@ def outcomes(public: lookup_pb2_grpc.PublicLookupServiceStub, count: int) -> lis
             lookup(public, device(6))
             found.append("OK")
         except grpc.RpcError as error:
-            found.append(error.code().name)  # type: ignore[attr-defined]
+            found.append(error.code().name)
     return found
 
 

@@ -212,7 +212,7 @@ def watch(client: Client, after: int, count: int) -> list[types_pb2.ListChange]:
     for response in stream:
         changes.extend(response.changes)
         if len(changes) >= count:
-            stream.cancel()  # type: ignore[attr-defined]
+            stream.cancel()  # type: ignore[no-untyped-call]
             break
     return changes[:count]
 

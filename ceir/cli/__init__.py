@@ -18,6 +18,7 @@ from .pki import pki_app
 from .policy import policy_app
 from .ranges import ranges_app
 from .serve import serve_command
+from .stolen import lookup_command, stolen_app
 
 __all__ = ["app"]
 
@@ -38,3 +39,5 @@ app.add_typer(audit_app)
 app.add_typer(pki_app)
 app.add_typer(custody_app)
 app.add_typer(ranges_app)
+app.add_typer(stolen_app)
+app.command("lookup")(lookup_command)
