@@ -152,6 +152,9 @@ REGULATOR_ROWS = {
     "pair an IMEI with an IMSI (complaint desk)": (Action.MANAGE_EXCEPTIONS,),
     "report stolen devices (for the police)": (Action.REPORT_STOLEN,),
     "lift a stolen report (report recovered)": (Action.REPORT_RECOVERED,),
+    "file and change stolen-phone cases (for the police)": (Action.STOLEN_CASES,),
+    "read stolen-phone cases": (Action.READ_STOLEN_CASES,),
+    "read theft alerts": (Action.THEFT_ALERTS,),
 }
 
 
