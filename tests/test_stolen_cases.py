@@ -9,12 +9,21 @@ transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy.pool import NullPool
 
 from ceir.api.server import RunningServer
+from ceir.storage.database import MIGRATIONS, Database
+from ceir.storage.schema import Base
 from ceir.v1 import list_sync_pb2, stolen_pb2, stolen_pb2_grpc, types_pb2
 
 from .helpers import INDOSAT_IMSI, TELKOMSEL_IMSI, Client, error_reason, imei, violations
@@ -370,3 +379,56 @@ def test_operators_read_their_own_cases_regulators_every_case(clients: dict[str,
         stolen_pb2.ListStolenCasesRequest(page_token="garbage"),
     )
     assert [field for field, _ in violations(token_error)] == ["page_token"]
+
+
+# --- the migration ----------------------------------------------------------------------------
+
+STOLEN_TABLES = {"stolen_cases", "stolen_case_imeis", "stolen_case_steps", "theft_alerts"}
+
+
+def _alembic(url: str, step: Callable[[Config], None]) -> None:
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            step(config)
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return set(sqlalchemy.inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_migration_0009_upgrades_downgrades_and_matches_the_models(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    assert _tables(db_url) >= STOLEN_TABLES
+    engine = sqlalchemy.create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            differences = [d for d in compare_metadata(context, Base.metadata) if _about_stolen(d)]
+    finally:
+        engine.dispose()
+    assert differences == []
+    _alembic(db_url, lambda config: command.downgrade(config, "0008"))
+    assert not STOLEN_TABLES & _tables(db_url)
+    _alembic(db_url, lambda config: command.upgrade(config, "head"))
+    assert _tables(db_url) >= STOLEN_TABLES
+
+
+def _about_stolen(difference: Any) -> bool:
+    """Whether an autogenerate difference touches one of the stolen-case tables."""
+    text = repr(difference)
+    return any(table in text for table in STOLEN_TABLES)
