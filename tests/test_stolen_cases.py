@@ -22,6 +22,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.pool import NullPool
 
 from ceir.api.server import RunningServer
+from ceir.domain.errors import WritesRefused
 from ceir.storage.database import MIGRATIONS, Database
 from ceir.storage.schema import Base
 from ceir.v1 import list_sync_pb2, stolen_pb2, stolen_pb2_grpc, types_pb2
@@ -432,3 +433,28 @@ def _about_stolen(difference: Any) -> bool:
     """Whether an autogenerate difference touches one of the stolen-case tables."""
     text = repr(difference)
     return any(table in text for table in STOLEN_TABLES)
+
+
+def test_a_register_that_takes_no_writes_files_and_closes_no_case(
+    clients: dict[str, Client], server: RunningServer
+) -> None:
+    telkomsel = clients["telkomsel"]
+    case = file_case(telkomsel, 40)
+
+    def frozen(_session: object, _command: object) -> None:
+        raise WritesRefused("frozen for a handover", reason="REGISTER_FROZEN")
+
+    server.register.write_gate = frozen
+    try:
+        for attempt in (
+            lambda: file_case(telkomsel, 41),
+            lambda: update(telkomsel, case.case_id, RECOVERED),
+            lambda: update(telkomsel, case.case_id, BLOCKED),
+        ):
+            error = refused(attempt)
+            assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert error_reason(error) == "REGISTER_FROZEN"
+    finally:
+        server.register.write_gate = None
+    assert listed(telkomsel) == [case.case_id]
+    assert get(telkomsel, case.case_id).state == PENDING

@@ -8,6 +8,10 @@ and a refused command leaves the case as it was. Steps that change no list
 (filing, PENDING -> RECOVERED) run in ``Register.transaction``, serialised
 with every write.
 
+Steps that change no list are held to the register's write gate all the
+same: a register frozen for a custody handover, handed over, or a standby
+refuses them as it refuses list writes (``WritesRefused``).
+
 Idempotency (AIP-155): the answer to a request id is stored in the
 register's idempotency table under the case RPC's name, in the step's
 transaction, and replayed for a retry with the same request; a different
@@ -92,6 +96,7 @@ class StolenCaseService:
             stored = _stored(session, caller, FILE, ask)
             if stored is not None:
                 return stored
+            self._gate(session, ReportStolen(filing.imei_keys, filing.police_report, filing.imsi))
             clash = stolen_repo.open_cases_on(session, filing.imei_keys)
             if clash:
                 case_id = clash[0][0]
@@ -150,8 +155,15 @@ class StolenCaseService:
         self, caller: Caller, case_id: str, target: CaseState, note: str, ask: Idempotency
     ) -> Committed[StolenCase]:
         with self.register.transaction() as session:
+            self._gate(session, ReportRecovered((), "", case_id=case_id))
             moved = _step(session, caller, case_id, target, note, 0, self.register, ask)
         return Committed(moved, 0)
+
+    def _gate(self, session: Session, command: ReportStolen | ReportRecovered) -> None:
+        """Refuse a case write the register would refuse as a list write (a
+        register frozen for a custody handover, handed over, or a standby)."""
+        if self.register.write_gate is not None:
+            self.register.write_gate(session, command)
 
     def _move_lists(
         self,

@@ -13,7 +13,10 @@ watch's writer thread:
   sharing the database.
 - Bursts are deduplicated: one alert per (IMEI, IMSI, seeing organisation)
   per ``DEDUP_SECONDS`` (60 s, by the register's clock). A phone that
-  retries an attach every few seconds raises one alert a minute.
+  retries an attach every few seconds raises one alert a minute. The
+  table of recent bursts holds at most ``4 * QUEUE_LIMIT`` entries; past
+  that it is emptied (a flood of made-up SIMs costs duplicate alerts, not
+  memory).
 - A full queue (``QUEUE_LIMIT`` sightings waiting) drops the sighting and
   counts it (``ceir_theft_alerts_dropped_total``); the check is answered
   all the same. Alerts written are counted in ``ceir_theft_alerts_total``.
@@ -186,6 +189,8 @@ class TheftWatch:
         if len(self._last) > 4 * self._limit:  # forget bursts older than the window
             now = self.register.clock.now_us()
             self._last = {b: t for b, t in self._last.items() if now - t < self._dedup_us}
+            if len(self._last) > 4 * self._limit:  # a flood of SIMs: memory before folding
+                self._last.clear()
         return alerts
 
     def close(self) -> None:
