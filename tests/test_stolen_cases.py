@@ -19,9 +19,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from ceir.api.server import RunningServer
+from ceir.domain.commands import Command
 from ceir.domain.errors import WritesRefused
 from ceir.storage.database import MIGRATIONS, Database
 from ceir.storage.schema import Base
@@ -441,7 +443,7 @@ def test_a_register_that_takes_no_writes_files_and_closes_no_case(
     telkomsel = clients["telkomsel"]
     case = file_case(telkomsel, 40)
 
-    def frozen(_session: object, _command: object) -> None:
+    def frozen(_session: Session, _command: Command[Any]) -> None:
         raise WritesRefused("frozen for a handover", reason="REGISTER_FROZEN")
 
     server.register.write_gate = frozen
