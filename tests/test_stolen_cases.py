@@ -443,7 +443,7 @@ def test_a_register_that_takes_no_writes_files_and_closes_no_case(
     telkomsel = clients["telkomsel"]
     case = file_case(telkomsel, 40)
 
-    def frozen(_session: Session, _command: Command[Any]) -> None:
+    def frozen(session: Session, command: Command[Any]) -> None:
         raise WritesRefused("frozen for a handover", reason="REGISTER_FROZEN")
 
     server.register.write_gate = frozen
