@@ -179,6 +179,6 @@ def test_a_full_queue_drops_and_counts_and_never_blocks(slow_watch: TheftWatch) 
     slow_watch.block([int(key(109))], "SC-X", "telkomsel")
     caller = Caller("indosat", OrgKind.OPERATOR, ("510-01",))
     for _ in range(5):
-        slow_watch.saw(caller, device(109), INDOSAT_IMSI, "")
+        slow_watch.saw(caller, int(key(109)), INDOSAT_IMSI, "")
     assert slow_watch.dropped.value == 3  # type: ignore[attr-defined]
     assert slow_watch.flush() == 1  # the two queued are one burst

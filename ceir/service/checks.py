@@ -101,7 +101,7 @@ class Sightings(Protocol):
     """Where checks tell what they saw (``ceir.service.theft_alerts.TheftWatch``):
     called on the check path, so it must never block."""
 
-    def saw(self, caller: Caller, imei: str, imsi: str, msisdn: str) -> None: ...
+    def saw(self, caller: Caller, key: int | None, imsi: str, msisdn: str) -> None: ...
 
     def saw_decisions(
         self, caller: Caller, decisions: Sequence[Decision], imsis: Column, msisdns: Column
@@ -141,7 +141,7 @@ class CheckService:
         self.register.seen.note(decision)  # for the range finder: this IMEI is in use
         if effect is None or not may_record(caller, effect):
             if self.sightings is not None:
-                self.sightings.saw(caller, *fields)
+                self.sightings.saw(caller, decision.imei_key, fields[1], fields[2])
             return decision
         return None  # check_many decides again, and tells the sightings
 

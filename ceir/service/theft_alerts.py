@@ -36,7 +36,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from ceir.domain.identifiers import imei_key
 from ceir.domain.model import Caller, Decision
 from ceir.domain.stolen import TheftAlert
 from ceir.storage import stolen_repository as stolen_repo
@@ -102,13 +101,11 @@ class TheftWatch:
 
     # --- on the check path (never blocks, never touches the database) -------------------
 
-    def saw(self, caller: Caller, imei: str, imsi: str, msisdn: str) -> None:
-        """One check: queue a sighting if the IMEI is in a blocked case."""
-        blocked = self.blocked
-        if blocked:
-            key = imei_key(imei)
-            if key is not None and key in blocked:
-                self._queue_sighting(key, imsi, msisdn, caller.name)
+    def saw(self, caller: Caller, key: int | None, imsi: str, msisdn: str) -> None:
+        """One check of IMEI ``key`` (the decision's; None for a malformed
+        IMEI): queue a sighting if it is in a blocked case."""
+        if key is not None and key in self.blocked:
+            self._queue_sighting(key, imsi, msisdn, caller.name)
 
     def saw_decisions(
         self,
