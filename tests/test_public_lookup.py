@@ -10,6 +10,7 @@ port serves nothing else but health.
 from __future__ import annotations
 
 import datetime
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -261,3 +262,29 @@ def test_the_lookup_port_serves_only_the_lookup_and_health(
 
 def test_the_lookup_is_off_by_default(server: RunningServer) -> None:
     assert server.lookup_port is None and server.lookup_server is None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_lookup_address_in_use_fails_the_start_whole(db_url: str, tokens: dict[str, str]) -> None:
+    register_port = _free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="cannot listen"):
+            create_server(
+                ServerConfig(
+                    db=db_url,
+                    address=f"127.0.0.1:{register_port}",
+                    access_log=False,
+                    insecure=True,
+                    lookup_address=f"127.0.0.1:{port}",
+                )
+            )
+    with socket.socket() as again:  # the register's port was let go
+        again.bind(("127.0.0.1", register_port))

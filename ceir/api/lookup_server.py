@@ -111,12 +111,15 @@ async def start_lookup_server(
     server = grpc.aio.server(handlers=[generic], options=options)
     health_servicer = aio_health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        key, cert = tls
-        credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
-        port = server.add_secure_port(address, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            key, cert = tls
+            credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc.aio's "Failed to bind"
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     for name in ("", SERVICE.full_name):

@@ -418,9 +418,13 @@ def create_server(config: ServerConfig) -> RunningServer:
                 if config.tls_key is None or config.tls_cert is None
                 else (config.tls_key, config.tls_cert)
             )
-            lookup_server, lookup_port = asyncio.run_coroutine_threadsafe(
-                start_lookup_server(handler, config.lookup_address, tls, GRPC_OPTIONS), loop
-            ).result()
+            try:
+                lookup_server, lookup_port = asyncio.run_coroutine_threadsafe(
+                    start_lookup_server(handler, config.lookup_address, tls, GRPC_OPTIONS), loop
+                ).result()
+            except BaseException:  # the register's ports are bound: close them too
+                asyncio.run_coroutine_threadsafe(server.stop(0), loop).result()
+                raise
     except BaseException:
         workers.shutdown()
         lookups.shutdown()
