@@ -32,7 +32,16 @@ from sqlalchemy.pool import NullPool
 from ceir.v1 import complaints_pb2 as complaint_pb
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
-from ceir.v1 import policy_pb2, registry_pb2, transparency_pb2, types_pb2
+from ceir.v1 import (
+    lookup_pb2,
+    lookup_pb2_grpc,
+    policy_pb2,
+    registry_pb2,
+    stolen_pb2,
+    stolen_pb2_grpc,
+    transparency_pb2,
+    types_pb2,
+)
 
 from .helpers import (
     INDOSAT_IMSI,
@@ -94,6 +103,8 @@ LIST_TABLES = (
     "idempotency",
     "complaints",
     "complaint_steps",
+    "stolen_cases",
+    "stolen_case_steps",
 )
 # Every RPC of the API; test_every_rpc_is_fuzzed keeps this in step with the protos.
 FUZZED_RPCS = {
@@ -125,7 +136,16 @@ FUZZED_RPCS = {
         "ResolveComplaint",
         "DiagnoseImei",
     },
+    "ceir.v1.StolenCaseService": {
+        "FileStolenCase",
+        "UpdateStolenCase",
+        "GetStolenCase",
+        "ListStolenCases",
+        "ListTheftAlerts",
+    },
 }
+# Served without credentials on a listener of its own (test_lookup_survives_anything).
+FUZZED_PUBLIC_RPCS = {"ceir.v1.PublicLookupService": {"LookupImei"}}
 
 
 # --- oracles: what the documented rules say, written independently of the server ----------
@@ -573,13 +593,22 @@ def seeded(fuzzer: Fuzzer) -> Fuzzer:
 
 
 def test_every_rpc_is_fuzzed() -> None:
-    files = (check_pb, registry_pb2, sync_pb, policy_pb2, transparency_pb2, complaint_pb)
+    files = (
+        check_pb,
+        registry_pb2,
+        sync_pb,
+        policy_pb2,
+        transparency_pb2,
+        complaint_pb,
+        stolen_pb2,
+        lookup_pb2,
+    )
     declared = {
         service.full_name: {method.name for method in service.methods}
         for module in files
         for service in module.DESCRIPTOR.services_by_name.values()
     }
-    assert declared == FUZZED_RPCS
+    assert declared == FUZZED_RPCS | FUZZED_PUBLIC_RPCS
 
 
 # --- equipment checks ---------------------------------------------------------------------
@@ -1331,6 +1360,7 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
     )
     check = check_pb.CheckEquipmentRequest(imei=imei(901), imsi=TELKOMSEL_IMSI)
     r = client.registry
+    cases = stolen_pb2_grpc.StolenCaseServiceStub(client.channel)
 
     def unary(method: Any, request: Message) -> Callable[[list[tuple[str, str]]], object]:
         return lambda metadata: method(request, metadata=metadata, timeout=10)
@@ -1418,6 +1448,21 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
         "DiagnoseImei": unary(
             client.complaints.DiagnoseImei, complaint_pb.DiagnoseImeiRequest(imei=imei(1))
         ),
+        "FileStolenCase": unary(
+            cases.FileStolenCase,
+            stolen_pb2.FileStolenCaseRequest(
+                imeis=[imei(905)], imsi=TELKOMSEL_IMSI, police_report="P"
+            ),
+        ),
+        "UpdateStolenCase": unary(
+            cases.UpdateStolenCase,
+            stolen_pb2.UpdateStolenCaseRequest(
+                case_id="SC-1", state=stolen_pb2.STOLEN_CASE_STATE_BLOCKED
+            ),
+        ),
+        "GetStolenCase": unary(cases.GetStolenCase, stolen_pb2.GetStolenCaseRequest(case_id="x")),
+        "ListStolenCases": unary(cases.ListStolenCases, stolen_pb2.ListStolenCasesRequest()),
+        "ListTheftAlerts": unary(cases.ListTheftAlerts, stolen_pb2.ListTheftAlertsRequest()),
     }
 
 
@@ -1577,3 +1622,187 @@ def test_complaint_reads_and_diagnosis_survive_anything(
     seeded.attempt(listing, lambda: client.call(client.complaints.ListComplaints, listing))
     one = complaint_pb.GetComplaintRequest(tracking_id=tracking_id)
     seeded.attempt(one, lambda: client.call(client.complaints.GetComplaint, one))
+
+
+# --- stolen-phone cases, theft alerts and the public lookup ---------------------------------
+
+STATES = st.one_of(st.sampled_from([1, 2, 3]), ENUMS)
+
+
+def stolen_cases(client: Client) -> stolen_pb2_grpc.StolenCaseServiceStub:
+    return stolen_pb2_grpc.StolenCaseServiceStub(client.channel)
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    request=spoiled(
+        stolen_pb2.FileStolenCaseRequest,
+        request_id=A_REQUEST_ID,
+        imeis=SOME_IMEIS,
+        imsi=(st.sampled_from([TELKOMSEL_IMSI, INDOSAT_IMSI]), IMSIS),
+        msisdn=(st.one_of(st.just(""), VALID_MSISDNS), MSISDNS),
+        police_report=A_TEXT,
+    ),
+)
+def test_file_stolen_case_survives_anything(
+    fuzzer: Fuzzer, caller: str, request: stolen_pb2.FileStolenCaseRequest
+) -> None:
+    client = fuzzer.clients[caller]
+    outcome = fuzzer.attempt(
+        request, lambda: client.call(stolen_cases(client).FileStolenCase, request)
+    )
+    if (
+        imeis_are_garbage(request.imeis, 8)
+        or not text_ok(request.police_report, 128, required=True)
+        or not imsi_ok(request.imsi)  # required
+        or (request.msisdn != "" and not msisdn_ok(request.msisdn))
+        or not request_id_ok(request.request_id)
+    ):
+        assert isinstance(outcome, grpc.RpcError), f"accepted garbage: {request}"
+    elif caller in OPERATOR_PREFIXES and not request.imsi.startswith(OPERATOR_PREFIXES[caller]):
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED, outcome
+    if isinstance(outcome, stolen_pb2.FileStolenCaseResponse):
+        assert outcome.stolen_case.state == stolen_pb2.STOLEN_CASE_STATE_PENDING
+
+
+@pytest.fixture
+def with_cases(fuzzer: Fuzzer) -> tuple[Fuzzer, list[str]]:
+    """A register with a few cases of Telkomsel's, one per IMEI."""
+    telkomsel = fuzzer.clients["telkomsel"]
+    ids = [
+        telkomsel.call(
+            stolen_cases(telkomsel).FileStolenCase,
+            stolen_pb2.FileStolenCaseRequest(
+                imeis=[imei(700 + n)], imsi=TELKOMSEL_IMSI, police_report=f"LP/{n}"
+            ),
+        ).stolen_case.case_id
+        for n in range(4)
+    ]
+    return fuzzer, ids
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    pick_case=st.one_of(st.integers(0, 3), junk(), overlong("S")),
+    state=STATES,
+    note=st.one_of(GOOD_TEXTS, TEXTS),
+    request_id=a_request_id(),
+)
+def test_update_stolen_case_survives_anything(
+    with_cases: tuple[Fuzzer, list[str]],
+    caller: str,
+    pick_case: int | str,
+    state: int,
+    note: str,
+    request_id: str,
+) -> None:
+    fuzzer, ids = with_cases
+    case_id = ids[pick_case] if isinstance(pick_case, int) else pick_case
+    request = stolen_pb2.UpdateStolenCaseRequest(
+        request_id=request_id,
+        case_id=case_id,
+        state=stolen_pb2.StolenCaseState.ValueType(state),  # unknown numbers too
+        note=note,
+    )
+    client = fuzzer.clients[caller]
+    outcome = fuzzer.attempt(
+        request, lambda: client.call(stolen_cases(client).UpdateStolenCase, request)
+    )
+    if state not in (1, 2, 3) or not text_ok(note, 256) or not request_id_ok(request_id):
+        assert isinstance(outcome, grpc.RpcError), f"accepted garbage: {request}"
+    if isinstance(outcome, stolen_pb2.UpdateStolenCaseResponse):
+        assert caller in ("telkomsel", "kominfo")
+        assert outcome.stolen_case.state == state
+
+
+@FUZZ
+@given(
+    caller=st.sampled_from(CALLERS),
+    pick_case=st.one_of(st.integers(0, 3), junk(), overlong("S")),
+)
+def test_get_stolen_case_survives_anything(
+    with_cases: tuple[Fuzzer, list[str]], caller: str, pick_case: int | str
+) -> None:
+    fuzzer, ids = with_cases
+    case_id = ids[pick_case] if isinstance(pick_case, int) else pick_case
+    request = stolen_pb2.GetStolenCaseRequest(case_id=case_id)
+    client = fuzzer.clients[caller]
+    outcome = fuzzer.attempt(
+        request, lambda: client.call(stolen_cases(client).GetStolenCase, request)
+    )
+    if isinstance(outcome, stolen_pb2.GetStolenCaseResponse):
+        assert caller in ("telkomsel", "kemenperin", "kominfo")
+
+
+@FUZZ
+@given(
+    caller=st.sampled_from(CALLERS),
+    page_size=st.one_of(st.integers(1, 3), INT32),
+    page_token=PAGE_TOKENS,
+    alerts=st.booleans(),
+)
+def test_list_stolen_cases_and_alerts_survive_anything(
+    with_cases: tuple[Fuzzer, list[str]],
+    caller: str,
+    page_size: int,
+    page_token: str,
+    alerts: bool,
+) -> None:
+    fuzzer, ids = with_cases
+    client = fuzzer.clients[caller]
+    stub = stolen_cases(client)
+    request: stolen_pb2.ListStolenCasesRequest | stolen_pb2.ListTheftAlertsRequest
+    if alerts:
+        request = stolen_pb2.ListTheftAlertsRequest(page_size=page_size, page_token=page_token)
+        method: Any = stub.ListTheftAlerts
+    else:
+        request = stolen_pb2.ListStolenCasesRequest(page_size=page_size, page_token=page_token)
+        method = stub.ListStolenCases
+    outcome = fuzzer.attempt(request, lambda: client.call(method, request))
+    if page_size < 0:
+        assert isinstance(outcome, grpc.RpcError)
+    if isinstance(outcome, stolen_pb2.ListStolenCasesResponse):
+        assert caller in ("telkomsel", "kemenperin", "kominfo") or not outcome.stolen_cases
+        assert {c.case_id for c in outcome.stolen_cases} <= set(ids)
+
+
+@pytest.fixture
+def public_lookup(sqlite_url: str) -> Iterator[lookup_pb2_grpc.PublicLookupServiceStub]:
+    from ceir.api.server import ServerConfig, create_server
+
+    running = create_server(
+        ServerConfig(
+            db=sqlite_url,
+            address="127.0.0.1:0",
+            access_log=False,
+            insecure=True,
+            lookup_address="127.0.0.1:0",
+            lookup_rate=1e9,  # the rate limit has its own test (test_public_lookup.py)
+            lookup_burst=10**9,
+        )
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.lookup_port}") as channel:
+            yield lookup_pb2_grpc.PublicLookupServiceStub(channel)
+    finally:
+        running.stop(grace=1)
+
+
+@FUZZ
+@given(value=IMEIS)
+def test_lookup_survives_anything(
+    public_lookup: lookup_pb2_grpc.PublicLookupServiceStub, value: str
+) -> None:
+    request = lookup_pb2.LookupImeiRequest(imei=value)
+    try:
+        answer = public_lookup.LookupImei(request, timeout=10)
+    except grpc.RpcError as error:
+        assert_actionable(error, request)
+        assert imei_key_of(value) is None, value
+        assert [field for field, _ in violations(error)] == ["imei"]
+        return
+    key = imei_key_of(value)
+    assert key is not None and answer.imei_key == f"{key:014d}"
+    assert not answer.registered and answer.brand == answer.model == ""

@@ -50,6 +50,7 @@ from ceir.v1 import (
     list_sync_pb2,
     policy_pb2,
     registry_pb2,
+    stolen_pb2,
     types_pb2,
 )
 
@@ -95,6 +96,11 @@ MATRIX = """
 | ComplaintService.UpdateComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ComplaintService.ResolveComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ComplaintService.DiagnoseImei | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| StolenCaseService.FileStolenCase | allowed | denied | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| StolenCaseService.UpdateStolenCase | allowed | denied | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| StolenCaseService.GetStolenCase | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| StolenCaseService.ListStolenCases | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| StolenCaseService.ListTheftAlerts | allowed | denied | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 """  # noqa: E501  # a Markdown table, reproduced verbatim in the docs
 
 KINDS = ("operator", "kemenperin", "customs", "kemlu", "kominfo")
@@ -131,7 +137,10 @@ def matrix() -> tuple[list[str], dict[str, dict[str, str]]]:
 
 # Served by a witness's own listener (``ceir custody witness serve``), not by
 # the register: anyone may call it, and tests/witness checks it.
-NOT_SERVED_BY_THE_REGISTER = ("WitnessService",)
+# PublicLookupService takes no credentials and is served only on the
+# register's lookup listener (``ceir serve --lookup-listen``), never on the
+# authenticated ports: tests/test_public_lookup.py checks both.
+NOT_SERVED_BY_THE_REGISTER = ("WitnessService", "PublicLookupService")
 
 
 def published_rpcs() -> dict[str, MethodDescriptor]:
@@ -270,6 +279,19 @@ REQUESTS: dict[str, Callable[[str], Message | list[Message]]] = {
     "ComplaintService.DiagnoseImei": lambda kind: complaints_pb2.DiagnoseImeiRequest(
         imei=_fresh_imei(), imsi=TELKOMSEL_IMSI
     ),
+    "StolenCaseService.FileStolenCase": lambda kind: stolen_pb2.FileStolenCaseRequest(
+        request_id=_request_id(),
+        imeis=[_fresh_imei()],
+        imsi=TELKOMSEL_IMSI,
+        police_report="LP/1/2020",
+    ),
+    # An unknown case: NOT_FOUND once past the permission check.
+    "StolenCaseService.UpdateStolenCase": lambda kind: stolen_pb2.UpdateStolenCaseRequest(
+        request_id=_request_id(), case_id="SC-0", state=stolen_pb2.STOLEN_CASE_STATE_BLOCKED
+    ),
+    "StolenCaseService.GetStolenCase": lambda kind: stolen_pb2.GetStolenCaseRequest(case_id="SC-0"),
+    "StolenCaseService.ListStolenCases": lambda kind: stolen_pb2.ListStolenCasesRequest(),
+    "StolenCaseService.ListTheftAlerts": lambda kind: stolen_pb2.ListTheftAlertsRequest(),
 }
 
 

@@ -42,6 +42,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
@@ -58,6 +59,7 @@ from ceir.service.list_checkpoint import (
     MIN_SECONDS,
     ListCheckpointer,
 )
+from ceir.service.lookup import DEFAULT_BURST, DEFAULT_RATE, LookupService, RateLimiter
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
 from ceir.service.policy import PolicyService
@@ -65,7 +67,10 @@ from ceir.service.register import Register
 from ceir.service.registry import RegistryService
 from ceir.service.standby import Standby
 from ceir.service.startup_proof import prove_at_start
+from ceir.service.stolen_cases import StolenCaseService
 from ceir.service.sync import SyncService
+from ceir.service.theft_alerts import TheftWatch
+from ceir.service.theft_alerts_reader import TheftAlertReader
 from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
@@ -75,6 +80,7 @@ from ceir.v1 import (
     list_sync_pb2,
     policy_pb2,
     registry_pb2,
+    stolen_pb2,
     transparency_pb2,
 )
 
@@ -82,6 +88,7 @@ from .access_log import AccessLog
 from .calls import AtOnce, Gate
 from .complaint_servicer import ComplaintServicer
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
+from .lookup_server import LookupHandler, start_lookup_server
 from .observability import Metrics
 from .servicers import (
     EquipmentCheckServicer,
@@ -91,6 +98,7 @@ from .servicers import (
     TransparencyServicer,
 )
 from .standby_feed import GrpcFeed, standby_channel
+from .stolen_servicer import StolenCaseServicer
 from .streams import ChangeSignal, EquipmentCheckStreams, ImportStreams, ListSyncStreams
 
 aio_health: Any = health.aio  # type: ignore[attr-defined]  # the asyncio servicer
@@ -105,6 +113,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
     custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
     complaints_pb2.DESCRIPTOR.services_by_name["ComplaintService"],
+    stolen_pb2.DESCRIPTOR.services_by_name["StolenCaseService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -225,6 +234,13 @@ class ServerConfig:
     complaints_desk: str = DEFAULT_DESK
     complaint_levels: ServiceLevels = DEFAULT_SERVICE_LEVELS
     complaint_sweep_seconds: float = SWEEP_SECONDS
+    # The public lookup's own listener (ceir.api.lookup_server; None: off), its
+    # rate limit per client address (tokens a second, burst) and the clock of
+    # its token buckets (tests; None: the system clock).
+    lookup_address: str | None = None
+    lookup_rate: float = DEFAULT_RATE
+    lookup_burst: int = DEFAULT_BURST
+    lookup_clock: Clock | None = None
 
 
 @dataclass
@@ -252,6 +268,10 @@ class RunningServer:
     keeper: CustodyKeeper | None = None
     # Writes the list checkpoint, when the server has one and a signing key.
     checkpointer: ListCheckpointer | None = None
+    # Theft alerts' writer; the public lookup's listener and port (None: off).
+    theft_watch: TheftWatch | None = None
+    lookup_server: grpc.aio.Server | None = None
+    lookup_port: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -267,7 +287,11 @@ class RunningServer:
         self.register.close()  # ends WatchChanges streams
         if self.keeper is not None:
             self.keeper.join_timer()
+        if self.lookup_server is not None:
+            self._on_loop(self.lookup_server.stop(grace))
         self._on_loop(self.server.stop(grace))
+        if self.theft_watch is not None:  # every check has ended: write their alerts
+            self.theft_watch.close()
         if self.access_log is not None:  # every call has ended: write their lines
             self.access_log.close()
         # Work still running after the grace period finishes before the
@@ -350,7 +374,18 @@ def create_server(config: ServerConfig) -> RunningServer:
     loop = _event_loop()
     signal = ChangeSignal(loop)
     register.add_listener(signal.notify)
-    checks = CheckService(register)
+    watch = TheftWatch(
+        register,
+        raised=Counter(
+            "ceir_theft_alerts", "Theft alerts raised to reporters", registry=metrics.registry
+        ),
+        dropped=Counter(
+            "ceir_theft_alerts_dropped",
+            "Sightings of blocked IMEIs dropped on a full alert queue",
+            registry=metrics.registry,
+        ),
+    )
+    checks = CheckService(register, watch)
     check_servicer = EquipmentCheckServicer(checks)
     sync = SyncService(register)
     mutations = Mutations(register)
@@ -371,6 +406,10 @@ def create_server(config: ServerConfig) -> RunningServer:
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
         "CustodyService": (CustodyServicer(keeper), None),
         "ComplaintService": (ComplaintServicer(desk), None),
+        "StolenCaseService": (
+            StolenCaseServicer(StolenCaseService(register, watch), TheftAlertReader(register)),
+            None,
+        ),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)
@@ -380,9 +419,28 @@ def create_server(config: ServerConfig) -> RunningServer:
         server, health_servicer, port, token_port = asyncio.run_coroutine_threadsafe(
             _start(config, handlers), loop
         ).result()
+        lookup_server, lookup_port = None, None
+        if config.lookup_address is not None:
+            limiter = RateLimiter(
+                config.lookup_rate, config.lookup_burst, clock=config.lookup_clock
+            )
+            handler = LookupHandler(LookupService(register), limiter, workers, metrics)
+            tls = (
+                None
+                if config.tls_key is None or config.tls_cert is None
+                else (config.tls_key, config.tls_cert)
+            )
+            try:
+                lookup_server, lookup_port = asyncio.run_coroutine_threadsafe(
+                    start_lookup_server(handler, config.lookup_address, tls, GRPC_OPTIONS), loop
+                ).result()
+            except BaseException:  # the register's ports are bound: close them too
+                asyncio.run_coroutine_threadsafe(server.stop(0), loop).result()
+                raise
     except BaseException:
         workers.shutdown()
         lookups.shutdown()
+        watch.close()
         if access_log is not None:
             access_log.close()
         register.close()
@@ -402,6 +460,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             "mutual_tls": config.client_ca is not None,
             "token_port": token_port,
             "metrics_port": metrics_port,
+            "lookup_port": lookup_port,
             "log_origin": register.log.origin,
             "log_size": register.log.size,
             "signing_key": register.log.signer.signer.verifier.vkey
@@ -436,6 +495,9 @@ def create_server(config: ServerConfig) -> RunningServer:
         standby_signer=standby_signer,
         keeper=keeper,
         checkpointer=checkpointer,
+        theft_watch=watch,
+        lookup_server=lookup_server,
+        lookup_port=lookup_port,
     )
     if config.standby_of is not None and isinstance(standby, Standby):
         running.standby, running.standby_channel = standby, standby_feed_channel

@@ -19,6 +19,7 @@ from .pki import pki_app
 from .policy import policy_app
 from .ranges import ranges_app
 from .serve import serve_command
+from .stolen import lookup_command, stolen_app
 
 __all__ = ["app"]
 
@@ -40,3 +41,5 @@ app.add_typer(pki_app)
 app.add_typer(custody_app)
 app.add_typer(ranges_app)
 app.add_typer(complaints_app)
+app.add_typer(stolen_app)
+app.command("lookup")(lookup_command)

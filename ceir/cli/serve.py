@@ -19,6 +19,7 @@ from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_checkpoint import EVERY_CHANGES, EVERY_SECONDS, default_path
 from ceir.service.list_repair import ListsNotRepairable
+from ceir.service.lookup import DEFAULT_BURST, DEFAULT_RATE
 from ceir.service.merkle_log import DEFAULT_ORIGIN
 from ceir.service.startup_proof import LogNotVerified
 from ceir.storage.database import normalise_url
@@ -89,6 +90,30 @@ def serve_command(
             "--insecure", help="Serve plain text without TLS (tests and local experiments only)."
         ),
     ] = False,
+    lookup_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--lookup-listen",
+            metavar="HOST:PORT",
+            help="Serve the public IMEI lookup (PublicLookupService, no credentials) on this "
+            "address of its own, with the server's TLS certificate (plain text with "
+            "--insecure). Off by default.",
+        ),
+    ] = None,
+    lookup_rate: Annotated[
+        float,
+        typer.Option(
+            "--lookup-rate",
+            min=0.001,
+            help="Public lookups a second per client address (token bucket refill).",
+        ),
+    ] = DEFAULT_RATE,
+    lookup_burst: Annotated[
+        int,
+        typer.Option(
+            "--lookup-burst", min=1, help="Public lookups a client address may make at once."
+        ),
+    ] = DEFAULT_BURST,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -338,6 +363,9 @@ def serve_command(
         start_from_list_checkpoint=not full_proof,
         complaints_desk=complaints_desk,
         complaint_levels=_levels(complaint_hours or [], customs_hours),
+        lookup_address=lookup_listen,
+        lookup_rate=lookup_rate,
+        lookup_burst=lookup_burst,
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")

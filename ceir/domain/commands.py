@@ -98,6 +98,10 @@ class ReportRecovered(Command[tuple[int, ...]]):
 
     imei_keys: tuple[int, ...]
     police_report: str
+    # The stolen-phone case this recovery closes (ceir.service.stolen_cases),
+    # whose steps the case authorises (ceir.domain.stolen.require_may_step):
+    # the police via Kominfo clear any case. "" for a ReportRecovered request.
+    case_id: str = ""
 
 
 @dataclass(frozen=True)

