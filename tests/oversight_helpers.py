@@ -17,7 +17,14 @@ from ceir.domain.oversight import WINDOW_US
 from ceir.service.clock import ManualClock
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
-from ceir.v1 import oversight_pb2, oversight_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
+from ceir.v1 import (
+    equipment_check_pb2_grpc,
+    oversight_pb2,
+    oversight_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    types_pb2,
+)
 
 from .helpers import imei
 
@@ -81,6 +88,9 @@ class Caller:
         self.metadata = (("authorization", f"Bearer {self.token}"),)
         self.oversight = oversight_pb2_grpc.OversightServiceStub(self.channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
+        self.registry_check = equipment_check_pb2_grpc.EquipmentCheckServiceStub(
+            self.channel
+        ).CheckEquipment
 
     def call(self, method: Any, request: Any) -> Any:
         return method(request, metadata=self.metadata, timeout=60)
@@ -110,7 +120,9 @@ class Caller:
                     registry_pb2.ImportRow(
                         row=start + i + 1,
                         device=registry_pb2.DeviceRegistration(
-                            imeis=[imei(s, tac)], source=source, reference="TPP-X"  # type: ignore[arg-type]
+                            imeis=[imei(s, tac)],
+                            source=source,  # type: ignore[arg-type]
+                            reference="TPP-X",
                         ),
                     )
                     for i, s in enumerate(serials[start : start + chunk])
@@ -162,7 +174,7 @@ class Caller:
         page_size: int = 0,
         reason: str = "insider abuse, case 2022-10",
     ) -> oversight_pb2.RevokeRegistrationsByResponse:
-        return self.call(
+        answer: oversight_pb2.RevokeRegistrationsByResponse = self.call(
             self.oversight.RevokeRegistrationsBy,
             oversight_pb2.RevokeRegistrationsByRequest(
                 request_id=request_id,
@@ -174,6 +186,7 @@ class Caller:
                 page_token=token,
             ),
         )
+        return answer
 
     def revoke_all(
         self,

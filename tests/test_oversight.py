@@ -26,9 +26,9 @@ from .oversight_helpers import (
     Caller,
     alerts_counted,
     insider_token,
+    stamp,
     start_of_next_hour,
     start_server,
-    stamp,
     watched,
 )
 
@@ -100,10 +100,14 @@ def test_a_burst_over_the_baseline_raises_exactly_one_alert(
         "ceir_account_registration_ratio", {"organisation": INSIDER}
     )
     assert ratio == 31 / FLOOR
-    settings = callers["kemenperin"].call(
-        callers["kemenperin"].oversight.ListAccountAlerts,
-        oversight_pb2.ListAccountAlertsRequest(),
-    ).settings
+    settings = (
+        callers["kemenperin"]
+        .call(
+            callers["kemenperin"].oversight.ListAccountAlerts,
+            oversight_pb2.ListAccountAlertsRequest(),
+        )
+        .settings
+    )
     assert (settings.factor, settings.floor) == (FACTOR, FLOOR)
     assert (settings.history_hours, settings.window_seconds) == (HISTORY_HOURS, 3_600)
 
