@@ -47,6 +47,7 @@ from prometheus_client import Counter
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
 from ceir.domain.complaints import DEFAULT_SERVICE_LEVELS, ServiceLevels
+from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR, AlertRule
 from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
@@ -62,6 +63,8 @@ from ceir.service.list_checkpoint import (
 from ceir.service.lookup import DEFAULT_BURST, DEFAULT_RATE, LookupService, RateLimiter
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
+from ceir.service.oversight import OversightService
+from ceir.service.oversight_watch import RateWatch
 from ceir.service.policy import PolicyService
 from ceir.service.register import Register
 from ceir.service.registry import RegistryService
@@ -78,6 +81,7 @@ from ceir.v1 import (
     custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,
+    oversight_pb2,
     policy_pb2,
     registry_pb2,
     stolen_pb2,
@@ -90,6 +94,7 @@ from .complaint_servicer import ComplaintServicer
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .lookup_server import LookupHandler, start_lookup_server
 from .observability import Metrics
+from .oversight_servicer import OversightServicer
 from .servicers import (
     EquipmentCheckServicer,
     Mutations,
@@ -114,6 +119,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
     complaints_pb2.DESCRIPTOR.services_by_name["ComplaintService"],
     stolen_pb2.DESCRIPTOR.services_by_name["StolenCaseService"],
+    oversight_pb2.DESCRIPTOR.services_by_name["OversightService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -241,6 +247,10 @@ class ServerConfig:
     lookup_rate: float = DEFAULT_RATE
     lookup_burst: int = DEFAULT_BURST
     lookup_clock: Clock | None = None
+    # The account alert (ceir.domain.oversight): an organisation's hourly
+    # registrations over factor x max(its baseline, floor) raise one alert.
+    account_alert_factor: float = DEFAULT_FACTOR
+    account_alert_floor: float = DEFAULT_FLOOR
 
 
 @dataclass
@@ -360,6 +370,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     register.limits.export(metrics.registry, lambda: register.state)
+    register.rates = RateWatch(AlertRule(config.account_alert_factor, config.account_alert_floor))
+    register.rates.export(metrics.registry)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
     lookups = futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="ceir-lookup")
     access_log = AccessLog(dropped=metrics.access_log_dropped) if config.access_log else None
@@ -410,6 +422,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             StolenCaseServicer(StolenCaseService(register, watch), TheftAlertReader(register)),
             None,
         ),
+        "OversightService": (OversightServicer(OversightService(register), mutations), None),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)

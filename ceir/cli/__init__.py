@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from .accounts import accounts_app
 from .audit import audit_app
 from .check import check_command
 from .complaints import complaints_app
@@ -43,3 +44,4 @@ app.add_typer(ranges_app)
 app.add_typer(complaints_app)
 app.add_typer(stolen_app)
 app.command("lookup")(lookup_command)
+app.add_typer(accounts_app)

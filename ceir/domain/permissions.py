@@ -41,6 +41,8 @@ class Action(enum.StrEnum):
     STOLEN_CASES = "file and change stolen-phone cases"
     READ_STOLEN_CASES = "read stolen-phone cases"
     THEFT_ALERTS = "read theft alerts"
+    OVERSEE_ACCOUNTS = "read account alerts and an organisation's registrations"
+    REVOKE_ACCOUNT = "revoke an organisation's registrations in bulk"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -85,6 +87,11 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     Action.STOLEN_CASES: frozenset({_OP, OrgKind.KOMINFO}),
     Action.READ_STOLEN_CASES: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.THEFT_ALERTS: frozenset({_OP, OrgKind.KOMINFO}),
+    # An abused account (ceir.service.oversight): the regulators read the
+    # alerts and what an organisation registered; Kemenperin, which revokes
+    # any registration (revokes_any), revokes the set.
+    Action.OVERSEE_ACCOUNTS: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.REVOKE_ACCOUNT: frozenset({OrgKind.KEMENPERIN}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

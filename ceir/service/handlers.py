@@ -41,6 +41,7 @@ from ceir.domain.commands import (
     ReportStolen,
     ResolveComplaint,
     RevokeRegistration,
+    RevokeRegistrationsBy,
     UpdatePolicy,
     WhitelistSibling,
 )
@@ -77,6 +78,7 @@ from ceir.domain.permissions import (
     revokes_any,
 )
 
+from .oversight_revoke import authorize_revoke_by, revoke_by
 from .unit import WriteUnit
 
 __all__ = ["HANDLERS", "REASONS", "Handler", "handler_for", "may_record", "registered_validly"]
@@ -558,6 +560,7 @@ HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
     RecordCustodyStep: Handler(_anyone, _record_custody_step),
     WhitelistSibling: Handler(_anyone, _whitelist_sibling),
     ResolveComplaint: Handler(_authorize_resolution, _resolve_complaint),
+    RevokeRegistrationsBy: Handler(authorize_revoke_by, revoke_by),
 }
 
 
