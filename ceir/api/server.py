@@ -45,6 +45,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
+from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR, AlertRule
 from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
@@ -58,6 +59,8 @@ from ceir.service.list_checkpoint import (
 )
 from ceir.service.merkle_log import DEFAULT_ORIGIN, CheckpointSigner
 from ceir.service.orgs import Authenticator
+from ceir.service.oversight import OversightService
+from ceir.service.oversight_watch import RateWatch
 from ceir.service.policy import PolicyService
 from ceir.service.register import Register
 from ceir.service.registry import RegistryService
@@ -70,6 +73,7 @@ from ceir.v1 import (
     custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,
+    oversight_pb2,
     policy_pb2,
     registry_pb2,
     transparency_pb2,
@@ -79,6 +83,7 @@ from .access_log import AccessLog
 from .calls import AtOnce, Gate
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .observability import Metrics
+from .oversight_servicer import OversightServicer
 from .servicers import (
     EquipmentCheckServicer,
     Mutations,
@@ -100,6 +105,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
     custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
+    oversight_pb2.DESCRIPTOR.services_by_name["OversightService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -215,6 +221,10 @@ class ServerConfig:
     list_checkpoint_min_seconds: float = MIN_SECONDS  # between two background writes
     # False: the full start-up proof whatever the checkpoint (it is still written).
     start_from_list_checkpoint: bool = True
+    # The account alert (ceir.domain.oversight): an organisation's hourly
+    # registrations over factor x max(its baseline, floor) raise one alert.
+    account_alert_factor: float = DEFAULT_FACTOR
+    account_alert_floor: float = DEFAULT_FLOOR
 
 
 @dataclass
@@ -326,6 +336,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     register.start_following(config.follow_interval)
     metrics = Metrics(lambda: register.state)
     register.limits.export(metrics.registry, lambda: register.state)
+    register.rates = RateWatch(AlertRule(config.account_alert_factor, config.account_alert_floor))
+    register.rates.export(metrics.registry)
     workers = futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ceir-worker")
     lookups = futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="ceir-lookup")
     access_log = AccessLog(dropped=metrics.access_log_dropped) if config.access_log else None
@@ -359,6 +371,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         "PolicyService": (PolicyServicer(PolicyService(register), mutations), None),
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
         "CustodyService": (CustodyServicer(keeper), None),
+        "OversightService": (OversightServicer(OversightService(register), mutations), None),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)

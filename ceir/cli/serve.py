@@ -13,6 +13,7 @@ from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.errors import KeyFormatError
 from ceir.audit.note import Verifier, valid_key_name
+from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR
 from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_checkpoint import EVERY_CHANGES, EVERY_SECONDS, default_path
@@ -205,6 +206,28 @@ def serve_command(
             "reason DENSE_RANGE). Default: off. 1000 is a reasonable K.",
         ),
     ] = None,
+    account_alert_factor: Annotated[
+        float,
+        typer.Option(
+            "--account-alert-factor",
+            min=1.0,
+            metavar="FACTOR",
+            help="Raise an account alert when an organisation registers more IMEIs in a "
+            "clock hour than FACTOR x its baseline (the mean hourly count of the 7 days "
+            "before, at least --account-alert-floor): an entry in ListAccountAlerts, a "
+            "WARNING log line, the ceir_account_alerts_total metric (docs/regulators.md).",
+        ),
+    ] = DEFAULT_FACTOR,
+    account_alert_floor: Annotated[
+        float,
+        typer.Option(
+            "--account-alert-floor",
+            min=0.0,
+            metavar="PER_HOUR",
+            help="The least baseline of the account alert, in registrations an hour: a "
+            "new or quiet account alerts only above FACTOR x this.",
+        ),
+    ] = DEFAULT_FLOOR,
     list_checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -300,6 +323,8 @@ def serve_command(
         standby_ca=standby_ca,
         capacity=capacity,
         range_guard=range_guard,
+        account_alert_factor=account_alert_factor,
+        account_alert_floor=account_alert_floor,
         list_checkpoint=list_checkpoint or default_path(normalise_url(url)),
         list_checkpoint_every=list_checkpoint_every,
         list_checkpoint_seconds=0 if list_checkpoint_every == 0 else EVERY_SECONDS,

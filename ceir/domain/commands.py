@@ -24,6 +24,7 @@ from .model import (
     Policy,
     Registration,
 )
+from .oversight import RevocationPage
 from .permissions import Action
 
 R = TypeVar("R")
@@ -39,6 +40,7 @@ __all__ = [
     "ReportRecovered",
     "ReportStolen",
     "RevokeRegistration",
+    "RevokeRegistrationsBy",
     "UpdatePolicy",
 ]
 
@@ -73,6 +75,35 @@ class RevokeRegistration(Command[tuple[int, ...]]):
 
     imei_keys: tuple[int, ...]
     reason: str
+
+
+@dataclass(frozen=True)
+class RevokeRegistrationsBy(Command[RevocationPage]):
+    """Revoke one page of what ``organisation`` registered in [start_us, end_us)
+    (``end_us`` None: no end): an abused account's registrations.
+
+    ``after`` is the last registration sequence of the previous page (0 for
+    the first), ``upper`` the register version the set was fixed at (None:
+    the first page fixes it at the head). ``page_key`` names the page for
+    AIP-155 (a digest of its page token): each page is answered once per
+    request id. See ``ceir.service.oversight_revoke``.
+    """
+
+    operation: ClassVar[str] = "RevokeRegistrationsBy"
+    action: ClassVar[Action] = Action.REVOKE_ACCOUNT
+
+    organisation: str
+    start_us: int
+    end_us: int | None
+    reason: str
+    page_size: int
+    after: int = 0
+    upper: int | None = None
+    page_key: str = "first"
+
+    def request_key(self, request_id: str) -> str:
+        """Each page is idempotent on its own: ``request_id#page_key``."""
+        return f"{request_id}#{self.page_key}" if request_id else ""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ class Action(enum.StrEnum):
     READ_LOG = "read the transparency log"
     CUSTODY = "take part in the custody ceremony"
     FIND_RANGES = "find range uploads"
+    OVERSEE_ACCOUNTS = "read account alerts and an organisation's registrations"
+    REVOKE_ACCOUNT = "revoke an organisation's registrations in bulk"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -65,6 +67,11 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # The regulators' cure for a register filled by range uploads
     # (ceir.service.range_finder).
     Action.FIND_RANGES: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    # An abused account (ceir.service.oversight): the regulators read the
+    # alerts and what an organisation registered; Kemenperin, which revokes
+    # any registration (revokes_any), revokes the set.
+    Action.OVERSEE_ACCOUNTS: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.REVOKE_ACCOUNT: frozenset({OrgKind.KEMENPERIN}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

@@ -40,6 +40,7 @@ from ceir.domain.commands import (
     ReportRecovered,
     ReportStolen,
     RevokeRegistration,
+    RevokeRegistrationsBy,
     UpdatePolicy,
 )
 from ceir.domain.custody_steps import custody_change
@@ -74,6 +75,7 @@ from ceir.domain.permissions import (
     revokes_any,
 )
 
+from .oversight_revoke import authorize_revoke_by, revoke_by
 from .unit import WriteUnit
 
 __all__ = ["HANDLERS", "REASONS", "Handler", "handler_for", "may_record", "registered_validly"]
@@ -495,6 +497,7 @@ HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
     UpdatePolicy: Handler(_anyone, _update_policy),
     RecordCheckEffects: Handler(_anyone, _record_check_effects),
     RecordCustodyStep: Handler(_anyone, _record_custody_step),
+    RevokeRegistrationsBy: Handler(authorize_revoke_by, revoke_by),
 }
 
 

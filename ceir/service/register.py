@@ -40,6 +40,7 @@ from .capacity import WriteLimits
 from .clock import Clock, SystemClock
 from .handlers import handler_for
 from .merkle_log import Append, CheckpointSigner, MerkleLog
+from .oversight_watch import RateWatch
 from .ranges import SeenRecord
 from .unit import WriteUnit
 
@@ -116,6 +117,9 @@ class Register:
         # The capacity and range guard a write is held to (off unless the
         # server sets them), and the whitelisted IMEIs checks have seen.
         self.limits = WriteLimits()
+        # Per-organisation registration counts and the account alert
+        # (ceir.service.oversight_watch), kept in every write's transaction.
+        self.rates = RateWatch()
         self.seen = SeenRecord(self.clock.now_us())
         # The custodian's endpoint while this register follows its log as a
         # standby (``replicate``, ``ceir.service.standby``); "" otherwise.
@@ -290,6 +294,7 @@ class Register:
                 self.limits.check(self.state, command, unit.changes)
                 append = self._write_changes(session, unit)
                 write_projection(session, unit.changes)
+                watched = self.rates.record(session, unit.changes)
                 if within is not None:
                     within(session, append.note if append is not None else "")
                 if key and render is not None:
@@ -304,6 +309,7 @@ class Register:
                     )
             self._accept(append)
             self._apply(unit.changes)
+            self.rates.committed(watched)
             return result
 
     @contextmanager
@@ -354,10 +360,12 @@ class Register:
                 repo.write_changes(session, changes, append.leaf_hashes)
                 self.log.store(session, append)
                 write_projection(session, changes)
+                watched = self.rates.record(session, changes)
                 if checkpoint:
                     log_repo.insert_checkpoint(session, size, checkpoint, checkpoint_time_us)
             self.log.accept(append)
             self._apply(changes)
+            self.rates.committed(watched)
 
     def _write_changes(self, session: Session, unit: WriteUnit) -> Append | None:
         """Store the unit's changes with their leaves of the Merkle log."""
