@@ -27,9 +27,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .complaints import ComplaintSettings
 from .drill.command import drill_app
 from .drill_capacity.command import capacity_command
-from .loader import REQUIRED_ORGS
+from .insider import SOURCES, InsiderSettings
+from .loader import KEMLU, REQUIRED_ORGS
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
 from .transport import MissingCertificate, Tls, client_certificates
@@ -43,6 +45,7 @@ app = typer.Typer(
 drill_app.command("capacity")(capacity_command)
 app.add_typer(drill_app)
 console = Console()
+SCENARIOS = ("normal", "insider")
 
 
 @app.callback()
@@ -211,8 +214,33 @@ def attach(
         None, help="Where the embedded CEIR keeps its SQLite file."
     ),
     quiet: bool = typer.Option(False, help="No live display."),
+    complaint_share: float = typer.Option(
+        0.1,
+        min=0.0,
+        max=1.0,
+        help="Of the subscribers denied or notified, the share who complain at a desk "
+        "(0: no complaint traffic).",
+    ),
+    desk_capacity: float = typer.Option(
+        20.0, min=0.1, help="Complaints each desk works per simulated day."
+    ),
+    complaint_days: float = typer.Option(
+        7.0, min=0.01, help="Simulated days the run's traffic stands for (desks' clock)."
+    ),
+    scenario: str = typer.Option(
+        "normal",
+        help="normal, or insider: one account registers a burst of black-market phones; "
+        "the account alert fires and Kemenperin revokes the burst.",
+    ),
+    insider_org: str = typer.Option(
+        KEMLU, help="With --scenario insider: the abused account (kemlu, bea-cukai, kemenperin)."
+    ),
 ) -> None:
     """Run an attach simulation and write its report."""
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    if insider_org not in SOURCES:
+        raise typer.BadParameter(f"one of {', '.join(SOURCES)}", param_hint="--insider-org")
     if phase not in PHASES:
         raise typer.BadParameter("notify or enforce", param_hint="--phase")
     if ceir and tokens is None and client_certs is None:
@@ -293,6 +321,12 @@ def attach(
         node_state=node_state,
         endpoints=_endpoints(endpoint),
         retry_for=retry_for,
+        complaints=ComplaintSettings(
+            share=complaint_share, capacity=desk_capacity, days=complaint_days, seed=seed
+        ),
+        insider=InsiderSettings(organisation=insider_org, seed=seed)
+        if scenario == "insider"
+        else None,
     )
     from .report import print_summary, write_reports
     from .summary import summarize

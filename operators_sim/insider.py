@@ -205,7 +205,7 @@ class InsiderRun:
             state.remaining = sum(r.on_whitelist for r in self._registrations())
         except grpc.RpcError as error:
             log.exception("the insider scenario failed")
-            state.errors.append(f"{error.code().name}: {error.details()}"[:300])  # type: ignore[attr-defined]
+            state.errors.append(f"{error.code().name}: {error.details()}"[:300])
 
     # -- the steps ---------------------------------------------------------------
 
@@ -216,8 +216,10 @@ class InsiderRun:
         for device in self.devices:
             model = CATALOGUE[int(population.model[device])]
             registration = registry_pb.DeviceRegistration(
-                imeis=[population.full_imei(device, s) for s in range(int(population.slots[device]))],
-                source=SOURCES.get(org, pb.REGISTRATION_SOURCE_DIPLOMAT),  # type: ignore[arg-type]
+                imeis=[
+                    population.full_imei(device, s) for s in range(int(population.slots[device]))
+                ],
+                source=SOURCES.get(org, pb.REGISTRATION_SOURCE_DIPLOMAT),
                 reference=f"INSIDER-{device}",
                 brand=model.brand,
                 model=model.name,
@@ -311,11 +313,9 @@ class InsiderRun:
                     state.revoked += 1
                     device, slot = self.keys.get(row.imei_key, (-1, -1))
                     if device >= 0:
-                        self.truth.record(
-                            device, Event.REVOKED, int(row.revocation_sequence), slot
-                        )
+                        self.truth.record(device, Event.REVOKED, int(row.revocation_sequence), slot)
                 else:
-                    name = oversight_pb.RevocationOutcome.Name(row.outcome)  # type: ignore[arg-type]
+                    name = oversight_pb.RevocationOutcome.Name(row.outcome)
                     name = name.removeprefix("REVOCATION_OUTCOME_")
                     state.others[name] = state.others.get(name, 0) + 1
             token = page.next_page_token

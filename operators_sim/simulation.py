@@ -34,7 +34,7 @@ from .complaints import ComplaintEngine, ComplaintSettings, ComplaintSummary, su
 from .custody_follower import CustodySetup
 from .decision import Decisions
 from .embedded import EmbeddedCeir, demo_pki
-from .insider import InsiderRun, InsiderSettings, InsiderSummary
+from .insider import InsiderRun, InsiderSettings, InsiderSummary, chosen_floor, pick_devices
 from .loader import KOMINFO, REQUIRED_ORGS, Admin, LoadResult, check_tokens, load
 from .node import (
     OPERATORS,
@@ -318,6 +318,7 @@ class Simulation:
         self.trust: Trust | None = None
         self.gossip = Gossip()
         self.node_state: Path | None = None
+        self._alert_rule: tuple[float, float] | None = None
 
     def _custody(self, operator: str, credentials: Credentials) -> CustodySetup | None:
         """The node's custody setup, when the run is given a policy 0."""
@@ -375,12 +376,15 @@ class Simulation:
             for suffix in ("-wal", "-shm"):
                 Path(f"{directory / 'ceir.db'}{suffix}").unlink(missing_ok=True)
         if config.insecure:
-            self.embedded = EmbeddedCeir(directory)
+            self.embedded = EmbeddedCeir(directory, alert_rule=self._alert_rule)
             self.embedded.start()
             return self.embedded.address, token_credentials(self.embedded.create_organisations())
         pki = demo_pki(directory / "pki")
         self.embedded = EmbeddedCeir(
-            directory, tls=(pki.key(pki.server), pki.server), client_ca=pki.ca
+            directory,
+            tls=(pki.key(pki.server), pki.server),
+            client_ca=pki.ca,
+            alert_rule=self._alert_rule,
         )
         self.embedded.start()
         self.embedded.create_organisations()  # the register must know the certificates' CNs
@@ -389,6 +393,12 @@ class Simulation:
     def run(self) -> SimResult:
         config = self.config
         setup_started = time.monotonic()
+        self.progress(Progress(f"generating {config.devices:,} devices"))
+        population = generate(config.devices, config.seed)
+        if config.insider is not None:  # the embedded register's alert rule for the scenario
+            devices = pick_devices(population, config.insider)
+            floor = chosen_floor(population, config.insider, devices)
+            self._alert_rule = (config.insider.alert_factor, floor)
         self.progress(Progress("starting the CEIR"))
         target, credentials = self._start_ceir()
         admin = Admin(
@@ -400,8 +410,6 @@ class Simulation:
         nodes: list[Node] = []
         try:
             admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
-            self.progress(Progress(f"generating {config.devices:,} devices"))
-            population = generate(config.devices, config.seed)
             self.progress(Progress("loading the population through the API"))
             loaded = load(admin, population)
             truth = Truth(population, PHASES[config.phase])

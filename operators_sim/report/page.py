@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from ..summary import OperatorSummary, Outage, SimSummary
 from ._rows import alerts_text, ms, operator_rows, verification_rows, verified_size
+from .complaints import sections_html
 
 
 def _e(value: object) -> str:
@@ -242,5 +243,6 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p class="facts">{loaded}</p>
 <h2>Notification SMS (examples)</h2>
 {sms_table}
+{sections_html(summary)}
 </body></html>
 """

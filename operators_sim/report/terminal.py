@@ -8,6 +8,7 @@ from rich.table import Table
 
 from ..summary import OperatorSummary, SimSummary
 from ._rows import alerts_text, ms, operator_rows, verification_rows, verified_size
+from .complaints import print_sections
 
 
 def print_summary(summary: SimSummary, console: Console | None = None) -> None:
@@ -53,6 +54,7 @@ def print_summary(summary: SimSummary, console: Console | None = None) -> None:
         reasons.add_row(reason, f"{count:,}")
     console.print(reasons)
     _print_verification(summary, console)
+    print_sections(summary, console)
     console.print(f"transport: {config.transport or 'unknown'}")
     total = summary.total
     console.print(
