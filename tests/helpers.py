@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from ceir.domain.identifiers import full_imei
 from ceir.v1 import (
+    complaints_pb2_grpc,
     custody_pb2_grpc,
     equipment_check_pb2,
     equipment_check_pb2_grpc,
@@ -60,6 +61,7 @@ class Client:
         self.policy = policy_pb2_grpc.PolicyServiceStub(self.channel)
         self.log = transparency_pb2_grpc.TransparencyServiceStub(self.channel)
         self.custody = custody_pb2_grpc.CustodyServiceStub(self.channel)
+        self.complaints = complaints_pb2_grpc.ComplaintServiceStub(self.channel)
 
     def call(self, stub_method: Callable[..., R], request: Any, **kwargs: Any) -> R:
         return stub_method(request, metadata=self.metadata, timeout=30, **kwargs)

@@ -46,10 +46,12 @@ from grpc_reflection.v1alpha import reflection
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
 from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR, AlertRule
+from ceir.domain.complaints import DEFAULT_SERVICE_LEVELS, ServiceLevels
 from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService
 from ceir.service.clock import Clock
+from ceir.service.complaints import DEFAULT_DESK, SWEEP_SECONDS, ComplaintDesk
 from ceir.service.custody import CustodyKeeper
 from ceir.service.list_checkpoint import (
     EVERY_CHANGES,
@@ -70,6 +72,7 @@ from ceir.service.sync import SyncService
 from ceir.service.transparency import TransparencyService
 from ceir.storage.database import Database
 from ceir.v1 import (
+    complaints_pb2,
     custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,
@@ -81,6 +84,7 @@ from ceir.v1 import (
 
 from .access_log import AccessLog
 from .calls import AtOnce, Gate
+from .complaint_servicer import ComplaintServicer
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .observability import Metrics
 from .oversight_servicer import OversightServicer
@@ -106,6 +110,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     transparency_pb2.DESCRIPTOR.services_by_name["TransparencyService"],
     custody_pb2.DESCRIPTOR.services_by_name["CustodyService"],
     oversight_pb2.DESCRIPTOR.services_by_name["OversightService"],
+    complaints_pb2.DESCRIPTOR.services_by_name["ComplaintService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Server settings shared with the benchmark's bare echo server, so that the
@@ -225,6 +230,11 @@ class ServerConfig:
     # registrations over factor x max(its baseline, floor) raise one alert.
     account_alert_factor: float = DEFAULT_FACTOR
     account_alert_floor: float = DEFAULT_FLOOR
+    # The complaints desk (ceir.service.complaints): the desk without a custody
+    # policy, the service levels, and how often deadlines and desk moves are swept.
+    complaints_desk: str = DEFAULT_DESK
+    complaint_levels: ServiceLevels = DEFAULT_SERVICE_LEVELS
+    complaint_sweep_seconds: float = SWEEP_SECONDS
 
 
 @dataclass
@@ -356,6 +366,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     check_servicer = EquipmentCheckServicer(checks)
     sync = SyncService(register)
     mutations = Mutations(register)
+    desk = complaint_desk(config, register, metrics)
     # Methods answered on the event loop when they need no worker.
     at_once: dict[str, AtOnce] = {
         "CheckEquipment": check_servicer.check_at_once,
@@ -372,6 +383,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         "TransparencyService": (TransparencyServicer(TransparencyService(register)), None),
         "CustodyService": (CustodyServicer(keeper), None),
         "OversightService": (OversightServicer(OversightService(register), mutations), None),
+        "ComplaintService": (ComplaintServicer(desk), None),
     }
     handlers = [
         _service_handler(gate, service, *implementations[service.name], at_once)
@@ -447,6 +459,26 @@ def create_server(config: ServerConfig) -> RunningServer:
                 running.stop(grace=0)
                 raise
     return running
+
+
+def complaint_desk(config: ServerConfig, register: Register, metrics: Metrics) -> ComplaintDesk:
+    """The complaints desk, its missed deadlines counted, its sweep started."""
+    from prometheus_client import Counter
+
+    missed = Counter(
+        "ceir_complaint_deadlines_missed",
+        "Complaints whose deadline passed while open (each escalated once)",
+        ["category"],
+        registry=metrics.registry,
+    )
+    desk = ComplaintDesk(
+        register,
+        config.complaint_levels,
+        config.complaints_desk,
+        on_missed=lambda category: missed.labels(category.name).inc(),
+    )
+    desk.start_sweeping(config.complaint_sweep_seconds)
+    return desk
 
 
 def _standby(register: Register, config: ServerConfig) -> tuple[Standby, grpc.Channel]:

@@ -76,6 +76,23 @@ class CloneTracker:
         """Record the sighting; True if the IMEI is on too many IMSIs at once."""
         return self.observe_many((key,), (imsi,), now_us, threshold, window_seconds)[0]
 
+    def would_suspect(
+        self, key: int, imsi: str, now_us: int, threshold: int, window_seconds: int
+    ) -> bool:
+        """What ``observe`` would answer now, without recording the sighting
+        (a diagnosis must not move the tracker)."""
+        code = imsi_codes((imsi,))[0]
+        stamp = (now_us + _TIME_OFFSET) & _TIME_MASK
+        horizon = now_us - window_seconds * 1_000_000
+        with self._lock:
+            entry = self._imeis.get(key)
+        if entry is None or (entry.__class__ is int and entry >> _TIME_BITS == code):
+            return threshold < 0
+        kept = (entry,) if isinstance(entry, int) else entry
+        others = [e for e in kept if e >> _TIME_BITS != code]
+        entries = (code << _TIME_BITS | stamp, *others[:threshold])
+        return len(entries) > threshold and all(_time(e) >= horizon for e in entries)
+
     def observe_many(
         self,
         keys: Sequence[int],

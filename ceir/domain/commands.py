@@ -14,7 +14,8 @@ organisation must be allowed to do (``ceir.domain.permissions``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, NamedTuple, TypeVar
+from dataclasses import field
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from .model import (
     DeviceRegistration,
@@ -39,9 +40,11 @@ __all__ = [
     "RemoveException",
     "ReportRecovered",
     "ReportStolen",
+    "ResolveComplaint",
     "RevokeRegistration",
     "RevokeRegistrationsBy",
     "UpdatePolicy",
+    "WhitelistSibling",
 ]
 
 
@@ -226,3 +229,38 @@ class RecordCustodyStep(Command[int]):
     step: str
     version: int
     reference: str
+
+
+@dataclass(frozen=True)
+class WhitelistSibling(Command[Registration]):
+    """Whitelist the unregistered slot of a dual-SIM phone whose box lists
+    both slots (a complaint's resolution): one WHITELIST_ADDED for
+    ``imei_key`` with the source, brand, model and expiry of the registered
+    slot ``registered_key``; ``reference`` names the complaint and the box."""
+
+    operation: ClassVar[str] = "WhitelistSibling"
+    action: ClassVar[Action] = Action.WORK_COMPLAINTS
+
+    imei_key: int
+    registered_key: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class ResolveComplaint(Command[Any]):
+    """A complaint resolved through ``inner``, one audited operation (None:
+    no list change), in the transaction that writes the complaint's step.
+
+    Its answer is stored under ``ResolveComplaint`` (AIP-155), apart from a
+    plain call of the inner operation. The handler runs the inner command's
+    own rules (its action and its handler's) and leaves the sequence
+    numbers of the changes it made in ``caused``, for the complaint's step
+    (written by the ``within`` of the same ``Register.execute``).
+    """
+
+    operation: ClassVar[str] = "ResolveComplaint"
+    action: ClassVar[Action] = Action.WORK_COMPLAINTS
+
+    tracking_id: str
+    inner: Command[Any] | None
+    caused: list[int] = field(default_factory=list, compare=False, hash=False)

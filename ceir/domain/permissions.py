@@ -35,6 +35,10 @@ class Action(enum.StrEnum):
     FIND_RANGES = "find range uploads"
     OVERSEE_ACCOUNTS = "read account alerts and an organisation's registrations"
     REVOKE_ACCOUNT = "revoke an organisation's registrations in bulk"
+    # The complaints desk (ceir.service.complaints).
+    FILE_COMPLAINTS = "file complaints"
+    READ_COMPLAINTS = "read complaints"
+    WORK_COMPLAINTS = "work complaints"
 
 
 ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
@@ -72,6 +76,11 @@ ACTION_KINDS: dict[Action, frozenset[OrgKind]] = {
     # any registration (revokes_any), revokes the set.
     Action.OVERSEE_ACCOUNTS: frozenset({OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
     Action.REVOKE_ACCOUNT: frozenset({OrgKind.KEMENPERIN}),
+    # The complaints desk: a desk (an operator's, Kemenperin's) files for a
+    # subscriber and works what it owns; Kominfo reads every complaint.
+    Action.FILE_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
+    Action.READ_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN, OrgKind.KOMINFO}),
+    Action.WORK_COMPLAINTS: frozenset({_OP, OrgKind.KEMENPERIN}),
 }
 
 # Which kind of organisation may register (and revoke) devices of each source.

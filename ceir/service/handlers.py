@@ -39,9 +39,11 @@ from ceir.domain.commands import (
     RemoveException,
     ReportRecovered,
     ReportStolen,
+    ResolveComplaint,
     RevokeRegistration,
     RevokeRegistrationsBy,
     UpdatePolicy,
+    WhitelistSibling,
 )
 from ceir.domain.custody_steps import custody_change
 from ceir.domain.errors import (
@@ -68,6 +70,7 @@ from ceir.domain.model import (
 )
 from ceir.domain.permissions import (
     may_notify,
+    require,
     require_may_recover,
     require_may_revoke,
     require_own_imsi,
@@ -484,6 +487,64 @@ def _record_custody_step(command: RecordCustodyStep, unit: WriteUnit) -> int:
     return unit.sequence
 
 
+# --- complaint resolutions --------------------------------------------------------------
+
+
+def _whitelist_sibling(command: WhitelistSibling, unit: WriteUnit) -> Registration:
+    """The dead slot gets the registered slot's source, brand, model and
+    expiry, as a device of its own (same change kinds as any registration)."""
+    sibling, registered = command.imei_key, command.registered_key
+    if sibling == registered:
+        raise FailedPrecondition(
+            f"IMEI {sibling:014d} cannot be its own sibling", reason="SAME_IMEI"
+        )
+    if not registered_validly(unit, registered):
+        raise FailedPrecondition(
+            f"the registered slot {registered:014d} is not validly registered: a sibling "
+            "takes its registration from it",
+            reason="SIBLING_NOT_REGISTERED",
+            violations=[
+                FieldViolation("whitelist_sibling.registered_imei", "not validly registered")
+            ],
+        )
+    if registered_validly(unit, sibling):
+        raise AlreadyExists(
+            f"IMEI {sibling:014d} is already registered",
+            reason="IMEI_ALREADY_REGISTERED",
+            violations=[FieldViolation("whitelist_sibling.imei", "already registered")],
+        )
+    record = unit.records.registration_of(registered)
+    if record is None:  # listed but without a record: nothing to copy from
+        raise FailedPrecondition(
+            f"no device record for {registered:014d}", reason="SIBLING_NOT_REGISTERED"
+        )
+    device = DeviceRegistration(
+        imei_keys=(sibling,),
+        source=record.source,
+        reference=command.reference,
+        valid_until_us=record.valid_until_us,
+        brand=record.brand,
+        model=record.model,
+    )
+    return _registration(unit, device, add_devices(unit, [device])[0])
+
+
+def _authorize_resolution(caller: Caller, command: ResolveComplaint) -> None:
+    """The inner operation's own rules: its action, then its handler's."""
+    inner = command.inner
+    if inner is not None:
+        require(caller, inner.action)
+        handler_for(inner).authorize(caller, inner)
+
+
+def _resolve_complaint(command: ResolveComplaint, unit: WriteUnit) -> Any:
+    inner = command.inner
+    value = None if inner is None else handler_for(inner).handle(inner, unit)
+    # For the complaint's step, written in this transaction after the changes.
+    command.caused[:] = [change.sequence for change in unit.changes]
+    return value
+
+
 # --- the table ----------------------------------------------------------------------------
 
 HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
@@ -498,6 +559,8 @@ HANDLERS: dict[type[Command[Any]], Handler[Any, Any]] = {
     RecordCheckEffects: Handler(_anyone, _record_check_effects),
     RecordCustodyStep: Handler(_anyone, _record_custody_step),
     RevokeRegistrationsBy: Handler(authorize_revoke_by, revoke_by),
+    WhitelistSibling: Handler(_anyone, _whitelist_sibling),
+    ResolveComplaint: Handler(_authorize_resolution, _resolve_complaint),
 }
 
 
