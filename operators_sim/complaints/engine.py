@@ -303,7 +303,7 @@ class ComplaintEngine:
     def _reject(self, case: Case, desk: str, note: str) -> None:
         self._update(case, desk, STATE.COMPLAINT_STATE_REJECTED, note)
         case.action = "rejected"
-        case.closed = self._now
+        case.closed = self._now + self.settings.work_hours  # at the end of the desk's turn
 
     def _resolve(self, case: Case, desk: str, step: Plan) -> None:
         calls = self.calls(desk)
@@ -325,7 +325,7 @@ class ComplaintEngine:
         assert isinstance(response, complaints_pb.ResolveComplaintResponse)
         case.state = response.complaint.state
         case.action = step.action
-        case.closed = self._now
+        case.closed = self._now + self.settings.work_hours
         history = response.complaint.history
         changes = list(history[-1].change_sequences) if history else []
         if changes:

@@ -24,7 +24,7 @@ def _h(value: float | None) -> str:
 
 
 def _hours(hours: Hours) -> str:
-    return f"{_h(hours.p50)} / {_h(hours.p95)}"
+    return f"{_h(hours.p50)}/{_h(hours.p95)}"
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -39,9 +39,9 @@ CATEGORY_HEADERS = [
     "resolved",
     "rejected",
     "open",
-    "deadline h",
-    "deadlines missed",
-    "hours to close p50 / p95",
+    "SLA h",
+    "missed",
+    "h to close p50/p95",
 ]
 
 
