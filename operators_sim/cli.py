@@ -9,6 +9,11 @@ Telkomsel to Kemenperin (``operators_sim.drill``); it exits with status 1
 when the outcome is not the scenario's expected one or an acknowledged write
 was lost or doubled, an attach went unanswered, or the drill could not run.
 
+``ceir-sim drill desk-move`` moves the complaints desk from the operators
+to Kemenperin with complaints in every state (``operators_sim.drill_desk``);
+it exits with status 1 when a complaint was lost, duplicated or altered, or
+another of its checks fails.
+
 ``ceir-sim drill capacity`` replays September 2020, a register filled by
 whole TAC ranges, and its cure (``operators_sim.drill_capacity``); it exits
 with status 1 when a refused registration was lost or another of its
@@ -30,6 +35,7 @@ from rich.table import Table
 from .complaints import ComplaintSettings
 from .drill.command import drill_app
 from .drill_capacity.command import capacity_command
+from .drill_desk.command import desk_move_command
 from .insider import SOURCES, InsiderSettings
 from .loader import KEMLU, REQUIRED_ORGS
 from .node import Failover, Mode
@@ -43,6 +49,7 @@ app = typer.Typer(
     add_completion=False,
 )
 drill_app.command("capacity")(capacity_command)
+drill_app.command("desk-move")(desk_move_command)
 app.add_typer(drill_app)
 console = Console()
 SCENARIOS = ("normal", "insider")
