@@ -39,6 +39,8 @@ def compare(before: Listing, after: Listing, duplicated: int, owner: str) -> lis
     """Lost, duplicated, moved, kept and untouched, as separate checks."""
     open_ids = [t for t, c in before.items() if c.state not in CLOSED]
     closed_ids = [t for t, c in before.items() if c.state in CLOSED]
+    # a complaint missing after the move fails every check about it, not only "lost"
+    missing = [f"{t} not listed" for t in before if t not in after]
     return [
         check(
             "no complaint lost",
@@ -53,11 +55,12 @@ def compare(before: Listing, after: Listing, duplicated: int, owner: str) -> lis
         ),
         check(
             f"every open complaint owned by {owner}",
-            (
+            [
                 f"{t} owned by {after[t].owner}"
                 for t in open_ids
                 if t in after and after[t].owner != owner
-            ),
+            ]
+            + [m for m in missing if m.split()[0] in open_ids],
             f"{len(open_ids)} open complaints moved",
         ),
         check(
@@ -71,16 +74,18 @@ def compare(before: Listing, after: Listing, duplicated: int, owner: str) -> lis
         ),
         check(
             "history kept, plus one MOVED step",
-            (
+            [
                 _history(before[t], after[t], owner)
                 for t in open_ids
                 if t in after and _history(before[t], after[t], owner)
-            ),
+            ]
+            + [m for m in missing if m.split()[0] in open_ids],
             "every open complaint's history as it was, then moved",
         ),
         check(
             "closed complaints untouched",
-            (f"{t} changed" for t in closed_ids if t in after and after[t] != before[t]),
+            [f"{t} changed" for t in closed_ids if t in after and after[t] != before[t]]
+            + [m for m in missing if m.split()[0] in closed_ids],
             f"{len(closed_ids)} resolved or rejected complaints as they were",
         ),
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..drill.command import _db_urls
 from ..node import OPERATORS
 
 console = Console()
@@ -24,8 +25,11 @@ def desk_move_command(
         2, min=1, max=50, help="Complaints each desk walks into each state."
     ),
     seed: int = typer.Option(1, help="Seed of the IMEIs and IMSIs."),
-    db_url: str | None = typer.Option(
-        None, help="An empty database (a SQLAlchemy URL) instead of a SQLite file."
+    db_url: list[str] | None = typer.Option(
+        None,
+        metavar="ORG=URL",
+        help="An empty database for one register instead of a SQLite file, e.g. "
+        "kemenperin=postgresql+psycopg://user@host/db (repeat for the other).",
     ),
     keep_work: bool = typer.Option(False, help="Keep the database and keys in DIR/work."),
     quiet: bool = typer.Option(False, help="Print only the verdict."),
@@ -55,7 +59,7 @@ def desk_move_command(
         desks=names,
         per_state=per_state,
         seed=seed,
-        db_url=db_url,
+        db_urls=_db_urls(db_url),
         keep_work=keep_work,
     )
     result = DeskMoveDrill(config, show).run()

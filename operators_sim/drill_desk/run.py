@@ -14,8 +14,8 @@ from ceir.v1 import types_pb2 as pb
 
 from ..complaints.calls import NOT_DESK_OWNER, DeskCalls, Refused
 from ..drill.keys import INCOMING, OUTGOING
-from ..drill_capacity.register import DrillRegister
 from ..loader import KOMINFO, Admin
+from ..transport import Credentials
 from .checks import Check, Listing, check, compare
 from .desks import (
     CATEGORIES,
@@ -29,7 +29,7 @@ from .desks import (
     state_name,
     walk,
 )
-from .move import move_desk
+from .move import Registers
 from .report import write_report
 
 DESKS = ("telkomsel", "indosat", "xl")
@@ -41,7 +41,7 @@ class DeskMoveConfig:
     desks: tuple[str, ...] = DESKS
     per_state: int = 2  # complaints per desk and state
     seed: int = 1
-    db_url: str | None = None
+    db_urls: dict[str, str] = field(default_factory=dict)  # organisation -> empty database
     keep_work: bool = False
 
 
@@ -60,6 +60,7 @@ class DeskMoveDrill:
         self.progress = progress
         self.subscribers = Subscribers(config.seed)
         self.run_id = f"desk-move-{int(time.time())}"
+        self.before: Listing = {}
 
     def run(self) -> DeskMoveResult:
         config = self.config
@@ -68,62 +69,78 @@ class DeskMoveDrill:
         logs.mkdir(exist_ok=True)
         work = config.report / "work" if config.keep_work else Path(tempfile.mkdtemp())
         work.mkdir(parents=True, exist_ok=True)
-        register: DrillRegister | None = None
+        registers = Registers(work, logs, config.db_urls)
+        self.registers = registers
         try:
-            from .move import start_register
-
-            self.progress("starting the register under policy 0 (operators' desks)")
-            register, keys = start_register(work, logs, config.db_url)
-            admin = Admin(register.address, credentials=register.credentials)
+            self.progress(
+                "starting Telkomsel's register (policy 0: operators' desks), "
+                "Kemenperin's standby and the witness"
+            )
+            registers.start()
+            admin = Admin(registers.cluster.address(OUTGOING), credentials=self.credentials)
             admin.set_policy(phase=pb.PHASE_NOTIFY, grace_days=30)
+            admin.close()
             self.progress("filing complaints in every state at " + ", ".join(config.desks))
-            filed = self._file_all(register, admin)
-            before, _, duplicated_before = self._listing(admin)
+            filed = self._file_all()
+            before, _, duplicated_before = self._listing(OUTGOING)
+            self.before = before
             checks = [self._filed_as_planned(filed, before, duplicated_before)]
-            self.progress("policy 1: the desk moves to Kemenperin")
-            custody = move_desk(register, keys)
-            after, missed, duplicated = self._listing(admin)  # the call that moves them
+            self.progress("the handover: policy 1 makes Kemenperin custodian and complaints desk")
+            outcome = registers.hand_over()
             checks.append(
                 check(
-                    "policy 1 announced",
-                    [] if custody.policy_version == 1 else [f"version {custody.policy_version}"],
-                    f"custody {custody.state_name}, policy version {custody.policy_version}",
+                    "handover completed",
+                    [] if outcome.outcome == "handed_over" else [f"outcome {outcome.outcome}"],
+                    "policy 1 in force at Kemenperin's register",
                 )
             )
+            after, missed, duplicated = self._listing(INCOMING)
             checks += compare(before, after, duplicated, INCOMING)
             self.progress("the old desks try to work what they owned")
-            checks.append(self._old_desks_refused(admin, before, after))
+            checks.append(self._old_desks_refused(before, after))
             self.progress("Kemenperin works the moved complaints")
-            checks += self._kemenperin_works(admin, before)
-            checks.append(self._new_filings(admin))
+            checks += self._kemenperin_works(before)
+            checks.append(self._new_filings())
             figures = _figures(before, after, missed)
             ok = all(c.ok for c in checks)
             result = DeskMoveResult(ok, checks, figures)
             result.json, result.html = write_report(config.report, ok, checks, figures, before)
             return result
         finally:
-            if register is not None:
-                register.close()
+            registers.stop()
             if not config.keep_work:
                 shutil.rmtree(work, ignore_errors=True)
 
     # -- before the move ---------------------------------------------------------------
 
-    def calls(self, admin: Admin, organisation: str) -> DeskCalls:
+    @property
+    def credentials(self) -> dict[str, Credentials]:
+        return self.registers.cluster.credentials
+
+    def calls(self, register: str, organisation: str) -> DeskCalls:
+        """``organisation``'s desk calls to ``register`` (telkomsel's or kemenperin's)."""
+        cluster = self.registers.cluster
         return DeskCalls(
-            organisation, lambda: admin.channel_for(organisation), admin.metadata(organisation)
+            organisation,
+            lambda: cluster.channel(register, organisation),
+            cluster.credentials[organisation].metadata,
         )
 
-    def _file_all(self, register: DrillRegister, admin: Admin) -> list[Filed]:
+    def _file_all(self) -> list[Filed]:
         filed = []
         number = 0
         for desk in self.config.desks:
-            calls = self.calls(admin, desk)
+            calls = self.calls(OUTGOING, desk)
             for state in STATES:
                 for _ in range(self.config.per_state):
                     number += 1
                     imei, imsi = self.subscribers.imei(), self.subscribers.imsi(desk)
-                    seen_by(register.channel(desk), admin.metadata(desk), imei, imsi)
+                    seen_by(
+                        self.registers.cluster.channel(OUTGOING, desk),
+                        self.credentials[desk].metadata,
+                        imei,
+                        imsi,
+                    )
                     complaint = file_one(
                         calls,
                         f"{self.run_id}-{number}",
@@ -137,7 +154,7 @@ class DeskMoveDrill:
         other = self.config.desks[-1]
         number += 1
         complaint = file_one(
-            self.calls(admin, other),
+            self.calls(OUTGOING, other),
             f"{self.run_id}-{number}",
             self.subscribers.imei(),
             self.subscribers.imsi(other),
@@ -146,9 +163,10 @@ class DeskMoveDrill:
         filed.append(Filed(complaint.tracking_id, OUTGOING, STATE.COMPLAINT_STATE_SUBMITTED))
         return filed
 
-    def _listing(self, admin: Admin) -> tuple[Listing, int, int]:
-        """Every complaint as Kominfo reads it, the missed deadlines, duplicates."""
-        complaints, missed = self.calls(admin, KOMINFO).list_all()
+    def _listing(self, register: str) -> tuple[Listing, int, int]:
+        """Every complaint as Kominfo reads it at ``register``, the missed
+        deadlines, how many were listed twice."""
+        complaints, missed = self.calls(register, KOMINFO).list_all()
         listing: Listing = {}
         duplicated = 0
         for complaint in complaints:
@@ -176,7 +194,7 @@ class DeskMoveDrill:
 
     # -- after the move ----------------------------------------------------------------
 
-    def _old_desks_refused(self, admin: Admin, before: Listing, after: Listing) -> Check:
+    def _old_desks_refused(self, before: Listing, after: Listing) -> Check:
         """Each old desk tries to take its open complaints up: FAILED_PRECONDITION
         NOT_DESK_OWNER naming Kemenperin, and nothing changes."""
         wrong = []
@@ -191,7 +209,7 @@ class DeskMoveDrill:
                 else STATE.COMPLAINT_STATE_INVESTIGATING
             )
             try:
-                self.calls(admin, old.owner).update(
+                self.calls(INCOMING, old.owner).update(
                     f"{self.run_id}-old-{tracking_id}", tracking_id, target, "still ours?"
                 )
                 wrong.append(f"{old.owner} moved {tracking_id} after the move")
@@ -202,7 +220,7 @@ class DeskMoveDrill:
                     or refused.metadata.get("owner") != INCOMING
                 ):
                     wrong.append(f"{old.owner} on {tracking_id}: {refused}")
-        now, _, _ = self._listing(admin)
+        now, _, _ = self._listing(INCOMING)
         wrong += [f"{t} changed by a refused call" for t in after if now.get(t) != after[t]]
         return check(
             "old desks refused, naming the owner",
@@ -211,9 +229,9 @@ class DeskMoveDrill:
             "nothing changed",
         )
 
-    def _kemenperin_works(self, admin: Admin, before: Listing) -> list[Check]:
+    def _kemenperin_works(self, before: Listing) -> list[Check]:
         """Kemenperin takes every moved complaint up and closes it."""
-        calls = self.calls(admin, INCOMING)
+        calls = self.calls(INCOMING, INCOMING)
         wrong = []
         worked = 0
         for number, (tracking_id, old) in enumerate(before.items()):
@@ -235,7 +253,7 @@ class DeskMoveDrill:
                 calls.update(f"{prefix}-2", tracking_id, final, "closed by Kemenperin's desk")
             except Refused as refused:
                 wrong.append(f"{tracking_id}: {refused}")
-        now, _, _ = self._listing(admin)
+        now, _, _ = self._listing(INCOMING)
         left = [t for t, c in now.items() if c.state not in CLOSED]
         wrong += [f"{t} still open" for t in left]
         wrong += [
@@ -251,19 +269,22 @@ class DeskMoveDrill:
             )
         ]
 
-    def _new_filings(self, admin: Admin) -> Check:
+    def _new_filings(self) -> Check:
         """An operator files after the move: Kemenperin's desk owns it."""
         desk = self.config.desks[0]
         complaint = file_one(
-            self.calls(admin, desk),
+            self.calls(INCOMING, desk),
             f"{self.run_id}-after",
             self.subscribers.imei(),
             self.subscribers.imsi(desk),
             CATEGORIES[0],
         )
+        wrong = [] if complaint.owner == INCOMING else [f"owned by {complaint.owner}"]
+        if complaint.tracking_id in self.before:
+            wrong.append(f"tracking id {complaint.tracking_id} given before the move too")
         return check(
-            "new complaints go to Kemenperin's desk",
-            [] if complaint.owner == INCOMING else [f"owned by {complaint.owner}"],
+            "new complaints go to Kemenperin's desk, under a new tracking id",
+            wrong,
             f"{complaint.tracking_id} filed by {desk}, owned by {complaint.owner}",
         )
 
