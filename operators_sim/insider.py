@@ -54,7 +54,7 @@ SOURCES = {
     "bea-cukai": pb.REGISTRATION_SOURCE_CUSTOMS,
     KEMENPERIN: pb.REGISTRATION_SOURCE_TPP_IMPORT,
 }
-PAGE = 200  # rows per revocation page: a burst takes several pages
+PAGES = 4  # a burst is revoked in about this many pages (each one audited write)
 POLL = 0.2
 CALL_TIMEOUT = 60.0
 
@@ -300,7 +300,7 @@ class InsiderRun:
                     start_time=start,
                     end_time=end,
                     reason="insider abuse: burst of registrations through one account",
-                    page_size=PAGE,
+                    page_size=max(1, -(-state.listed // PAGES)),
                     page_token=token,
                 ),
                 metadata=self.admin.metadata(KEMENPERIN),

@@ -8,8 +8,9 @@ dual-SIM phone's sibling slot. Then, by the complaint's category:
 - SECOND_SLOT_DEAD, the sibling slot validly registered: whitelist the dead
   slot if the subscriber shows the box listing both IMEIs (ask for it once);
   the sibling paired with a SIM: pair the dead slot with the subscriber's SIM;
-- RECOVERED, the IMEI blocked as stolen: unblock it on the police's recovery
-  note (ask for it once);
+- RECOVERED, the IMEI blocked as stolen by this desk's operator: unblock it
+  on the police's recovery note (ask for it once); blocked by another
+  operator: reject, sending the subscriber to that operator;
 - NO_SIGNAL on an expired tourist registration: register the device again on
   a valid visa, if the desk's organisation may register tourists (operators);
 - anything else: reject, saying which rule of the register decided.
@@ -88,6 +89,9 @@ def plan(
     if category == CATEGORY.COMPLAINT_CATEGORY_SECOND_SLOT_DEAD and len(diagnoses) > 1:
         return _second_slot(grievance, diagnoses[1], asked)
     if category == CATEGORY.COMPLAINT_CATEGORY_RECOVERED and own.HasField("blacklist"):
+        reporter = own.blacklist.blocked_by
+        if reporter and reporter != desk and desk in _OPERATORS:  # the reporter clears it
+            return Plan(REJECT, f"reported stolen by {reporter}: recover it at {reporter}'s desk")
         if grievance.documents:
             return Plan(
                 RESOLVE,
