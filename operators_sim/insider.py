@@ -100,8 +100,8 @@ class InsiderSummary:
     revocation_sequence: int  # the register version after the last page
     remaining_on_whitelist: int  # listed again after the revocation
     attaches_before: AttachFigures
-    attaches_registered: AttachFigures
-    attaches_after: AttachFigures
+    attaches_registered: AttachFigures  # decided with the whole burst on the whitelist
+    attaches_after: AttachFigures  # decided once the whole burst was revoked
     errors: tuple[str, ...] = ()
     ok: bool = False
 
@@ -120,7 +120,8 @@ class _State:
     revoked: int = 0
     others: dict[str, int] = field(default_factory=dict)
     pages: int = 0
-    revocation_sequence: int = 0
+    revocation_sequence: int = 0  # the register version after the last page
+    first_revoked: int = 0  # the first WHITELIST_REMOVED change
     remaining: int = -1
     errors: list[str] = field(default_factory=list)
 
@@ -311,6 +312,8 @@ class InsiderRun:
             for row in page.rows:
                 if row.outcome == oversight_pb.REVOCATION_OUTCOME_REVOKED:
                     state.revoked += 1
+                    removed = int(row.revocation_sequence)
+                    state.first_revoked = min(state.first_revoked or removed, removed)
                     device, slot = self.keys.get(row.imei_key, (-1, -1))
                     if device >= 0:
                         self.truth.record(device, Event.REVOKED, int(row.revocation_sequence), slot)
@@ -333,10 +336,11 @@ class InsiderRun:
         mine = np.isin(records.device, np.array(self.devices, dtype=np.int64))
         sequence = records.sequence.astype(np.int64)
         outcome = records.outcome
-        revoked_at = state.revocation_sequence or np.iinfo(np.int64).max
+        never = np.iinfo(np.int64).max
         before = mine & (sequence < state.first)
-        registered = mine & (sequence >= state.last) & (sequence < revoked_at)
-        after = mine & (sequence >= revoked_at)
+        # decided with the whole burst registered and nothing revoked yet
+        registered = mine & (sequence >= state.last) & (sequence < (state.first_revoked or never))
+        after = mine & (sequence >= (state.revocation_sequence or never))
         alert = state.alert
         ok = (
             not state.errors
