@@ -67,7 +67,7 @@ def feed(client: Client, after: int) -> list[types_pb2.ListChange]:
         for message in stream:
             return list(message.changes)
     finally:
-        stream.cancel()
+        stream.cancel()  # type: ignore[no-untyped-call]
     return []
 
 
@@ -332,7 +332,9 @@ def test_bad_filings_name_the_field_and_store_nothing(
     telkomsel = clients["telkomsel"]
     values: dict[str, Any] = {"imeis": [imei(50)], "category": NO_SIGNAL, **fields}
     error = failure(
-        lambda: telkomsel.call(telkomsel.complaints.FileComplaint, pb.FileComplaintRequest(**values))
+        lambda: telkomsel.call(
+            telkomsel.complaints.FileComplaint, pb.FileComplaintRequest(**values)
+        )
     )
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in [f for f, _ in violations(error)]
@@ -346,15 +348,13 @@ def test_bad_updates_and_resolutions_name_the_field(clients: dict[str, Client]) 
     telkomsel = clients["telkomsel"]
     for request, field in (
         (pb.UpdateComplaintRequest(tracking_id="X-1", state=INVESTIGATING), "tracking_id"),
-        (pb.UpdateComplaintRequest(tracking_id="C-000001", state=0), "state"),
+        (pb.UpdateComplaintRequest(tracking_id="C-000001"), "state"),
         (
-            pb.UpdateComplaintRequest(
-                tracking_id="C-000001", state=pb.COMPLAINT_STATE_SUBMITTED
-            ),
+            pb.UpdateComplaintRequest(tracking_id="C-000001", state=pb.COMPLAINT_STATE_SUBMITTED),
             "state",
         ),
     ):
-        error = failure(lambda: telkomsel.call(telkomsel.complaints.UpdateComplaint, request))
+        error = failure(lambda r=request: telkomsel.call(telkomsel.complaints.UpdateComplaint, r))
         assert field in [f for f, _ in violations(error)]
     for resolution, field in (
         (pb.ResolveComplaintRequest(tracking_id="C-000001", note="x"), "action"),
@@ -384,7 +384,9 @@ def test_bad_updates_and_resolutions_name_the_field(clients: dict[str, Client]) 
             "register_device.device.imeis[0]",
         ),
     ):
-        error = failure(lambda: telkomsel.call(telkomsel.complaints.ResolveComplaint, resolution))
+        error = failure(
+            lambda r=resolution: telkomsel.call(telkomsel.complaints.ResolveComplaint, r)
+        )
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
         assert field in [f for f, _ in violations(error)], violations(error)
 

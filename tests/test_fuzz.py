@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool
 
+from ceir.v1 import complaints_pb2 as complaint_pb
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
 from ceir.v1 import policy_pb2, registry_pb2, transparency_pb2, types_pb2
@@ -84,7 +85,16 @@ SOURCE_OWNERS = {
     5: "kemlu",
     6: "telkomsel",
 }
-LIST_TABLES = ("devices", "whitelist", "blacklist", "notifications", "exceptions", "idempotency")
+LIST_TABLES = (
+    "devices",
+    "whitelist",
+    "blacklist",
+    "notifications",
+    "exceptions",
+    "idempotency",
+    "complaints",
+    "complaint_steps",
+)
 # Every RPC of the API; test_every_rpc_is_fuzzed keeps this in step with the protos.
 FUZZED_RPCS = {
     "ceir.v1.EquipmentCheckService": {
@@ -107,6 +117,14 @@ FUZZED_RPCS = {
     "ceir.v1.ListSyncService": {"GetSnapshot", "WatchChanges"},
     "ceir.v1.PolicyService": {"GetPolicy", "UpdatePolicy"},
     "ceir.v1.TransparencyService": {"GetCheckpoint", "GetInclusionProof", "GetConsistencyProof"},
+    "ceir.v1.ComplaintService": {
+        "FileComplaint",
+        "GetComplaint",
+        "ListComplaints",
+        "UpdateComplaint",
+        "ResolveComplaint",
+        "DiagnoseImei",
+    },
 }
 
 
@@ -450,7 +468,8 @@ def names_field(message: Message, path: str) -> bool:
             return False
         field = current.DESCRIPTOR.fields_by_name.get(match[1])
         if field is None:
-            return False
+            # A oneof left empty is named by the oneof's own name ("action").
+            return match[1] in current.DESCRIPTOR.oneofs_by_name and segment == path.split(".")[-1]
         value = getattr(current, match[1])
         if match[2] is not None:
             if not field.is_repeated or int(match[2]) >= len(value):
@@ -554,7 +573,7 @@ def seeded(fuzzer: Fuzzer) -> Fuzzer:
 
 
 def test_every_rpc_is_fuzzed() -> None:
-    files = (check_pb, registry_pb2, sync_pb, policy_pb2, transparency_pb2)
+    files = (check_pb, registry_pb2, sync_pb, policy_pb2, transparency_pb2, complaint_pb)
     declared = {
         service.full_name: {method.name for method in service.methods}
         for module in files
@@ -1372,6 +1391,33 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
                 policy=types_pb2.Policy(grace_days=7), update_mask=FieldMask(paths=["grace_days"])
             ),
         ),
+        "FileComplaint": unary(
+            client.complaints.FileComplaint,
+            complaint_pb.FileComplaintRequest(
+                imeis=[imei(905)], category=complaint_pb.COMPLAINT_CATEGORY_OTHER
+            ),
+        ),
+        "GetComplaint": unary(
+            client.complaints.GetComplaint, complaint_pb.GetComplaintRequest(tracking_id="C-000001")
+        ),
+        "ListComplaints": unary(
+            client.complaints.ListComplaints, complaint_pb.ListComplaintsRequest()
+        ),
+        "UpdateComplaint": unary(
+            client.complaints.UpdateComplaint,
+            complaint_pb.UpdateComplaintRequest(
+                tracking_id="C-000001", state=complaint_pb.COMPLAINT_STATE_INVESTIGATING
+            ),
+        ),
+        "ResolveComplaint": unary(
+            client.complaints.ResolveComplaint,
+            complaint_pb.ResolveComplaintRequest(
+                tracking_id="C-000001", note="n", no_action=complaint_pb.NoAction()
+            ),
+        ),
+        "DiagnoseImei": unary(
+            client.complaints.DiagnoseImei, complaint_pb.DiagnoseImeiRequest(imei=imei(1))
+        ),
     }
 
 
@@ -1388,3 +1434,146 @@ def test_every_rpc_refuses_a_missing_or_bad_token(
         assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED, name
         assert error_reason(caught.value) in {"MISSING_TOKEN", "BAD_AUTHORIZATION", "INVALID_TOKEN"}
     assert read_register(fuzzer.engine) == before
+
+
+# --- the complaints desk --------------------------------------------------------------------
+
+TRACKING_IDS = st.one_of(
+    st.sampled_from(["C-000001", "C-000002", "C-000003", "C-999999"]),
+    junk(),
+    st.text("C-0123456789", max_size=25),
+    overlong("C0"),
+)
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    request=st.builds(
+        complaint_pb.FileComplaintRequest,
+        request_id=REQUEST_IDS,
+        imeis=st.one_of(SOME_IMEIS[0], IMEI_LISTS),
+        imsi=st.one_of(st.just(""), IMSIS),
+        msisdn=MSISDNS,
+        category=ENUMS,
+        description=TEXTS,
+    ),
+)
+def test_file_complaint_survives_anything(
+    seeded: Fuzzer, caller: str, request: complaint_pb.FileComplaintRequest
+) -> None:
+    client = seeded.clients[caller]
+    outcome = seeded.attempt(request, lambda: client.call(client.complaints.FileComplaint, request))
+    if caller in ("customs", "kemlu", "kominfo"):
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+    elif isinstance(outcome, complaint_pb.FileComplaintResponse):
+        assert re.fullmatch(r"C-[0-9]{6,}", outcome.complaint.tracking_id)
+        assert 1 <= request.category <= 6
+
+
+def _actions(draw: st.DrawFn) -> dict[str, Any]:
+    which = draw(st.sampled_from(["none", "sibling", "pair", "unblock", "register", "nothing"]))
+    if which == "sibling":
+        return {
+            "whitelist_sibling": complaint_pb.WhitelistSibling(
+                imei=draw(IMEIS), registered_imei=draw(IMEIS), box_reference=draw(TEXTS)
+            )
+        }
+    if which == "pair":
+        return {"pair_sim": complaint_pb.PairSim(imei=draw(IMEIS), imsi=draw(IMSIS))}
+    if which == "unblock":
+        return {"unblock": complaint_pb.Unblock(imei=draw(IMEIS))}
+    if which == "register":
+        device = draw(devices())
+        wrapper = complaint_pb.RegisterDeviceAction()
+        if device is not None:
+            wrapper.device.CopyFrom(device)
+        return {"register_device": wrapper}
+    if which == "nothing":
+        return {"no_action": complaint_pb.NoAction()}
+    return {}
+
+
+@st.composite
+def resolutions(draw: st.DrawFn) -> complaint_pb.ResolveComplaintRequest:
+    return complaint_pb.ResolveComplaintRequest(
+        request_id=draw(REQUEST_IDS),
+        tracking_id=draw(TRACKING_IDS),
+        note=draw(TEXTS),
+        **_actions(draw),
+    )
+
+
+@FUZZ
+@given(caller=caller_for("telkomsel"), request=resolutions())
+def test_resolve_complaint_survives_anything(
+    seeded: Fuzzer, caller: str, request: complaint_pb.ResolveComplaintRequest
+) -> None:
+    client = seeded.clients[caller]
+    outcome = seeded.attempt(
+        request, lambda: client.call(client.complaints.ResolveComplaint, request)
+    )
+    if caller in ("customs", "kemlu", "kominfo"):
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    request=st.builds(
+        complaint_pb.UpdateComplaintRequest,
+        request_id=REQUEST_IDS,
+        tracking_id=TRACKING_IDS,
+        state=ENUMS,
+        note=TEXTS,
+    ),
+)
+def test_update_complaint_survives_anything(
+    seeded: Fuzzer, caller: str, request: complaint_pb.UpdateComplaintRequest
+) -> None:
+    client = seeded.clients[caller]
+    outcome = seeded.attempt(
+        request, lambda: client.call(client.complaints.UpdateComplaint, request)
+    )
+    if caller in ("customs", "kemlu", "kominfo"):
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+
+
+@FUZZ
+@given(
+    caller=caller_for("telkomsel"),
+    imei_value=IMEIS,
+    imsi=IMSIS,
+    page_size=st.one_of(st.just(0), INT32),
+    page_token=st.one_of(st.just(""), PAGE_TOKENS),
+    tracking_id=TRACKING_IDS,
+    state=ENUMS,
+)
+def test_complaint_reads_and_diagnosis_survive_anything(
+    seeded: Fuzzer,
+    caller: str,
+    imei_value: str,
+    imsi: str,
+    page_size: int,
+    page_token: str,
+    tracking_id: str,
+    state: int,
+) -> None:
+    client = seeded.clients[caller]
+    diagnose = complaint_pb.DiagnoseImeiRequest(
+        imei=imei_value, imsi=imsi, page_size=page_size, page_token=page_token
+    )
+    outcome = seeded.attempt(
+        diagnose, lambda: client.call(client.complaints.DiagnoseImei, diagnose)
+    )
+    if isinstance(outcome, complaint_pb.DiagnoseImeiResponse):
+        assert len(outcome.rules) == 6
+        assert sum(r.outcome == complaint_pb.RULE_OUTCOME_DECIDED for r in outcome.rules) == 1
+    listing = complaint_pb.ListComplaintsRequest(
+        state=state,  # type: ignore[arg-type]
+        page_size=page_size,
+        page_token=page_token,
+    )
+    seeded.attempt(listing, lambda: client.call(client.complaints.ListComplaints, listing))
+    one = complaint_pb.GetComplaintRequest(tracking_id=tracking_id)
+    seeded.attempt(one, lambda: client.call(client.complaints.GetComplaint, one))

@@ -45,6 +45,7 @@ from ceir.pki import (
 from ceir.service.orgs import add_organisation, revoke_organisation
 from ceir.storage.database import Database
 from ceir.v1 import (
+    complaints_pb2,
     equipment_check_pb2,
     list_sync_pb2,
     policy_pb2,
@@ -88,6 +89,12 @@ MATRIX = """
 | CustodyService.Activate | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | CustodyService.Retire | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | CustodyService.Abort | allowed | allowed | allowed | allowed | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.FileComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.GetComplaint | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.ListComplaints | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.UpdateComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.ResolveComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| ComplaintService.DiagnoseImei | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 """  # noqa: E501  # a Markdown table, reproduced verbatim in the docs
 
 KINDS = ("operator", "kemenperin", "customs", "kemlu", "kominfo")
@@ -239,6 +246,30 @@ REQUESTS: dict[str, Callable[[str], Message | list[Message]]] = {
     "CustodyService.Activate": lambda kind: _message("CustodyService.Activate"),
     "CustodyService.Retire": lambda kind: _message("CustodyService.Retire"),
     "CustodyService.Abort": lambda kind: _message("CustodyService.Abort"),
+    "ComplaintService.FileComplaint": lambda kind: complaints_pb2.FileComplaintRequest(
+        request_id=_request_id(),
+        imeis=[_fresh_imei()],
+        category=complaints_pb2.COMPLAINT_CATEGORY_NO_SIGNAL,
+        imsi=TELKOMSEL_IMSI if kind == "operator" else "",
+    ),
+    "ComplaintService.GetComplaint": lambda kind: complaints_pb2.GetComplaintRequest(
+        tracking_id="C-999999"
+    ),
+    "ComplaintService.ListComplaints": lambda kind: complaints_pb2.ListComplaintsRequest(),
+    "ComplaintService.UpdateComplaint": lambda kind: complaints_pb2.UpdateComplaintRequest(
+        request_id=_request_id(),
+        tracking_id="C-999999",
+        state=complaints_pb2.COMPLAINT_STATE_INVESTIGATING,
+    ),
+    "ComplaintService.ResolveComplaint": lambda kind: complaints_pb2.ResolveComplaintRequest(
+        request_id=_request_id(),
+        tracking_id="C-999999",
+        note="matrix",
+        no_action=complaints_pb2.NoAction(),
+    ),
+    "ComplaintService.DiagnoseImei": lambda kind: complaints_pb2.DiagnoseImeiRequest(
+        imei=_fresh_imei(), imsi=TELKOMSEL_IMSI
+    ),
 }
 
 

@@ -34,6 +34,8 @@ _UPDATE_TARGETS = frozenset(
     {State.INVESTIGATING, State.WAITING_FOR_SUBSCRIBER, State.RESOLVED, State.REJECTED}
 )
 
+_STATE_VALUES = frozenset(int(s) for s in State)
+
 __all__ = ["complaint", "diagnosis", "filing", "resolution", "update_target"]
 
 
@@ -71,12 +73,8 @@ def tracking_number(value: str) -> int:
 def update_target(request: pb.UpdateComplaintRequest) -> tuple[int, State, str]:
     violations: list[FieldViolation] = []
     number = _collect(violations, lambda: parse_tracking_id(request.tracking_id))
-    target: State | None = None
     allowed = ", ".join(f"COMPLAINT_STATE_{s.name}" for s in sorted(_UPDATE_TARGETS))
-    try:
-        target = State(request.state)
-    except ValueError:
-        pass
+    target = State(request.state) if int(request.state) in _STATE_VALUES else None
     if target not in _UPDATE_TARGETS:
         violations.append(FieldViolation("state", f"one of {allowed}, not {request.state}"))
     note = check_text(request.note, "note", MAX_TEXT, violations)
@@ -198,10 +196,10 @@ def complaint(value: Complaint) -> pb.Complaint:
     for step in value.history:
         added = message.history.add(
             number=step.number,
-            kind=int(step.kind),  # type: ignore[arg-type]
+            kind=int(step.kind),
             actor=step.actor,
-            from_state=0 if step.from_state is None else int(step.from_state),  # type: ignore[arg-type]
-            to_state=int(step.to_state),  # type: ignore[arg-type]
+            from_state=0 if step.from_state is None else int(step.from_state),
+            to_state=int(step.to_state),
             note=step.note,
             action=step.action,
             change_sequences=list(step.change_sequences),

@@ -11,6 +11,7 @@ import typer
 
 from .audit import audit_app
 from .check import check_command
+from .complaints import complaints_app
 from .custody import custody_app
 from .importer import import_command
 from .orgs import org_app
@@ -38,3 +39,4 @@ app.add_typer(audit_app)
 app.add_typer(pki_app)
 app.add_typer(custody_app)
 app.add_typer(ranges_app)
+app.add_typer(complaints_app)

@@ -14,6 +14,8 @@ from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.errors import KeyFormatError
 from ceir.audit.note import Verifier, valid_key_name
 from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR
+from ceir.domain.complaints import DEFAULT_SERVICE_LEVELS, Category, ServiceLevels
+from ceir.service.complaints import DEFAULT_DESK
 from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
 from ceir.service.list_checkpoint import EVERY_CHANGES, EVERY_SECONDS, default_path
@@ -282,6 +284,36 @@ def serve_command(
             "custodian as the incoming register. Later starts must be given the same file.",
         ),
     ] = None,
+    complaints_desk: Annotated[
+        str,
+        typer.Option(
+            "--complaints-desk",
+            metavar="ORG",
+            help="Without a custody policy: the organisation named as the complaints desk "
+            "(an operator: each operator's desk owns what it files, ORG is the register's own "
+            "desk for IMEIs no operator has seen; any other kind: ORG owns every complaint). "
+            "With a custody policy its complaints line decides (docs/desk-agents.md).",
+        ),
+    ] = DEFAULT_DESK,
+    complaint_hours: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--complaint-hours",
+            metavar="CATEGORY=HOURS",
+            help="A category's deadline in hours, e.g. stolen_or_lost=24 (repeatable; "
+            "defaults in docs/desk-agents.md).",
+        ),
+    ] = None,
+    customs_hours: Annotated[
+        int,
+        typer.Option(
+            "--customs-hours",
+            min=1,
+            metavar="HOURS",
+            help="Hours after a customs registration within which a complaint about that "
+            "device is due (the later of this and the category's deadline holds).",
+        ),
+    ] = DEFAULT_SERVICE_LEVELS.customs_hours,
 ) -> None:
     """Run the CEIR gRPC server until SIGINT or SIGTERM.
 
@@ -329,6 +361,8 @@ def serve_command(
         list_checkpoint_every=list_checkpoint_every,
         list_checkpoint_seconds=0 if list_checkpoint_every == 0 else EVERY_SECONDS,
         start_from_list_checkpoint=not full_proof,
+        complaints_desk=complaints_desk,
+        complaint_levels=_levels(complaint_hours or [], customs_hours),
     )
     if signing_key is not None and ephemeral_signing_key:
         fail("--ephemeral-signing-key contradicts --signing-key")
@@ -343,6 +377,23 @@ def serve_command(
             serve(config)
         except (ListsNotFromLog, ListsNotRepairable, LogNotVerified, CustodyConfigError) as error:
             fail(str(error))
+
+
+def _levels(hours: list[str], customs_hours: int) -> ServiceLevels:
+    """The service levels with the --complaint-hours given."""
+    changes: dict[Category, int] = {}
+    for item in hours:
+        name, _, value = item.partition("=")
+        try:
+            category = Category[name.strip().upper()]
+            changes[category] = int(value)
+        except (KeyError, ValueError):
+            names = ", ".join(c.name.lower() for c in Category)
+            fail(f"--complaint-hours {item!r}: CATEGORY=HOURS with a category of {names}")
+    try:
+        return DEFAULT_SERVICE_LEVELS.with_hours(changes, customs_hours)
+    except ValueError as error:
+        fail(f"--complaint-hours: {error}")
 
 
 def _log_key(value: str) -> Verifier:

@@ -13,8 +13,7 @@ organisation must be allowed to do (``ceir.domain.permissions``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from .model import (

@@ -92,9 +92,7 @@ OPEN_STATES = frozenset({State.SUBMITTED, State.INVESTIGATING, State.WAITING_FOR
 # INVESTIGATING -> RESOLVED with an action).
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.SUBMITTED: frozenset({State.INVESTIGATING}),
-    State.INVESTIGATING: frozenset(
-        {State.WAITING_FOR_SUBSCRIBER, State.RESOLVED, State.REJECTED}
-    ),
+    State.INVESTIGATING: frozenset({State.WAITING_FOR_SUBSCRIBER, State.RESOLVED, State.REJECTED}),
     State.WAITING_FOR_SUBSCRIBER: frozenset({State.INVESTIGATING}),
     State.RESOLVED: frozenset(),
     State.REJECTED: frozenset(),
@@ -274,8 +272,7 @@ def require_action_allowed(category: Category, action: ResolutionAction) -> None
     if action not in allowed:
         names = ", ".join(sorted(a.value for a in allowed))
         raise FailedPrecondition(
-            f"a {category.name} complaint cannot be resolved by {action.value} "
-            f"(allowed: {names})",
+            f"a {category.name} complaint cannot be resolved by {action.value} (allowed: {names})",
             reason="ACTION_NOT_ALLOWED_FOR_CATEGORY",
             violations=[
                 FieldViolation(action.value, f"not allowed for {category.name}; allowed: {names}")

@@ -62,15 +62,21 @@ def explain(state: ListState, imei: str, imsi: str, msisdn: str, now_us: int) ->
     key = imei_key(imei)
     if key is None:
         walk.decided(describe_malformed_imei(imei) if imei else "no IMEI given")
-        return walk.done(Decision(EquipmentStatus.BLACKLISTED, (Reason.MALFORMED_IMEI,), None, sequence))
+        return walk.done(
+            Decision(EquipmentStatus.BLACKLISTED, (Reason.MALFORMED_IMEI,), None, sequence)
+        )
     walk.passed(f"a well-formed IMEI, key {key:014d}")
     if imsi and not imsi.startswith(INDONESIA_MCC):
         walk.decided(f"IMSI {imsi} has MCC {imsi[:3]}, not {INDONESIA_MCC}: an inbound roamer")
-        return walk.done(Decision(EquipmentStatus.WHITELISTED, (Reason.INBOUND_ROAMER,), key, sequence))
+        return walk.done(
+            Decision(EquipmentStatus.WHITELISTED, (Reason.INBOUND_ROAMER,), key, sequence)
+        )
     walk.passed("no IMSI given" if not imsi else f"IMSI {imsi} is an Indonesian subscriber")
     if imsi and (key, imsi) in state.exceptions:
         walk.decided(f"IMEI {key:014d} is paired with IMSI {imsi} (exception list)")
-        return walk.done(Decision(EquipmentStatus.WHITELISTED, (Reason.EXCEPTION_PAIR,), key, sequence))
+        return walk.done(
+            Decision(EquipmentStatus.WHITELISTED, (Reason.EXCEPTION_PAIR,), key, sequence)
+        )
     walk.passed("no IMSI to look up" if not imsi else "this IMEI and IMSI are not paired")
     blocked = state.blacklist_entry_of(key)
     registered = state.is_whitelisted(key)
@@ -98,7 +104,9 @@ def explain(state: ListState, imei: str, imsi: str, msisdn: str, now_us: int) ->
                 reasons = (Reason.REGISTERED, Reason.DUPLICATE_SUSPECTED)
                 return walk.done(Decision(EquipmentStatus.GREYLISTED, reasons, key, sequence))
             walk.decided("on the whitelist" + ("" if valid_until is None else ", not expired"))
-            return walk.done(Decision(EquipmentStatus.WHITELISTED, (Reason.REGISTERED,), key, sequence))
+            return walk.done(
+                Decision(EquipmentStatus.WHITELISTED, (Reason.REGISTERED,), key, sequence)
+            )
         walk.passed("on the whitelist, but its registration has expired")
     else:
         walk.passed("not on the whitelist")

@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
@@ -289,7 +289,9 @@ class ComplaintDesk:
         if not request_id:
             return False
         with self.register.db.read() as connection:
-            stored = repo.stored_answer(connection, caller.name, "ResolveComplaint", request_id)
+            # stored_answer only selects: a connection serves as well as a session.
+            session = cast(Session, connection)
+            stored = repo.stored_answer(session, caller.name, "ResolveComplaint", request_id)
         return stored is not None
 
     def _check_resolvable(

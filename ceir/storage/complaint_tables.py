@@ -17,6 +17,7 @@ from .schema import Base, Micros, OptionalMicros
 
 __all__ = ["Base", "ComplaintRow", "ComplaintStepRow"]
 
+
 class ComplaintRow(Base):
     """One complaint: its subject, its desk, its state and its deadline."""
 
@@ -43,6 +44,7 @@ class ComplaintRow(Base):
     escalated_to: Mapped[str] = mapped_column(String(64))
     closed_at_us: Mapped[OptionalMicros]
     updated_at_us: Mapped[Micros]
+
 
 class ComplaintStepRow(Base):
     """One step of a complaint's history, numbered from 1."""
