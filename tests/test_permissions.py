@@ -29,6 +29,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 import ceir.v1
 from ceir.api.server import RunningServer, ServerConfig, create_server
@@ -95,6 +96,9 @@ MATRIX = """
 | ComplaintService.UpdateComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ComplaintService.ResolveComplaint | allowed | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 | ComplaintService.DiagnoseImei | allowed | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| OversightService.ListAccountAlerts | denied | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| OversightService.ListRegistrationsBy | denied | allowed | denied | denied | allowed | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
+| OversightService.RevokeRegistrationsBy | denied | allowed | denied | denied | denied | unauthenticated | unauthenticated | handshake | unauthenticated | handshake | handshake |
 """  # noqa: E501  # a Markdown table, reproduced verbatim in the docs
 
 KINDS = ("operator", "kemenperin", "customs", "kemlu", "kominfo")
@@ -269,6 +273,24 @@ REQUESTS: dict[str, Callable[[str], Message | list[Message]]] = {
     ),
     "ComplaintService.DiagnoseImei": lambda kind: complaints_pb2.DiagnoseImeiRequest(
         imei=_fresh_imei(), imsi=TELKOMSEL_IMSI
+    ),
+    # An abused account: a window in 2000, where nobody registered anything.
+    "OversightService.ListAccountAlerts": lambda kind: _message(
+        "OversightService.ListAccountAlerts"
+    ),
+    "OversightService.ListRegistrationsBy": lambda kind: _message(
+        "OversightService.ListRegistrationsBy",
+        organisation="kemenperin",
+        start_time=Timestamp(seconds=946_684_800),
+        end_time=Timestamp(seconds=946_771_200),
+    ),
+    "OversightService.RevokeRegistrationsBy": lambda kind: _message(
+        "OversightService.RevokeRegistrationsBy",
+        request_id=_request_id(),
+        organisation="kemenperin",
+        start_time=Timestamp(seconds=946_684_800),
+        end_time=Timestamp(seconds=946_771_200),
+        reason="matrix",
     ),
 }
 

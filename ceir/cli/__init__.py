@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from .accounts import accounts_app
 from .audit import audit_app
 from .check import check_command
 from .complaints import complaints_app
@@ -40,3 +41,4 @@ app.add_typer(pki_app)
 app.add_typer(custody_app)
 app.add_typer(ranges_app)
 app.add_typer(complaints_app)
+app.add_typer(accounts_app)

@@ -150,7 +150,7 @@ class RateWatch:
             if self._alerts_metric is not None:
                 self._alerts_metric.labels(raised.organisation).inc()
             log.warning(
-                "account %s registered %d IMEIs in the hour from %s, over %.0f (%.1f x its "
+                "account %s had registered %d IMEIs in the hour from %s, over %.0f (%.1f x its "
                 "baseline of %.1f an hour, floor %.1f): an account alert",
                 raised.organisation,
                 raised.registrations,

@@ -189,7 +189,7 @@ def _spans(
         query = query.where(_rates.c.hour_us < end_us)
     spans: list[tuple[int, int]] = []
     # A clock set back could make two hours' stretches overlap: merge them.
-    for first, last in sorted(connection.execute(query).tuples()):
+    for first, last in sorted((int(r[0]), int(r[1])) for r in connection.execute(query)):
         if spans and first <= spans[-1][1] + 1:
             spans[-1] = (spans[-1][0], max(spans[-1][1], last))
         else:
@@ -261,7 +261,7 @@ def latest_registrations(connection: Executor, keys: Iterable[int]) -> dict[int,
                 _changes.c.imei_key.in_(part), _changes.c.kind == _ADDED
             )
         )
-        for key, sequence, actor in rows.tuples():
+        for key, sequence, actor in rows:
             if key not in latest or sequence > latest[key][0]:
                 latest[key] = (sequence, actor)
     return latest
