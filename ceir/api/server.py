@@ -45,8 +45,8 @@ from grpc_reflection.v1alpha import reflection
 
 from ceir.audit import Signer, Verifier, generate_signing_key, load_private_key
 from ceir.compact import release_freed_memory
-from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR, AlertRule
 from ceir.domain.complaints import DEFAULT_SERVICE_LEVELS, ServiceLevels
+from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR, AlertRule
 from ceir.service.capacity import WriteLimits
 from ceir.service.certificates import CertificateAuthenticator
 from ceir.service.checks import CheckService

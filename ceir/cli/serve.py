@@ -13,8 +13,8 @@ from ceir.api.observability import configure_logging
 from ceir.api.server import ServerConfig, check_transport, serve
 from ceir.audit.errors import KeyFormatError
 from ceir.audit.note import Verifier, valid_key_name
-from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR
 from ceir.domain.complaints import DEFAULT_SERVICE_LEVELS, Category, ServiceLevels
+from ceir.domain.oversight import DEFAULT_FACTOR, DEFAULT_FLOOR
 from ceir.service.complaints import DEFAULT_DESK
 from ceir.service.custody import CustodyConfigError
 from ceir.service.list_audit import ListsNotFromLog
