@@ -103,7 +103,8 @@ class SimConfig:
     custody_poll: float = 1.0
     retry_for: float = DEFAULT_RETRY_FOR
     # complaint traffic (``operators_sim.complaints``; share 0: none)
-    complaints: ComplaintSettings = field(default_factory=ComplaintSettings)
+    # (off here; ``ceir-sim attach`` turns it on with --complaint-share 0.1)
+    complaints: ComplaintSettings = field(default_factory=lambda: ComplaintSettings(share=0.0))
     # ``--scenario insider``: one account's burst of registrations, its alert and
     # its bulk revocation (``operators_sim.insider``); None for a normal run
     insider: InsiderSettings | None = None

@@ -44,6 +44,8 @@ log = logging.getLogger("operators_sim.complaints")
 STATE = complaints_pb.ComplaintState
 POLL = 0.2  # seconds between reads of the new decisions
 RETRY_HOURS = 1.0
+MAX_TRIES = 24  # a call the register could not answer this many times is given up
+DRAIN_WAIT = 15.0  # real seconds the drain may wait, all told, for an unreachable register
 TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"})
 CLOSED = frozenset({STATE.COMPLAINT_STATE_RESOLVED, STATE.COMPLAINT_STATE_REJECTED})
 Decisions = Callable[[], list[tuple[np.ndarray, ...]]]
@@ -118,6 +120,9 @@ class ComplaintEngine:
         self._started = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._draining = False
+        self._drain_wait = DRAIN_WAIT
+        self._tries: dict[int, int] = {}  # id(grievance or case) -> unanswered calls
 
     # -- running -------------------------------------------------------------------
 
@@ -148,6 +153,7 @@ class ComplaintEngine:
         end = self.settings.hours(run_seconds, self.duration)
         self._take_decisions()
         self.stats.end_hours = end
+        self._draining = True
         self._advance(end + self.settings.drain_days * HOURS_PER_DAY)
         self.stats.drained_hours = self._now
 
@@ -228,8 +234,7 @@ class ComplaintEngine:
             if refused.reason == NOT_DESK_OWNER and refused.metadata.get("owner") and not at:
                 self.stats.handed_on += 1
                 self._file(grievance, refused.metadata["owner"])
-            elif refused.code in TRANSIENT:
-                self.stats.retried += 1
+            elif refused.code in TRANSIENT and self._try_again(id(grievance)):
                 self._schedule(self._now + RETRY_HOURS, "arrive", grievance)
             else:
                 key = f"{refused.code} {refused.reason}".strip()
@@ -349,11 +354,26 @@ class ComplaintEngine:
             case.owner = owner
             self._enqueue(case)
         elif refused.code in TRANSIENT or refused.reason == "REGISTER_FROZEN":
-            self.stats.retried += 1
-            self._schedule(self._now + RETRY_HOURS, "retry", case)
+            if self._try_again(id(case)):
+                self._schedule(self._now + RETRY_HOURS, "retry", case)
+            else:
+                self.stats.errors.append(f"{case.tracking_id}: gave up: {refused}"[:200])
         else:
             case.refusals.append(str(refused)[:200])
             self.stats.errors.append(f"{case.tracking_id} at {desk}: {refused}"[:200])
+
+    def _try_again(self, key: int) -> bool:
+        """Count an unanswered call; False once it is time to give up. While
+        draining (simulated time runs without waiting) wait a little in real
+        time, so that a register restarting is not asked 24 times in a row."""
+        tries = self._tries[key] = self._tries.get(key, 0) + 1
+        if tries > MAX_TRIES:
+            return False
+        self.stats.retried += 1
+        if self._draining and self._drain_wait > 0:
+            time.sleep(0.5)
+            self._drain_wait -= 0.5
+        return True
 
     # -- the end -------------------------------------------------------------------
 

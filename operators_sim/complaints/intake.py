@@ -72,7 +72,7 @@ class Intake:
         self.population = population
         self.operators = operators
         self.settings = settings
-        self.seen: set[tuple[int, int, int]] = set()
+        self.seen: set[int] = set()  # subscribers (``_codes``) already judged
         self.candidates = 0
 
     def take(
@@ -86,18 +86,24 @@ class Intake:
         hours: np.ndarray,
     ) -> list[Grievance]:
         """The grievances among these decisions (columns as the recorder keeps them)."""
-        affected = (~ALLOWED[outcome] | _NOTIFIED[outcome]) & (source != Source.FORCED)
+        affected = np.flatnonzero(
+            (~ALLOWED[outcome] | _NOTIFIED[outcome]) & (source != Source.FORCED)
+        )
+        if affected.size == 0:
+            return []
+        codes = _codes(device[affected], slot[affected], sim[affected])
+        codes, first = np.unique(codes, return_index=True)
+        fresh = np.fromiter((c not in self.seen for c in codes.tolist()), bool, codes.size)
+        codes, rows = codes[fresh], affected[first[fresh]]
+        self.seen.update(codes.tolist())
+        self.candidates += int(codes.size)
+        # whether a subscriber complains: a hash of the run's seed and who they are,
+        # so that a subscriber decides the same way whenever their attach comes in
+        chosen = _uniform(codes, self.settings.seed) < self.settings.share
         out = []
-        for row in np.flatnonzero(affected).tolist():
+        for row in rows[chosen].tolist():
             key = (int(device[row]), int(slot[row]), int(sim[row]))
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            self.candidates += 1
-            # one generator per subscriber: the same run seed gives the same choices
             rng = np.random.default_rng([self.settings.seed, *key])
-            if rng.random() >= self.settings.share:
-                continue
             out.append(
                 self._grievance(
                     key,
@@ -155,3 +161,22 @@ class Intake:
             register_caused=register_caused,
             denied=denied,
         )
+
+
+def _codes(device: np.ndarray, slot: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """One integer per (device, slot, SIM): SIMs and devices below 2**25 and 2**38."""
+    return (
+        (device.astype(np.uint64) << np.uint64(26))
+        | (slot.astype(np.uint64) << np.uint64(25))
+        | sim.astype(np.uint64)
+    )
+
+
+def _uniform(codes: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per code, from splitmix64 of the code and the seed."""
+    z = codes ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
