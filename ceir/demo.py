@@ -32,6 +32,8 @@ from ceir.service.clock import ManualClock
 from ceir.service.orgs import add_organisation
 from ceir.storage.database import Database
 from ceir.v1 import (
+    complaints_pb2,
+    complaints_pb2_grpc,
     equipment_check_pb2,
     equipment_check_pb2_grpc,
     list_sync_pb2,
@@ -81,6 +83,10 @@ class Demo:
             for name, channel in channels.items()
         }
         self.sync = list_sync_pb2_grpc.ListSyncServiceStub(channels["kominfo"])
+        self.desks = {
+            name: complaints_pb2_grpc.ComplaintServiceStub(channel)
+            for name, channel in channels.items()
+        }
         self.table = Table(title="Checks through EquipmentCheckService", show_lines=False)
         for column in ("rule", "case", "IMEI", "IMSI", "status", "reasons", "block date"):
             self.table.add_column(column, overflow="fold")
@@ -277,6 +283,68 @@ class Demo:
             )
         )
 
+    def complaint(self) -> None:
+        """XL's desk: a subscriber's second slot is dead. Diagnose, resolve by
+        whitelisting the sibling slot, show the complaint with its change."""
+        desk, subscriber = self.desks["xl"], SUBSCRIBER["xl"]
+        filed = desk.FileComplaint(
+            complaints_pb2.FileComplaintRequest(
+                request_id="demo-complaint-1",
+                imeis=[imei(7), imei(8)],
+                imsi=subscriber,
+                category=complaints_pb2.COMPLAINT_CATEGORY_SECOND_SLOT_DEAD,
+                description="SIM 2 has no signal since 15 September",
+            )
+        ).complaint
+        tracking = filed.tracking_id
+        self.console.print(
+            f"\nComplaint {tracking} (second SIM slot dead) filed at XL's desk, owned by "
+            f"{filed.owner}, due {filed.deadline.ToDatetime().isoformat(timespec='minutes')}Z"
+        )
+        diagnosis = desk.DiagnoseImei(
+            complaints_pb2.DiagnoseImeiRequest(imei=imei(8), imsi=subscriber)
+        )
+        decided = next(
+            r for r in diagnosis.rules if r.outcome == complaints_pb2.RULE_OUTCOME_DECIDED
+        )
+        status = types_pb2.EquipmentStatus.Name(diagnosis.status).removeprefix("EQUIPMENT_STATUS_")
+        self.console.print(
+            f"  diagnose {imei(8)}: {status}, decided by rule {decided.number} "
+            f"({decided.rule}): {decided.detail}"
+        )
+        desk.UpdateComplaint(
+            complaints_pb2.UpdateComplaintRequest(
+                request_id="demo-complaint-2",
+                tracking_id=tracking,
+                state=complaints_pb2.COMPLAINT_STATE_INVESTIGATING,
+                note="the box lists both IMEIs",
+            )
+        )
+        done = desk.ResolveComplaint(
+            complaints_pb2.ResolveComplaintRequest(
+                request_id="demo-complaint-3",
+                tracking_id=tracking,
+                note="slot 2 whitelisted from the box",
+                whitelist_sibling=complaints_pb2.WhitelistSibling(
+                    imei=imei(8), registered_imei=imei(7), box_reference="box photo"
+                ),
+            )
+        )
+        for step in done.complaint.history:
+            state = complaints_pb2.ComplaintState.Name(step.to_state).removeprefix(
+                "COMPLAINT_STATE_"
+            )
+            changes = ", ".join(str(s) for s in step.change_sequences)
+            self.console.print(
+                f"  {step.number}. {step.actor:<9} -> {state:<13} {step.note}"
+                + (f" (list changes {changes})" if changes else "")
+            )
+        answer = self.orgs["xl"].check.CheckEquipment(
+            equipment_check_pb2.CheckEquipmentRequest(imei=imei(8), imsi=subscriber)
+        )
+        status = types_pb2.EquipmentStatus.Name(answer.status).removeprefix("EQUIPMENT_STATUS_")
+        self.console.print(f"  check {imei(8)} on XL now: {status}")
+
 
 def _console() -> Console:
     """A console wide enough for the table even when output is piped."""
@@ -340,6 +408,7 @@ def main() -> int:
             demo.load()
             demo.run_checks()
             demo.show_feed()
+            demo.complaint()
     finally:
         running.stop()
         console.print("CEIR stopped cleanly.")

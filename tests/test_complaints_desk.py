@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
+from sqlalchemy.pool import NullPool
 
 from ceir.api.server import RunningServer, ServerConfig, create_server
 from ceir.domain.complaints import Category, ServiceLevels
@@ -241,3 +243,47 @@ def test_the_desk_moves_with_every_open_complaint_and_none_lost(
         for running in (first, second):
             running.stop(grace=1)
         gc.collect()
+
+
+def test_tracking_ids_survive_restarts_and_stay_unique_across_servers(
+    db_url: str, tokens: dict[str, str], channel_of: Any, clock: ManualClock
+) -> None:
+    first = start(db_url, clock)
+    try:
+        telkomsel = Client(channel_of(first), tokens["telkomsel"])
+        assert file(telkomsel, imei(1), imsi=TELKOMSEL_IMSI).tracking_id == "C-000001"
+    finally:
+        first.stop(grace=1)
+    again, other = start(db_url, clock), start(db_url, clock)
+    try:
+        one = Client(channel_of(again), tokens["telkomsel"])
+        two = Client(channel_of(other), tokens["indosat"])
+        ids = [file(client, imei(n), category=NO_SIGNAL).tracking_id for n, client in
+               ((2, one), (3, two), (4, one), (5, two))]  # fmt: skip
+        assert ids == ["C-000002", "C-000003", "C-000004", "C-000005"]
+    finally:
+        for running in (again, other):
+            running.stop(grace=1)
+        gc.collect()
+
+
+def test_migration_0008_upgrades_and_downgrades(db_url: str) -> None:
+    from .test_bulk_import import _migrate
+    from .test_devices_in_changes import _downgrade
+
+    _migrate(db_url, "0008")
+    engine = sqlalchemy.create_engine(db_url, poolclass=NullPool)
+    try:
+        assert {"complaints", "complaint_steps"} <= set(
+            sqlalchemy.inspect(engine).get_table_names()
+        )
+        _downgrade(db_url, "0007")
+        assert not {"complaints", "complaint_steps"} & set(
+            sqlalchemy.inspect(engine).get_table_names()
+        )
+        _migrate(db_url, "0008")
+        assert {"complaints", "complaint_steps"} <= set(
+            sqlalchemy.inspect(engine).get_table_names()
+        )
+    finally:
+        engine.dispose()

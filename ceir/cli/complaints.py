@@ -24,7 +24,7 @@ from rich.table import Table
 from ceir.v1 import complaints_pb2 as pb
 from ceir.v1 import complaints_pb2_grpc, registry_pb2, types_pb2
 
-from ._output import CliError, out, reporting_errors
+from ._output import CliError, fail, out, reporting_errors
 from ._remote import (
     DEFAULT_ADDRESS,
     AddressOption,
@@ -133,15 +133,15 @@ def file_command(
 ) -> None:
     """File a complaint at your desk; prints its tracking id and owner."""
     remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
-    request = pb.FileComplaintRequest(
-        request_id=request_id,
-        imeis=imeis,
-        imsi=imsi,
-        msisdn=msisdn,
-        category=_enum(pb.ComplaintCategory, category, "COMPLAINT_CATEGORY_", "--category"),  # type: ignore[arg-type]
-        description=description,
-    )
     with _stub(remote, ceir) as stub:
+        request = pb.FileComplaintRequest(
+            request_id=request_id,
+            imeis=imeis,
+            imsi=imsi,
+            msisdn=msisdn,
+            category=_enum(pb.ComplaintCategory, category, "COMPLAINT_CATEGORY_", "--category"),  # type: ignore[arg-type]
+            description=description,
+        )
         answer = stub.FileComplaint(request, metadata=remote.metadata, timeout=timeout)
     _show(answer.complaint, json_output)
 
@@ -183,10 +183,10 @@ def list_command(
 ) -> None:
     """List the complaints you may read (every page), and the deadlines missed."""
     remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
-    number = _enum(pb.ComplaintState, state, "COMPLAINT_STATE_", "--state") if state else 0
     complaints: list[pb.Complaint] = []
     missed, page_token = 0, ""
     with _stub(remote, ceir) as stub:
+        number = _enum(pb.ComplaintState, state, "COMPLAINT_STATE_", "--state") if state else 0
         while True:
             page = stub.ListComplaints(
                 pb.ListComplaintsRequest(state=number, page_size=1_000, page_token=page_token),  # type: ignore[arg-type]
@@ -236,13 +236,13 @@ def update_command(
 ) -> None:
     """Move a complaint your desk owns to another state."""
     remote = Remote(ceir, token, ca_cert, timeout, client_cert, client_key, server_name)
-    request = pb.UpdateComplaintRequest(
-        request_id=request_id,
-        tracking_id=tracking_id,
-        state=_enum(pb.ComplaintState, state, "COMPLAINT_STATE_", "--state"),  # type: ignore[arg-type]
-        note=note,
-    )
     with _stub(remote, ceir) as stub:
+        request = pb.UpdateComplaintRequest(
+            request_id=request_id,
+            tracking_id=tracking_id,
+            state=_enum(pb.ComplaintState, state, "COMPLAINT_STATE_", "--state"),  # type: ignore[arg-type]
+            note=note,
+        )
         answer = stub.UpdateComplaint(request, metadata=remote.metadata, timeout=timeout)
     _show(answer.complaint, json_output)
 
@@ -289,7 +289,7 @@ def resolve_command(
     request = pb.ResolveComplaintRequest(request_id=request_id, tracking_id=tracking_id, note=note)
     given = [o for o in (whitelist_sibling, pair_sim, unblock, register_tourist) if o is not None]
     if len(given) > 1:
-        raise CliError("give one action at most")
+        fail("give one action at most")
     if whitelist_sibling is not None:
         dead, _, registered = whitelist_sibling.partition(":")
         request.whitelist_sibling.CopyFrom(
@@ -302,6 +302,8 @@ def resolve_command(
         request.unblock.CopyFrom(pb.Unblock(imei=unblock))
     elif register_tourist is not None:
         value, _, days = register_tourist.partition(":")
+        if days and not days.isdigit():
+            fail(f"--register-tourist {register_tourist!r}: IMEI:DAYS")
         device = registry_pb2.DeviceRegistration(
             imeis=[value], source=types_pb2.REGISTRATION_SOURCE_TOURIST, reference=reference
         )
