@@ -237,7 +237,9 @@ class ComplaintEngine:
             elif refused.code in TRANSIENT and self._try_again(id(grievance)):
                 self._schedule(self._now + RETRY_HOURS, "arrive", grievance)
             else:
-                key = f"{refused.code} {refused.reason}".strip()
+                key = refused.code
+                if refused.reason and refused.reason != refused.code:
+                    key = f"{key} {refused.reason}"
                 counts = self.stats.refused_at_filing
                 counts[key] = counts.get(key, 0) + 1
             return

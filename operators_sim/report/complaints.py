@@ -27,6 +27,11 @@ def _hours(hours: Hours) -> str:
     return f"{_h(hours.p50)}/{_h(hours.p95)}"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """``name count, ...`` or ``none``."""
+    return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+
+
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -65,7 +70,7 @@ def _facts(figures: ComplaintSummary) -> list[str]:
     return [
         f"{figures.complained:,} of {figures.subscribers_affected:,} subscribers denied or "
         f"notified complained (share {figures.share}); {figures.filed:,} filed, refused at "
-        f"filing: {figures.refused_at_filing or 'none'}",
+        f"filing: {_counts(figures.refused_at_filing)}",
         f"desks work {figures.capacity_per_day:g} complaints a simulated day; the run stands "
         f"for {figures.simulated_days:g} days",
         f"hours to resolve p50 / p95: {_hours(figures.hours_to_resolve)}; to close (resolved "
@@ -73,9 +78,9 @@ def _facts(figures: ComplaintSummary) -> list[str]:
         f"deadlines missed: {figures.deadlines_missed} in simulated time, "
         f"{figures.deadlines_missed_register} on the register's clock",
         f"caused by the register itself: {figures.register_caused} "
-        f"({figures.register_caused_kinds or 'none'}), {figures.register_caused_resolved} "
+        f"({_counts(figures.register_caused_kinds)}), {figures.register_caused_resolved} "
         "resolved",
-        f"actions: {figures.by_action or 'none'}; refused: {figures.actions_refused or 'none'}",
+        f"actions: {_counts(figures.by_action)}; refused: {_counts(figures.actions_refused)}",
         f"passed to the owner's desk: {figures.handed_on}; retried: {figures.retried}; "
         f"open at the end: {figures.open_at_end}",
         f"the register lists {figures.listed}: lost {figures.lost}, duplicated "
@@ -103,7 +108,7 @@ def _insider_facts(insider: InsiderSummary) -> list[str]:
         f"(sequences {insider.burst_sequences[0]}-{insider.burst_sequences[1]})",
         alert_text,
         f"Kemenperin listed {insider.listed:,} in the window and revoked {insider.revoked:,} in "
-        f"{insider.revocation_pages} pages (other outcomes: {insider.not_revoked or 'none'}); "
+        f"{insider.revocation_pages} pages (other outcomes: {_counts(insider.not_revoked)}); "
         f"remaining on the whitelist: {insider.remaining_on_whitelist}",
         *(f"error: {error}" for error in insider.errors),
     ]
