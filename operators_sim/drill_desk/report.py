@@ -69,6 +69,8 @@ td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 <p>{figures.get("complaints")} complaints ({figures.get("open")} open,
 {figures.get("closed")} closed) before policy 1 moved the complaints desk to
 Kemenperin; owners after the move: {owners}.</p>
+<p>Telkomsel's retired register lists after the handover:
+{_e(figures.get("old_register_after", {}))}.</p>
 <h2>Checks</h2>
 <table><thead><tr><th>check</th><th>result</th><th>found</th></tr></thead>
 <tbody>{rows}</tbody></table>

@@ -96,12 +96,14 @@ class DeskMoveDrill:
             )
             after, missed, duplicated = self._listing(INCOMING)
             checks += compare(before, after, duplicated, INCOMING)
+            old_view = self._old_register()
             self.progress("the old desks try to work what they owned")
             checks.append(self._old_desks_refused(before, after))
             self.progress("Kemenperin works the moved complaints")
             checks += self._kemenperin_works(before)
             checks.append(self._new_filings())
             figures = _figures(before, after, missed)
+            figures["old_register_after"] = old_view
             ok = all(c.ok for c in checks)
             result = DeskMoveResult(ok, checks, figures)
             result.json, result.html = write_report(config.report, ok, checks, figures, before)
@@ -193,6 +195,19 @@ class DeskMoveDrill:
         )
 
     # -- after the move ----------------------------------------------------------------
+
+    def _old_register(self) -> dict[str, object]:
+        """What Telkomsel's retired register lists after the handover: owners by
+        state (where complaints that did not travel stay)."""
+        try:
+            listing, _, _ = self._listing(OUTGOING)
+        except Refused as refused:
+            return {"error": str(refused)}
+        owners: dict[str, int] = {}
+        for complaint in listing.values():
+            key = f"{state_name(complaint.state)} at {complaint.owner}"
+            owners[key] = owners.get(key, 0) + 1
+        return {"complaints": len(listing), "by_state_and_owner": dict(sorted(owners.items()))}
 
     def _old_desks_refused(self, before: Listing, after: Listing) -> Check:
         """Each old desk tries to take its open complaints up: FAILED_PRECONDITION
