@@ -65,11 +65,12 @@ def compare(before: Listing, after: Listing, duplicated: int, owner: str) -> lis
         ),
         check(
             "tracking id, state, deadline and filing kept",
-            (
+            [
                 _kept(before[t], after[t])
                 for t in open_ids
                 if t in after and _kept(before[t], after[t])
-            ),
+            ]
+            + [m for m in missing if m.split()[0] in open_ids],
             "every open complaint as it was, owner aside",
         ),
         check(
