@@ -314,9 +314,9 @@ class InsiderRun:
                     state.revoked += 1
                     removed = int(row.revocation_sequence)
                     state.first_revoked = min(state.first_revoked or removed, removed)
-                    device, slot = self.keys.get(row.imei_key, (-1, -1))
+                    device, slot = self._device_of(row.imei_key)
                     if device >= 0:
-                        self.truth.record(device, Event.REVOKED, int(row.revocation_sequence), slot)
+                        self.truth.record(device, Event.REVOKED, removed, slot)
                 else:
                     name = oversight_pb.RevocationOutcome.Name(row.outcome)
                     name = name.removeprefix("REVOCATION_OUTCOME_")
@@ -324,6 +324,16 @@ class InsiderRun:
             token = page.next_page_token
             if not token:
                 return
+
+    def _device_of(self, imei_key: str) -> tuple[int, int]:
+        """The population's (device, slot) of an IMEI key, (-1, -1) if none: a
+        window can hold another registration of the same account (Kemenperin's
+        late registrations), revoked with the burst and so in the ground truth too."""
+        found = self.keys.get(imei_key)
+        if found is not None:
+            return found
+        rows, slots = np.nonzero(self.population.keys == np.uint64(int(imei_key)))
+        return (int(rows[0]), int(slots[0])) if rows.size else (-1, -1)
 
     # -- the end -----------------------------------------------------------------
 
@@ -345,7 +355,8 @@ class InsiderRun:
         ok = (
             not state.errors
             and alert is not None
-            and state.revoked == state.imeis > 0
+            and state.imeis > 0
+            and state.revoked == state.listed >= state.imeis
             and state.remaining == 0
         )
         return InsiderSummary(
