@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from ceir.api.server import RunningServer
+from ceir.domain.errors import WritesRefused
 from ceir.v1 import complaints_pb2 as pb
 from ceir.v1 import list_sync_pb2, registry_pb2, types_pb2
 
@@ -416,3 +417,31 @@ def test_who_reads_what(clients: dict[str, Client], server: RunningServer) -> No
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     error = failure(lambda: file(clients["customs"], imei(62)))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_register_that_takes_no_writes_refuses_complaint_writes_but_reads(
+    clients: dict[str, Client], server: RunningServer
+) -> None:
+    telkomsel = clients["telkomsel"]
+    seen_device(telkomsel, imei(70))
+    tid = file(telkomsel, imei(70), imsi=TELKOMSEL_IMSI).tracking_id
+    update(telkomsel, tid, INVESTIGATING)
+
+    def frozen(session: object, command: object) -> None:
+        raise WritesRefused("frozen for a handover", reason="REGISTER_FROZEN", retry_after=5)
+
+    server.register.write_gate = frozen
+    try:
+        for call in (
+            lambda: file(telkomsel, imei(70), imsi=TELKOMSEL_IMSI),
+            lambda: update(telkomsel, tid, WAITING),
+            lambda: resolve(telkomsel, tid, no_action=pb.NoAction()),
+        ):
+            error = failure(call)
+            assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert error_reason(error) == "REGISTER_FROZEN"
+        assert get(telkomsel, tid).state == INVESTIGATING
+        assert len(get(telkomsel, tid).history) == 2
+    finally:
+        server.register.write_gate = None
+    assert resolve(telkomsel, tid, no_action=pb.NoAction()).complaint.state == RESOLVED

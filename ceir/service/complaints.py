@@ -43,7 +43,7 @@ from ceir.domain.complaints import (
     require_action_allowed,
     require_transition,
 )
-from ceir.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ceir.domain.errors import FailedPrecondition, InvalidArgument, NotFound, WritesRefused
 from ceir.domain.model import Caller, OrgKind
 from ceir.domain.permissions import (
     SEES_EVERY_SUBSCRIBER,
@@ -361,13 +361,19 @@ class ComplaintDesk:
                 not desk.operators and bool(complaints_repo.strays(connection, desk.named, 1))
             )
         if due:
-            self.refresh()
+            try:
+                self.refresh()
+            except WritesRefused:
+                # Frozen for a handover, moved or a standby: reads go on;
+                # the register that takes writes moves and escalates.
+                log.debug("complaints refresh deferred: the register takes no writes now")
 
     def refresh(self) -> tuple[int, int]:
         """Move open complaints to the desk in force and escalate those past
         their deadline, in one transaction; (moved, escalated)."""
         missed: list[Category] = []
         with self.register.transaction() as session:
+            _gate(self.register, session)
             now = self.register.clock.now_us()
             orgs = Organisations(session)
             desk = desk_in_force(session, self.default_desk, orgs)
@@ -436,6 +442,14 @@ class ComplaintDesk:
         return _Transaction(self.register, caller.name, operation, request_id, fingerprint)
 
 
+def _gate(register: Register, session: Session) -> None:
+    """The register's write gate (custody: frozen, moved, standby) for a
+    complaint write, as for any write: a desk on a register that takes no
+    writes now is refused with the same error and RetryInfo."""
+    if register.write_gate is not None:
+        register.write_gate(session, ResolveComplaint("", None))
+
+
 class _Transaction:
     """A write transaction under the register's lock with the AIP-155 answer
     of ``request_id``: ``replayed`` if one is stored, else ``store`` it."""
@@ -464,6 +478,12 @@ class _Transaction:
                     self._context.__exit__(type(error), error, None)
                     raise error
                 self.replayed = Replayed(stored[1])
+                return self
+        try:
+            _gate(self.register, self.session)
+        except BaseException as error:
+            self._context.__exit__(type(error), error, None)
+            raise
         return self
 
     def store(self, response: bytes) -> None:
