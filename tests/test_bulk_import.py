@@ -38,6 +38,7 @@ from ceir.domain.model import (
 )
 from ceir.service.collection import collection_paused
 from ceir.service.list_audit import list_differences, replay
+from ceir.service.oversight_watch import RateWatch
 from ceir.service.register import Register
 from ceir.storage import repository as repo
 from ceir.storage.database import MIGRATIONS, Database
@@ -212,6 +213,7 @@ def _write_as_0005(url: str) -> None:
     db = Database(url)
     try:
         register = Register(db)
+        register.rates = RateWatch(counting=False)  # the 0005 schema has no account_rates
         device = DeviceRegistration((35209900000001,), RegistrationSource.TPP_IMPORT, "R", None)
         rows = tuple(
             ImportRow(

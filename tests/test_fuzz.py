@@ -32,7 +32,14 @@ from sqlalchemy.pool import NullPool
 from ceir.v1 import complaints_pb2 as complaint_pb
 from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import list_sync_pb2 as sync_pb
-from ceir.v1 import policy_pb2, registry_pb2, transparency_pb2, types_pb2
+from ceir.v1 import (
+    oversight_pb2,
+    oversight_pb2_grpc,
+    policy_pb2,
+    registry_pb2,
+    transparency_pb2,
+    types_pb2,
+)
 
 from .helpers import (
     INDOSAT_IMSI,
@@ -124,6 +131,11 @@ FUZZED_RPCS = {
         "UpdateComplaint",
         "ResolveComplaint",
         "DiagnoseImei",
+    },
+    "ceir.v1.OversightService": {
+        "ListAccountAlerts",
+        "ListRegistrationsBy",
+        "RevokeRegistrationsBy",
     },
 }
 
@@ -573,7 +585,15 @@ def seeded(fuzzer: Fuzzer) -> Fuzzer:
 
 
 def test_every_rpc_is_fuzzed() -> None:
-    files = (check_pb, registry_pb2, sync_pb, policy_pb2, transparency_pb2, complaint_pb)
+    files = (
+        check_pb,
+        registry_pb2,
+        sync_pb,
+        policy_pb2,
+        transparency_pb2,
+        complaint_pb,
+        oversight_pb2,
+    )
     declared = {
         service.full_name: {method.name for method in service.methods}
         for module in files
@@ -1044,6 +1064,164 @@ def test_find_range_uploads_survives_anything(
         outcome = client.call(client.registry.FindRangeUploads, request)
 
 
+# --- an abused account (OversightService) --------------------------------------------------
+
+REGULATORS = ("kemenperin", "kominfo")
+ORGANISATIONS = st.one_of(
+    st.sampled_from(["kemenperin", "telkomsel", "customs", "nobody", ""]), junk(), overlong("k")
+)
+OVERSIGHT_TOKENS = st.one_of(
+    PAGE_TOKENS,
+    st.tuples(
+        st.sampled_from(["l1", "v1", "a1", "x1"]),
+        st.one_of(st.integers(0, 50), st.integers(2**62, 2**64), st.text(max_size=4)),
+        st.one_of(st.integers(0, 50), st.integers(2**62, 2**64)),
+        st.one_of(st.text("0123456789abcdef", min_size=16, max_size=16), junk(5)),
+    ).map(lambda t: base64.urlsafe_b64encode(":".join(map(str, t)).encode()).decode()),
+)
+
+
+def _oversight(client: Client) -> oversight_pb2_grpc.OversightServiceStub:
+    return oversight_pb2_grpc.OversightServiceStub(client.channel)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> dict[str, Any]:
+    """An organisation and a window: mostly sound, sometimes anything."""
+    fields: dict[str, Any] = {"organisation": draw(ORGANISATIONS)}
+    for name in ("start_time", "end_time"):
+        stamp = draw(timestamps())
+        if stamp is not None:
+            fields[name] = stamp
+    return fields
+
+
+def _window_is_garbage(request: Any) -> bool:
+    """True if the documented rules refuse this window whoever sends it."""
+    start, end = request.start_time, request.end_time
+    return (
+        not request.organisation.strip()
+        or len(request.organisation) > 64
+        or not request.organisation.isprintable()
+        or not request.HasField("start_time")
+        or not timestamp_ok(start)
+        or (request.HasField("end_time") and not timestamp_ok(end))
+        or (
+            request.HasField("end_time")
+            and timestamp_ok(end)
+            and timestamp_ok(start)
+            and (end.seconds, end.nanos // 1_000) < (start.seconds, start.nanos // 1_000)
+        )
+        or request.page_size < 0
+    )
+
+
+@FUZZ
+@given(
+    caller=st.sampled_from(CALLERS),
+    request=st.builds(
+        oversight_pb2.ListAccountAlertsRequest,
+        page_size=st.one_of(st.just(0), st.integers(1, 5), INT32),
+        page_token=st.one_of(st.just(""), OVERSIGHT_TOKENS),
+    ),
+)
+def test_list_account_alerts_survives_anything(
+    seeded: Fuzzer, caller: str, request: oversight_pb2.ListAccountAlertsRequest
+) -> None:
+    client = seeded.clients[caller]
+    stub = _oversight(client)
+    outcome = seeded.attempt(request, lambda: client.call(stub.ListAccountAlerts, request))
+    if caller not in REGULATORS:
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+    elif request.page_size < 0:
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+    elif not request.page_token:
+        assert isinstance(outcome, oversight_pb2.ListAccountAlertsResponse), outcome
+
+
+@FUZZ
+@given(
+    caller=caller_for("kominfo"),
+    window=windows(),
+    page_size=st.one_of(st.just(0), st.integers(1, 5), INT32),
+    page_token=st.one_of(st.just(""), st.just(""), OVERSIGHT_TOKENS),
+)
+def test_list_registrations_by_survives_anything(
+    seeded: Fuzzer, caller: str, window: dict[str, Any], page_size: int, page_token: str
+) -> None:
+    request = oversight_pb2.ListRegistrationsByRequest(
+        page_size=page_size, page_token=page_token, **window
+    )
+    client = seeded.clients[caller]
+    stub = _oversight(client)
+    outcome = seeded.attempt(request, lambda: client.call(stub.ListRegistrationsBy, request))
+    if caller not in REGULATORS:
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+        return
+    if _window_is_garbage(request):
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+    while isinstance(outcome, oversight_pb2.ListRegistrationsByResponse):
+        assert len(outcome.registrations) <= min(page_size or 1_000, 10_000)
+        if not outcome.next_page_token:
+            break
+        # The server's own token always works, for the same window.
+        request = oversight_pb2.ListRegistrationsByRequest(
+            page_size=page_size, page_token=outcome.next_page_token, **window
+        )
+        outcome = client.call(stub.ListRegistrationsBy, request)
+
+
+@FUZZ
+@given(
+    caller=caller_for("kemenperin"),
+    request_id=a_request_id(),
+    window=windows(),
+    reason=st.one_of(GOOD_TEXTS, TEXTS),
+    page_size=st.one_of(st.just(0), st.integers(1, 5), INT32),
+    page_token=st.one_of(st.just(""), st.just(""), OVERSIGHT_TOKENS),
+)
+def test_revoke_registrations_by_survives_anything(
+    seeded: Fuzzer,
+    caller: str,
+    request_id: str,
+    window: dict[str, Any],
+    reason: str,
+    page_size: int,
+    page_token: str,
+) -> None:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "reason": reason,
+        "page_size": page_size,
+        **window,
+    }
+    request = oversight_pb2.RevokeRegistrationsByRequest(page_token=page_token, **fields)
+    client = seeded.clients[caller]
+    stub = _oversight(client)
+    outcome = seeded.attempt(request, lambda: client.call(stub.RevokeRegistrationsBy, request))
+    if caller != "kemenperin":  # Kemenperin alone revokes any registration
+        assert code_of(outcome) is grpc.StatusCode.PERMISSION_DENIED
+        return
+    if (
+        _window_is_garbage(request)
+        or not request_id
+        or not request_id_ok(request_id)
+        or not text_ok(reason, 256, required=True)
+    ):
+        assert code_of(outcome) is grpc.StatusCode.INVALID_ARGUMENT
+    while isinstance(outcome, oversight_pb2.RevokeRegistrationsByResponse):
+        assert len(outcome.rows) <= min(page_size or 1_000, 10_000)
+        assert outcome.revoked == sum(
+            row.outcome == oversight_pb2.REVOCATION_OUTCOME_REVOKED for row in outcome.rows
+        )
+        if not outcome.next_page_token:
+            break
+        request = oversight_pb2.RevokeRegistrationsByRequest(
+            page_token=outcome.next_page_token, **fields
+        )
+        outcome = client.call(stub.RevokeRegistrationsBy, request)
+
+
 @FUZZ
 @given(
     caller=caller_for("telkomsel"),
@@ -1331,6 +1509,8 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
     )
     check = check_pb.CheckEquipmentRequest(imei=imei(901), imsi=TELKOMSEL_IMSI)
     r = client.registry
+    o = oversight_pb2_grpc.OversightServiceStub(client.channel)
+    window: dict[str, Any] = {"organisation": "kemenperin", "start_time": Timestamp(seconds=0)}
 
     def unary(method: Any, request: Message) -> Callable[[list[tuple[str, str]]], object]:
         return lambda metadata: method(request, metadata=metadata, timeout=10)
@@ -1384,6 +1564,14 @@ def valid_calls(client: Client) -> dict[str, Callable[[list[tuple[str, str]]], o
         ),
         "GetConsistencyProof": unary(
             client.log.GetConsistencyProof, transparency_pb2.GetConsistencyProofRequest()
+        ),
+        "ListAccountAlerts": unary(o.ListAccountAlerts, oversight_pb2.ListAccountAlertsRequest()),
+        "ListRegistrationsBy": unary(
+            o.ListRegistrationsBy, oversight_pb2.ListRegistrationsByRequest(**window)
+        ),
+        "RevokeRegistrationsBy": unary(
+            o.RevokeRegistrationsBy,
+            oversight_pb2.RevokeRegistrationsByRequest(request_id="o1", reason="x", **window),
         ),
         "UpdatePolicy": unary(
             client.policy.UpdatePolicy,

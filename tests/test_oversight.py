@@ -320,3 +320,34 @@ def test_only_regulators_read_alerts_and_registrations(
     ):
         error = _refusal(caller, method, request)
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED, method
+
+
+def test_copied_changes_are_counted_by_organisation_and_hour() -> None:
+    """A standby's batch mixes writes of several organisations and hours."""
+    import dataclasses
+
+    from ceir.domain.model import Change, ChangeKind
+    from ceir.service.oversight_watch import _by_hour, _one_write
+
+    plan = [  # (actor, time, kind)
+        ("a", 10, ChangeKind.WHITELIST_ADDED),
+        ("a", 10, ChangeKind.WHITELIST_ADDED),
+        ("b", 10, ChangeKind.WHITELIST_ADDED),
+        ("b", 10, ChangeKind.WHITELIST_REMOVED),
+        ("a", 20, ChangeKind.WHITELIST_ADDED),
+        ("a", WINDOW_US + 5, ChangeKind.WHITELIST_ADDED),
+        ("b", 30, ChangeKind.BLACKLIST_BLOCKED),
+    ]
+    changes = [
+        dataclasses.replace(
+            Change(kind, 35_000_000_000_000 + n), sequence=n + 1, actor=actor, committed_at_us=t
+        )
+        for n, (actor, t, kind) in enumerate(plan)
+    ]
+    assert _by_hour(changes) == {
+        ("a", 0): [3, 1, 5],
+        ("b", 0): [1, 3, 3],
+        ("a", WINDOW_US): [1, 6, 6],
+    }
+    assert _one_write(changes[:2]) == {("a", 0): [2, 1, 2]}
+    assert _one_write(changes[3:4]) == {}

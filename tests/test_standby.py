@@ -43,6 +43,8 @@ TABLES = {
     "notifications": "imei_key, imsi",
     "exceptions": "imei_key, imsi",
     "register_state": "id",
+    # The account alert's counts (migration 0010): the standby counts what it copies.
+    "account_rates": "organisation, hour_us",
 }
 WAIT = 60.0  # seconds: a bound on a wait that ends as soon as its condition holds
 

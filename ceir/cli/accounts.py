@@ -214,6 +214,7 @@ def list_registrations(
             return
 
 
+TABLE_ROWS = 1_000  # rows printed as a table; --csv writes them all
 REGISTRATION_COLUMNS = [
     "imei_key",
     "device_id",
@@ -275,13 +276,15 @@ def registrations_command(
                 ]
                 if writer is not None:
                     writer.writerow(values)
-                else:
+                elif listed <= TABLE_ROWS:
                     table.add_row(*values)
     finally:
         if handle is not None:
             handle.close()
     if csv_file is None:
         out().print(table)
+        if listed > TABLE_ROWS:
+            err().print(f"(the first {TABLE_ROWS:,} rows; --csv FILE writes them all)")
     err().print(
         f"{org} registered {listed:,} IMEIs in the window; {on_whitelist:,} still on the "
         "whitelist from that registration"

@@ -294,7 +294,7 @@ class Register:
                 self.limits.check(self.state, command, unit.changes)
                 append = self._write_changes(session, unit)
                 write_projection(session, unit.changes)
-                watched = self.rates.record(session, unit.changes)
+                watched = self.rates.record(session, unit.changes, one_write=True)
                 if within is not None:
                     within(session, append.note if append is not None else "")
                 if key and render is not None:
