@@ -11,8 +11,9 @@ complaint is closed or ``drain_days`` have passed.
 
 A desk that no longer owns a complaint is refused with NOT_DESK_OWNER
 naming the owner: the complaint goes to that desk's queue. A call the
-register could not answer (down, frozen) is tried again an hour later
-with the same request id. Every list change a resolution causes is
+register could not answer (down, frozen for a handover, moved: the writers
+follow it to the new custodian) is tried again an hour later with the same
+request id, up to ``MAX_TRIES`` times. Every list change a resolution causes is
 recorded in the ground truth at the sequence the register gave it, so the
 attaches after it are judged by it.
 """
@@ -35,6 +36,7 @@ from ceir.v1 import complaints_pb2 as complaints_pb
 from ..loader import KOMINFO, Admin
 from ..population import Population
 from ..truth import Event, Truth
+from ..writes import REGISTER_FROZEN, REGISTER_MOVED
 from .calls import NOT_DESK_OWNER, DeskCalls, Refused
 from .intake import Grievance, Intake
 from .rules import ASK, REJECT, Plan, plan
@@ -234,7 +236,7 @@ class ComplaintEngine:
             if refused.reason == NOT_DESK_OWNER and refused.metadata.get("owner") and not at:
                 self.stats.handed_on += 1
                 self._file(grievance, refused.metadata["owner"])
-            elif refused.code in TRANSIENT and self._try_again(id(grievance)):
+            elif self._passing(refused) and self._try_again(id(grievance)):
                 self._schedule(self._now + RETRY_HOURS, "arrive", grievance)
             else:
                 key = refused.code
@@ -322,7 +324,7 @@ class ComplaintEngine:
                 lambda rid: calls.resolve(step.request(rid, case.tracking_id)),
             )
         except Refused as refused:
-            if refused.code in TRANSIENT or refused.reason == NOT_DESK_OWNER:
+            if self._passing(refused) or refused.reason == NOT_DESK_OWNER:
                 raise
             # the action's own rules refused it (permission, category): say so and close
             key = f"{step.action}: {refused.code} {refused.reason}".strip()
@@ -355,7 +357,7 @@ class ComplaintEngine:
             self.stats.handed_on += 1
             case.owner = owner
             self._enqueue(case)
-        elif refused.code in TRANSIENT or refused.reason == "REGISTER_FROZEN":
+        elif self._passing(refused):
             if self._try_again(id(case)):
                 self._schedule(self._now + RETRY_HOURS, "retry", case)
             else:
@@ -363,6 +365,14 @@ class ComplaintEngine:
         else:
             case.refusals.append(str(refused)[:200])
             self.stats.errors.append(f"{case.tracking_id} at {desk}: {refused}"[:200])
+
+    def _passing(self, refused: Refused) -> bool:
+        """The register could not take the call now (down, frozen for a
+        handover, moved to a new custodian: followed): worth trying again."""
+        if refused.reason == REGISTER_MOVED:
+            self.admin.follow(refused.metadata.get("endpoint", ""), self.admin.target)
+            return True
+        return refused.code in TRANSIENT or refused.reason == REGISTER_FROZEN
 
     def _try_again(self, key: int) -> bool:
         """Count an unanswered call; False once it is time to give up. While
