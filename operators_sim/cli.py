@@ -9,6 +9,11 @@ Telkomsel to Kemenperin (``operators_sim.drill``); it exits with status 1
 when the outcome is not the scenario's expected one or an acknowledged write
 was lost or doubled, an attach went unanswered, or the drill could not run.
 
+``ceir-sim drill desk-move`` moves the complaints desk from the operators
+to Kemenperin with complaints in every state (``operators_sim.drill_desk``);
+it exits with status 1 when a complaint was lost, duplicated or altered, or
+another of its checks fails.
+
 ``ceir-sim drill capacity`` replays September 2020, a register filled by
 whole TAC ranges, and its cure (``operators_sim.drill_capacity``); it exits
 with status 1 when a refused registration was lost or another of its
@@ -27,9 +32,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .complaints import ComplaintSettings
 from .drill.command import drill_app
 from .drill_capacity.command import capacity_command
-from .loader import REQUIRED_ORGS
+from .drill_desk.command import desk_move_command
+from .insider import SOURCES, InsiderSettings
+from .loader import KEMLU, REQUIRED_ORGS
 from .node import Failover, Mode
 from .simulation import PHASES, Progress, SimConfig, Simulation
 from .transport import MissingCertificate, Tls, client_certificates
@@ -41,8 +49,10 @@ app = typer.Typer(
     add_completion=False,
 )
 drill_app.command("capacity")(capacity_command)
+drill_app.command("desk-move")(desk_move_command)
 app.add_typer(drill_app)
 console = Console()
+SCENARIOS = ("normal", "insider")
 
 
 @app.callback()
@@ -216,8 +226,33 @@ def attach(
         "--screenshot/--no-screenshot",
         help="Also write report.png, the page as headless Chromium shows it (when installed).",
     ),
+    complaint_share: float = typer.Option(
+        0.1,
+        min=0.0,
+        max=1.0,
+        help="Of the subscribers denied or notified, the share who complain at a desk "
+        "(0: no complaint traffic).",
+    ),
+    desk_capacity: float = typer.Option(
+        20.0, min=0.1, help="Complaints each desk works per simulated day."
+    ),
+    complaint_days: float = typer.Option(
+        7.0, min=0.01, help="Simulated days the run's traffic stands for (desks' clock)."
+    ),
+    scenario: str = typer.Option(
+        "normal",
+        help="normal, or insider: one account registers a burst of black-market phones; "
+        "the account alert fires and Kemenperin revokes the burst.",
+    ),
+    insider_org: str = typer.Option(
+        KEMLU, help="With --scenario insider: the abused account (kemlu, bea-cukai, kemenperin)."
+    ),
 ) -> None:
     """Run an attach simulation and write its report."""
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    if insider_org not in SOURCES:
+        raise typer.BadParameter(f"one of {', '.join(SOURCES)}", param_hint="--insider-org")
     if phase not in PHASES:
         raise typer.BadParameter("notify or enforce", param_hint="--phase")
     if ceir and tokens is None and client_certs is None:
@@ -298,6 +333,12 @@ def attach(
         node_state=node_state,
         endpoints=_endpoints(endpoint),
         retry_for=retry_for,
+        complaints=ComplaintSettings(
+            share=complaint_share, capacity=desk_capacity, days=complaint_days, seed=seed
+        ),
+        insider=InsiderSettings(organisation=insider_org, seed=seed)
+        if scenario == "insider"
+        else None,
     )
     from .report import print_summary, screenshot, write_reports
     from .summary import summarize

@@ -19,7 +19,8 @@ It signs the log with a key it creates in its data directory
 (``custodian.pub.pem``) to the nodes, as a custodian publishes it.
 
 ``python -m operators_sim.embedded --db FILE --address HOST:PORT
-[--signing-key FILE] (--tls-key FILE --tls-cert FILE [--client-ca FILE] |
+[--signing-key FILE] [--account-alert-factor F --account-alert-floor N]
+(--tls-key FILE --tls-cert FILE [--client-ca FILE] |
 --insecure)`` is the child: it prints ``PORT <n>`` once listening and stops
 on SIGTERM.
 """
@@ -83,10 +84,13 @@ class EmbeddedCeir:
         port: int = 0,
         tls: tuple[Path, Path] | None = None,
         client_ca: Path | None = None,
+        alert_rule: tuple[float, float] | None = None,
     ) -> None:
         """``tls``: (key, certificate) PEM files to serve TLS, and with
         ``client_ca`` (the CA of the client certificates, PEM) mutual TLS;
-        plain text on 127.0.0.1 without them (the server logs it)."""
+        plain text on 127.0.0.1 without them (the server logs it).
+        ``alert_rule``: the account alert's (factor, floor), as ``ceir serve
+        --account-alert-factor/--account-alert-floor`` (default: the server's)."""
         if client_ca is not None and tls is None:
             raise ValueError("client_ca needs tls (a server key and certificate)")
         self.data_dir = data_dir
@@ -94,6 +98,7 @@ class EmbeddedCeir:
         self.port = port
         self.tls = tls
         self.client_ca = client_ca
+        self.alert_rule = alert_rule
         self._process: subprocess.Popen[str] | None = None
 
     @property
@@ -140,6 +145,9 @@ class EmbeddedCeir:
                 command += ["--client-ca", str(self.client_ca)]
         else:
             command.append("--insecure")
+        if self.alert_rule is not None:
+            factor, floor = self.alert_rule
+            command += ["--account-alert-factor", str(factor), "--account-alert-floor", str(floor)]
         self._close_pipe()
         with (self.data_dir / "ceir.log").open("a") as log:  # the child keeps its own copy
             self._process = subprocess.Popen(
@@ -208,8 +216,19 @@ def main() -> None:
     parser.add_argument("--client-ca", type=Path)
     parser.add_argument("--insecure", action="store_true", help="serve plain text")
     parser.add_argument("--signing-key", type=Path)
+    parser.add_argument("--account-alert-factor", type=float)
+    parser.add_argument("--account-alert-floor", type=float)
     args = parser.parse_args()
     from ceir.api.server import ServerConfig, create_server
+
+    alert_rule = {
+        name: value
+        for name, value in (
+            ("account_alert_factor", args.account_alert_factor),
+            ("account_alert_floor", args.account_alert_floor),
+        )
+        if value is not None
+    }
 
     running = create_server(
         ServerConfig(
@@ -221,6 +240,7 @@ def main() -> None:
             client_ca=args.client_ca,
             insecure=args.insecure,  # plain text only when asked, and it logs so
             signing_key=args.signing_key,
+            **alert_rule,
         )
     )
     done = threading.Event()

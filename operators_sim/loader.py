@@ -156,6 +156,11 @@ class Admin:
         """The registry stub on ``org``'s channel (use with ``metadata(org)``)."""
         return self._registries[org]
 
+    def channel_for(self, org: str) -> grpc.Channel:
+        """``org``'s channel to the register now (for services other than the
+        registry's, such as the complaints desk; use with ``metadata(org)``)."""
+        return self._channels[self.credentials[org].tls]
+
     def metadata(self, org: str) -> tuple[tuple[str, str], ...]:
         return self.credentials[org].metadata
 

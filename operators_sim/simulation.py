@@ -30,9 +30,11 @@ from ceir.v1 import equipment_check_pb2 as check_pb
 from ceir.v1 import equipment_check_pb2_grpc as check_grpc
 from ceir.v1 import types_pb2 as pb
 
+from .complaints import ComplaintEngine, ComplaintSettings, ComplaintSummary, summarize_complaints
 from .custody_follower import CustodySetup
 from .decision import Decisions
 from .embedded import EmbeddedCeir, demo_pki
+from .insider import InsiderRun, InsiderSettings, InsiderSummary, chosen_floor, pick_devices
 from .loader import KOMINFO, REQUIRED_ORGS, Admin, LoadResult, check_tokens, load
 from .node import (
     OPERATORS,
@@ -100,6 +102,12 @@ class SimConfig:
     endpoints: dict[str, str] = field(default_factory=dict)
     custody_poll: float = 1.0
     retry_for: float = DEFAULT_RETRY_FOR
+    # complaint traffic (``operators_sim.complaints``; share 0: none)
+    # (off here; ``ceir-sim attach`` turns it on with --complaint-share 0.1)
+    complaints: ComplaintSettings = field(default_factory=lambda: ComplaintSettings(share=0.0))
+    # ``--scenario insider``: one account's burst of registrations, its alert and
+    # its bulk revocation (``operators_sim.insider``); None for a normal run
+    insider: InsiderSettings | None = None
 
 
 @dataclass
@@ -152,6 +160,8 @@ class SimResult:
     split_views: list[str] = field(default_factory=list)
     writes: WriteLedger | None = None  # every acknowledged write and the refusal counts
     node_state: Path | None = None  # with custody: the nodes' state and evidence
+    complaints: ComplaintSummary | None = None  # with complaint traffic
+    insider: InsiderSummary | None = None  # the insider scenario
 
 
 class _Recorder:
@@ -191,6 +201,11 @@ class _Recorder:
             self._parts.append(part)
             self.attaches += count
             self.denied += int((~ALLOWED[decisions.outcome]).sum())
+
+    def new_parts(self, start: int) -> tuple[list[tuple[np.ndarray, ...]], int]:
+        """The decisions recorded since part ``start``, and the next start."""
+        with self._lock:
+            return self._parts[start:], len(self._parts)
 
     def records(self) -> Records:
         with self._lock:
@@ -304,6 +319,7 @@ class Simulation:
         self.trust: Trust | None = None
         self.gossip = Gossip()
         self.node_state: Path | None = None
+        self._alert_rule: tuple[float, float] | None = None
 
     def _custody(self, operator: str, credentials: Credentials) -> CustodySetup | None:
         """The node's custody setup, when the run is given a policy 0."""
@@ -361,12 +377,15 @@ class Simulation:
             for suffix in ("-wal", "-shm"):
                 Path(f"{directory / 'ceir.db'}{suffix}").unlink(missing_ok=True)
         if config.insecure:
-            self.embedded = EmbeddedCeir(directory)
+            self.embedded = EmbeddedCeir(directory, alert_rule=self._alert_rule)
             self.embedded.start()
             return self.embedded.address, token_credentials(self.embedded.create_organisations())
         pki = demo_pki(directory / "pki")
         self.embedded = EmbeddedCeir(
-            directory, tls=(pki.key(pki.server), pki.server), client_ca=pki.ca
+            directory,
+            tls=(pki.key(pki.server), pki.server),
+            client_ca=pki.ca,
+            alert_rule=self._alert_rule,
         )
         self.embedded.start()
         self.embedded.create_organisations()  # the register must know the certificates' CNs
@@ -375,6 +394,12 @@ class Simulation:
     def run(self) -> SimResult:
         config = self.config
         setup_started = time.monotonic()
+        self.progress(Progress(f"generating {config.devices:,} devices"))
+        population = generate(config.devices, config.seed)
+        if config.insider is not None:  # the embedded register's alert rule for the scenario
+            devices = pick_devices(population, config.insider)
+            floor = chosen_floor(population, config.insider, devices)
+            self._alert_rule = (config.insider.alert_factor, floor)
         self.progress(Progress("starting the CEIR"))
         target, credentials = self._start_ceir()
         admin = Admin(
@@ -386,8 +411,6 @@ class Simulation:
         nodes: list[Node] = []
         try:
             admin.set_policy(phase=PHASES[config.phase], grace_days=config.grace_days)
-            self.progress(Progress(f"generating {config.devices:,} devices"))
-            population = generate(config.devices, config.seed)
             self.progress(Progress("loading the population through the API"))
             loaded = load(admin, population)
             truth = Truth(population, PHASES[config.phase])
@@ -454,8 +477,25 @@ class Simulation:
         recorder = _Recorder()
         started = time.perf_counter()
         workers = [_Worker(i, node, population, recorder, started) for i, node in enumerate(nodes)]
-        injector = Injector(admin, population, truth, config.inject_rate, config.seed)
+        insider = (
+            InsiderRun(admin, population, truth, config.insider, config.duration)
+            if config.insider is not None
+            else None
+        )
+        injector = Injector(
+            admin,
+            population,
+            truth,
+            config.inject_rate,
+            config.seed,
+            reserved=insider.devices if insider is not None else (),
+        )
         injector.start()
+        complaints = self._complaints(admin, population, truth, recorder)
+        if complaints is not None:
+            complaints.start(started)
+        if insider is not None:
+            insider.start(started)
         outages: list[tuple[float, float]] = []
         down_at: float | None = None
         last = started
@@ -490,6 +530,10 @@ class Simulation:
         for worker in workers:
             worker.finish()
         run_seconds = time.perf_counter() - started
+        insider_summary = insider.finish(recorder.records()) if insider is not None else None
+        if complaints is not None:
+            self.progress(self._progress("desks draining", run_seconds, recorder, nodes))
+            complaints.finish(run_seconds)
         self.progress(self._progress("catching up", run_seconds, recorder, nodes))
         head, caught_up = self._catch_up(admin.target, credentials[KOMINFO], nodes)
         custody_views = [
@@ -521,6 +565,33 @@ class Simulation:
                 "failed_attempts": injector.stats.failed,
             },
             outages=outages,
+            complaints=summarize_complaints(complaints) if complaints is not None else None,
+            insider=insider_summary,
+        )
+
+    def _complaints(
+        self, admin: Admin, population: Population, truth: Truth, recorder: _Recorder
+    ) -> ComplaintEngine | None:
+        """The complaint traffic, reading the recorder's new decisions as they come."""
+        settings = self.config.complaints
+        if not settings.enabled:
+            return None
+        taken = 0
+
+        def decisions() -> list[tuple[np.ndarray, ...]]:
+            nonlocal taken
+            parts, taken = recorder.new_parts(taken)
+            # operator, device, slot, sim, outcome, source, seconds into the run
+            return [(*part[:6], part[8]) for part in parts]
+
+        return ComplaintEngine(
+            admin,
+            population,
+            truth,
+            settings,
+            tuple(op.name for op in OPERATORS),
+            self.config.duration,
+            decisions,
         )
 
     def _outage(

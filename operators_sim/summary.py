@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .complaints import ComplaintSummary
 from .decision import ALLOWED, Outcome, Source, reason_names
+from .insider import InsiderSummary
 from .node import OPERATORS, AuthorizeNode, Node, SyncNode
 from .population import Category
 from .simulation import SimConfig, SimResult
@@ -301,9 +303,13 @@ class SimSummary:
     timeline: Timeline
     latency_histogram: LatencyHistogram
     sms_examples: tuple[SmsExample, ...]
-    ok: bool  # no mismatch, replicas caught up, no verification alert, no write applied twice
+    # no mismatch, replicas caught up, no verification alert, no write applied twice,
+    # no complaint lost or duplicated, the insider scenario's revocation complete
+    ok: bool
     # the writers' counts through a custody handover (``operators_sim.writes``)
     writes: dict[str, Any] = field(default_factory=dict)
+    complaints: ComplaintSummary | None = None  # complaint traffic (``operators_sim.complaints``)
+    insider: InsiderSummary | None = None  # ``--scenario insider`` (``operators_sim.insider``)
 
     def to_json(self) -> dict[str, Any]:
         """What ``report.json`` holds: the fields by name, nested as here."""
@@ -387,8 +393,12 @@ def summarize(result: SimResult) -> SimSummary:
         ok=total_mismatches == 0
         and result.caught_up
         and not verification.alerts
-        and not writes.get("applied_twice"),
+        and not writes.get("applied_twice")
+        and (result.complaints is None or result.complaints.ok)
+        and (result.insider is None or result.insider.ok),
         writes=writes,
+        complaints=result.complaints,
+        insider=result.insider,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -108,17 +109,28 @@ class Injector:
     """Makes list changes at ``rate`` per second from its own thread."""
 
     def __init__(
-        self, admin: Admin, population: Population, truth: Truth, rate: float, seed: int
+        self,
+        admin: Admin,
+        population: Population,
+        truth: Truth,
+        rate: float,
+        seed: int,
+        reserved: Iterable[int] = (),
     ) -> None:
+        """``reserved``: black-market devices another actor registers (the
+        insider scenario's burst); the injector leaves them alone."""
         self.admin = admin
         self.population = population
         self.truth = truth
         self.rate = rate
         self.rng = np.random.default_rng(seed + 2)
         self.stats = InjectorStats()
-        self._black_market = list(
-            self.rng.permutation(population.of(Category.BLACK_MARKET)).tolist()
-        )
+        skip = set(reserved)
+        self._black_market = [
+            device
+            for device in self.rng.permutation(population.of(Category.BLACK_MARKET)).tolist()
+            if device not in skip
+        ]
         self._registered = list(self.rng.permutation(population.of(Category.TPP)).tolist())
         self._stolen = list(population.of(Category.STOLEN).tolist())
         self._pending: tuple[Event, int] | None = None

@@ -45,6 +45,7 @@ class Event(enum.IntEnum):
     REGISTERED = 0
     STOLEN = 1
     RECOVERED = 2
+    REVOKED = 3  # a bulk revocation took the device's registration back (insider scenario)
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,22 @@ class Truth:
                 cat != Category.GRANDFATHERED
             )
         self.stolen = category == Category.STOLEN
-        self._timeline: dict[int, list[tuple[int, Event]]] = {}
+        # device -> (sequence, event, slot): slot -1 for every slot of the device
+        self._timeline: dict[int, list[tuple[int, Event, int]]] = {}
+        # (device, slot, sim) -> sequence: pairs a complaint desk added during the run
+        self._pairs: dict[tuple[int, int, int], int] = {}
         self._lock = threading.Lock()
 
-    def record(self, device: int, event: Event, sequence: int) -> None:
-        """A change the register committed at ``sequence``."""
+    def record(self, device: int, event: Event, sequence: int, slot: int = -1) -> None:
+        """A change the register committed at ``sequence``, to one ``slot`` of
+        the device or (-1) to all of them."""
         with self._lock:
-            self._timeline.setdefault(device, []).append((sequence, event))
+            self._timeline.setdefault(device, []).append((sequence, event, slot))
+
+    def record_pair(self, device: int, slot: int, sim: int, sequence: int) -> None:
+        """A pairing of the device's ``slot`` IMEI with ``sim``, committed at ``sequence``."""
+        with self._lock:
+            self._pairs[(device, slot, sim)] = sequence
 
     def judge(
         self,
@@ -95,19 +105,24 @@ class Truth:
         stolen = self.stolen[device].copy()
         with self._lock:
             timeline = {d: sorted(events) for d, events in self._timeline.items()}
+            pairs = dict(self._pairs)
         if timeline:
             changed = np.flatnonzero(np.isin(device, np.fromiter(timeline, dtype=np.int64)))
             for row in changed.tolist():
-                for at, event in timeline[int(device[row])]:
+                for at, event, only in timeline[int(device[row])]:
                     if at > int(sequence[row]):
                         break
-                    if event is Event.REGISTERED:
-                        registered[row] = True
+                    if only >= 0 and only != int(slot[row]):
+                        continue
+                    if event in (Event.REGISTERED, Event.REVOKED):
+                        registered[row] = event is Event.REGISTERED
                     else:
                         stolen[row] = event is Event.STOLEN
         malformed = (category == Category.MALFORMED) & (slot == 0)
         foreign = population.sim_operator[sim] == -1
         paired = (category == Category.PAIRED) & (slot == 0) & (sim == population.sim[device])
+        if pairs:
+            paired = paired | _paired_later(pairs, device, slot, sim, sequence)
         unregistered_allowed = self.phase == pb.PHASE_NOTIFY
         expected = np.where(
             malformed,
@@ -129,3 +144,19 @@ class Truth:
         )
         mismatch = judged & (allowed != expected) & ~(expected & grace_over)
         return Verdicts(expected, judged, mismatch)
+
+
+def _paired_later(
+    pairs: dict[tuple[int, int, int], int],
+    device: Ints,
+    slot: Ints,
+    sim: Ints,
+    sequence: npt.NDArray[np.uint64],
+) -> Bools:
+    """Rows whose (device, slot, sim) a desk paired at or before the row's sequence."""
+    out = np.zeros(device.shape[0], dtype=bool)
+    candidates = np.flatnonzero(np.isin(device, np.fromiter((d for d, _, _ in pairs), np.int64)))
+    for row in candidates.tolist():
+        at = pairs.get((int(device[row]), int(slot[row]), int(sim[row])))
+        out[row] = at is not None and at <= int(sequence[row])
+    return out

@@ -12,7 +12,7 @@ import html
 from collections.abc import Callable
 
 from ..summary import SimSummary
-from . import sections
+from . import complaints, sections
 
 Section = Callable[[SimSummary], str]
 
@@ -31,6 +31,7 @@ SECTIONS: list[Section] = [
     sections.mismatches,
     sections.population,
     sections.sms,
+    complaints.sections_html,
 ]
 
 STYLE = """

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..summary import OperatorSummary, SimSummary
 from ._rows import alerts_text, ms, operator_rows, verification_rows, verified_size
+from .complaints import print_sections
 
 LOG_WIDTH = 200
 
@@ -61,6 +62,7 @@ def print_summary(summary: SimSummary, console: Console | None = None) -> None:
         reasons.add_row(reason, f"{count:,}")
     console.print(reasons)
     _print_verification(summary, console)
+    print_sections(summary, console)
     console.print(f"transport: {config.transport or 'unknown'}")
     total = summary.total
     console.print(
