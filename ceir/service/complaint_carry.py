@@ -32,8 +32,6 @@ from ceir.storage import complaint_repository as complaints_repo
 
 __all__ = ["OutgoingComplaints", "RemoteComplaints", "check", "store"]
 
-REASON = "COMPLAINTS_DIFFER"
-
 
 @dataclass(frozen=True)
 class OutgoingComplaints:
@@ -104,7 +102,7 @@ def _refuse(why: str, fetched: OutgoingComplaints, count: int) -> None:
     raise FailedPrecondition(
         f"the complaints read from the outgoing register are not an exact copy: {why}; "
         "nothing was written, transfer again",
-        reason=REASON,
+        reason="COMPLAINTS_DIFFER",
         metadata={
             "fetched": str(count),
             "outgoing_total": str(fetched.total),
