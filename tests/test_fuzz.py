@@ -1769,6 +1769,7 @@ def test_update_complaint_survives_anything(
     page_token=st.one_of(st.just(""), PAGE_TOKENS),
     tracking_id=TRACKING_IDS,
     state=ENUMS,
+    include_digest=st.booleans(),
 )
 def test_complaint_reads_and_diagnosis_survive_anything(
     seeded: Fuzzer,
@@ -1779,6 +1780,7 @@ def test_complaint_reads_and_diagnosis_survive_anything(
     page_token: str,
     tracking_id: str,
     state: int,
+    include_digest: bool,
 ) -> None:
     client = seeded.clients[caller]
     diagnose = complaint_pb.DiagnoseImeiRequest(
@@ -1794,6 +1796,7 @@ def test_complaint_reads_and_diagnosis_survive_anything(
         state=state,  # type: ignore[arg-type]
         page_size=page_size,
         page_token=page_token,
+        include_digest=include_digest,
     )
     seeded.attempt(listing, lambda: client.call(client.complaints.ListComplaints, listing))
     one = complaint_pb.GetComplaintRequest(tracking_id=tracking_id)

@@ -11,7 +11,7 @@ import grpc
 
 from ceir.domain.complaints import Complaint
 from ceir.domain.permissions import Action, require
-from ceir.service.complaints import ComplaintDesk
+from ceir.service.complaints import ComplaintDesk, require_digest_allowed
 from ceir.service.diagnosis import diagnose
 from ceir.service.register import Replayed
 from ceir.v1 import complaints_pb2 as pb
@@ -55,14 +55,18 @@ class ComplaintServicer:
     ) -> pb.ListComplaintsResponse:
         caller = current_caller()
         require(caller, Action.READ_COMPLAINTS)
-        rows, token, missed = self.desk.list(
-            caller, convert.state_filter(request.state), request.page_size, request.page_token
-        )
-        return pb.ListComplaintsResponse(
+        if request.include_digest:
+            require_digest_allowed(caller)  # before any page is read
+        state = convert.state_filter(request.state)
+        rows, token, missed = self.desk.list(caller, state, request.page_size, request.page_token)
+        response = pb.ListComplaintsResponse(
             complaints=[convert.complaint(c) for c in rows],
             next_page_token=token,
             deadlines_missed=missed,
         )
+        if request.include_digest and not token:  # the last page
+            response.total_size, response.digest = self.desk.summary(caller, state)
+        return response
 
     def UpdateComplaint(
         self, request: pb.UpdateComplaintRequest, context: grpc.ServicerContext

@@ -90,6 +90,7 @@ from ceir.v1 import (
 
 from .access_log import AccessLog
 from .calls import AtOnce, Gate
+from .complaint_remote import remote_complaints
 from .complaint_servicer import ComplaintServicer
 from .custody_servicer import CustodyServicer, remote_fetch, remote_retire
 from .lookup_server import LookupHandler, start_lookup_server
@@ -651,6 +652,9 @@ def custody_keeper(
         retire_outgoing=None
         if standby is None
         else remote_retire(feed.channel, getattr(feed, "metadata", ())),
+        outgoing_complaints=None
+        if standby is None
+        else remote_complaints(feed.channel, getattr(feed, "metadata", ())),
         standby_endpoint=getattr(config, "standby_of", None) or "",
         withheld_signer=withheld_signer,
     )

@@ -27,6 +27,7 @@ from typing import Any, cast
 from sqlalchemy.orm import Session
 
 from ceir.domain.commands import Command, ResolveComplaint
+from ceir.domain.complaint_digest import ComplaintDigest
 from ceir.domain.complaints import (
     DEFAULT_SERVICE_LEVELS,
     REGISTER_ACTOR,
@@ -43,7 +44,13 @@ from ceir.domain.complaints import (
     require_action_allowed,
     require_transition,
 )
-from ceir.domain.errors import FailedPrecondition, InvalidArgument, NotFound, WritesRefused
+from ceir.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    WritesRefused,
+)
 from ceir.domain.model import Caller, OrgKind
 from ceir.domain.permissions import (
     SEES_EVERY_SUBSCRIBER,
@@ -68,7 +75,7 @@ SWEEP_SECONDS = 30.0
 
 Render = Callable[[Complaint], bytes]
 
-__all__ = ["ComplaintDesk", "Filing", "Resolution"]
+__all__ = ["ComplaintDesk", "Filing", "Resolution", "require_digest_allowed"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,23 @@ class ComplaintDesk:
             rows = rows[:size]
             token = _encode_token(rows[-1].id)
         return [as_seen(caller, c) for c in rows], token, missed
+
+    def summary(self, caller: Caller, state: State | None) -> tuple[int, str]:
+        """(count, digest) of every complaint the caller reads in ``state``, now
+        (``ceir.domain.complaint_digest``): what an incoming register checks its
+        copy against at a handover. Only for those who read every complaint."""
+        require_digest_allowed(caller)
+        digest = ComplaintDigest()
+        after = 0
+        with self.register.db.read() as connection:  # one snapshot for every batch
+            while True:
+                batch = complaints_repo.page(connection, None, state, after, MAX_PAGE)
+                for complaint in batch:
+                    digest.add(complaint)
+                if len(batch) < MAX_PAGE:
+                    break
+                after = batch[-1].id
+        return digest.count, digest.hexdigest()
 
     # --- working ---------------------------------------------------------------------------
 
@@ -440,6 +464,17 @@ class ComplaintDesk:
         self, caller: Caller, operation: str, request_id: str, fingerprint: str
     ) -> _Transaction:
         return _Transaction(self.register, caller.name, operation, request_id, fingerprint)
+
+
+def require_digest_allowed(caller: Caller) -> None:
+    """PermissionDenied DIGEST_NOT_ALLOWED unless the caller reads every complaint."""
+    require(caller, Action.READ_COMPLAINTS)
+    if caller.kind not in SEES_EVERY_SUBSCRIBER:
+        raise PermissionDenied(
+            f"{caller.name} ({caller.kind.value}) may not ask for the complaints' "
+            "digest: only organisations that read every complaint may",
+            reason="DIGEST_NOT_ALLOWED",
+        )
 
 
 def _gate(register: Register, session: Session) -> None:

@@ -115,13 +115,16 @@ class CustodyKeeper:
         standby: Any = None,
         outgoing: RemoteFetch | None = None,
         retire_outgoing: RemoteRetire | None = None,
+        outgoing_complaints: Callable[[float], Any] | None = None,
         standby_endpoint: str = "",
         withheld_signer: CheckpointSigner | None = None,
     ) -> None:
         """``standby`` (``ceir.service.standby.Standby``) follows the custodian's
         feed when this is the incoming register; ``outgoing(timeout)`` reads
         the custodian's ceremony (a ``RemoteCustody``) over its channel,
-        ``retire_outgoing`` asks it to retire over the same channel.
+        ``retire_outgoing`` asks it to retire over the same channel, and
+        ``outgoing_complaints(timeout)`` reads its complaints desk
+        (``ceir.service.complaint_carry``) at transfer.
         ``withheld_signer``: the incoming register's own log key, kept from
         its register (which must sign nothing of the custodian's log) until
         the activation."""
@@ -130,6 +133,7 @@ class CustodyKeeper:
         self.standby = standby
         self.outgoing = outgoing
         self.retire_outgoing = retire_outgoing
+        self.outgoing_complaints = outgoing_complaints
         self.standby_endpoint = standby_endpoint
         self.withheld_signer = withheld_signer
         self.opened_state: CustodyState | None = None

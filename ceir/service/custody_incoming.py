@@ -36,6 +36,7 @@ from ceir.domain.model import Caller
 from ceir.domain.permissions import Action, require
 from ceir.storage import custody_repository as custody_repo
 
+from . import complaint_carry
 from .custody import MICROS, CustodyKeeper, Loaded, RemoteRetire
 from .custody_documents import document_text, merge_signatures, refused, sha256_hex
 from .custody_rules import RETRY_SECONDS, require_custodian, wrong_state
@@ -108,6 +109,7 @@ def transfer(keeper: CustodyKeeper, caller: Caller, timeout: float) -> None:
                 f"custodian's final checkpoint (or it holds {held} leaves): no activation",
                 reason="ROOTS_DIFFER",
             )
+        complaints = _complaints(keeper, ceremony, remote, timeout)
         now_us = keeper.now_us()
 
         def more(session: Session) -> None:
@@ -115,6 +117,8 @@ def transfer(keeper: CustodyKeeper, caller: Caller, timeout: float) -> None:
                 version = len(loaded.chain) + offset
                 digest = sha256_hex(keeper.parse(note).text())
                 custody_repo.add_policy(session, version, note, digest, now_us)
+            if complaints is not None:
+                complaint_carry.store(session, complaints)
 
         keeper.save(
             loaded,
@@ -130,6 +134,30 @@ def transfer(keeper: CustodyKeeper, caller: Caller, timeout: float) -> None:
             ),
             more,
         )
+
+
+def _complaints(
+    keeper: CustodyKeeper, ceremony: Ceremony, remote: RemoteCustody, timeout: float
+) -> complaint_carry.OutgoingComplaints | None:
+    """Every complaint of the custodian, checked against its own count and digest,
+    read while it is frozen at the final checkpoint (None: this register is not
+    told how to read them)."""
+    if keeper.outgoing_complaints is None or keeper.outgoing is None:
+        return None
+    fetched: complaint_carry.OutgoingComplaints = keeper.outgoing_complaints(timeout)
+    complaint_carry.check(fetched)
+    # Frozen before and after the read, at the same final checkpoint: no complaint
+    # write can have happened in between (the freeze's write gate refuses them).
+    after = keeper.outgoing(timeout)
+    same = document_text(after.final_checkpoint)[0] == document_text(remote.final_checkpoint)[0]
+    if after.state is not CustodyState.FROZEN or not same:
+        raise wrong_state(
+            ceremony.state,
+            "transfer",
+            f"the custodian is {after.state.name} after its complaints were read, "
+            "no longer frozen at the same final checkpoint",
+        )
+    return fetched
 
 
 def _walk(keeper: CustodyKeeper, loaded: Loaded, remote: RemoteCustody) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,10 +34,12 @@ _OPEN = [int(s) for s in OPEN_STATES]
 __all__ = [
     "add_step",
     "complaint",
+    "count",
     "count_missed",
     "insert_complaint",
     "overdue",
     "page",
+    "replace_all",
     "set_fields",
     "strays",
 ]
@@ -97,6 +99,15 @@ def page(
         select(ComplaintRow.__table__).where(condition).order_by(_C.id).limit(limit)
     ).all()
     return _with_steps(connection, rows)
+
+
+def count(connection: Executor, reader: str | None, state: State | None) -> int:
+    """How many complaints ``reader`` reads (in ``state``, if given)."""
+    condition = visible_to(reader)
+    if state is not None:
+        condition = and_(condition, _C.state == int(state))
+    query = select(func.count()).select_from(ComplaintRow.__table__).where(condition)
+    return int(connection.execute(query).scalar_one())
 
 
 def count_missed(connection: Executor, reader: str | None) -> int:
@@ -170,3 +181,69 @@ def _with_steps(connection: Executor, rows: Sequence[Any]) -> list[Complaint]:
         )
         for row in rows
     ]
+
+
+def replace_all(session: Session, complaints: Sequence[Complaint]) -> None:
+    """Make the tables hold exactly ``complaints`` (a handover's copy of the
+    outgoing register's), with their own tracking numbers; the number the
+    next filing gets continues after the highest ever held here."""
+    session.execute(delete(ComplaintStepRow))
+    session.execute(delete(ComplaintRow))
+    rows = [
+        {
+            "id": c.id,
+            "category": int(c.category),
+            "state": int(c.state),
+            "imei_keys": ",".join(str(k) for k in c.imei_keys),
+            "imsi": c.imsi,
+            "msisdn": c.msisdn,
+            "description": c.description,
+            "filed_by": c.filed_by,
+            "owner": c.owner,
+            "filed_at_us": c.filed_at_us,
+            "deadline_us": c.deadline_us,
+            "deadline_missed": int(c.deadline_missed),
+            "escalated_to": c.escalated_to,
+            "closed_at_us": c.closed_at_us,
+            # Every step sets it to its own time (filing included).
+            "updated_at_us": c.history[-1].at_us if c.history else c.filed_at_us,
+        }
+        for c in complaints
+    ]
+    steps = [
+        {
+            "complaint_id": c.id,
+            "number": s.number,
+            "kind": int(s.kind),
+            "at_us": s.at_us,
+            "actor": s.actor,
+            "from_state": 0 if s.from_state is None else int(s.from_state),
+            "to_state": int(s.to_state),
+            "note": s.note,
+            "action": s.action,
+            "change_sequences": ",".join(str(n) for n in s.change_sequences),
+        }
+        for c in complaints
+        for s in c.history
+    ]
+    if rows:
+        session.execute(insert(ComplaintRow), rows)
+    if steps:
+        session.execute(insert(ComplaintStepRow), steps)
+    if rows and session.get_bind().dialect.name == "postgresql":
+        _continue_sequence(session, max(c.id for c in complaints))
+    # SQLite: AUTOINCREMENT's sqlite_sequence already holds the highest id
+    # ever inserted, explicit ones included, and never goes down.
+
+
+def _continue_sequence(session: Session, highest: int) -> None:
+    """PostgreSQL: the id sequence gives ``highest`` + 1 next, unless it is
+    already beyond (it never goes back: a number is never given twice)."""
+    name = session.execute(text("SELECT pg_get_serial_sequence('complaints', 'id')")).scalar_one()
+    assert name is not None, "complaints.id has a sequence (migration 0008)"
+    last, called = session.execute(text(f"SELECT last_value, is_called FROM {name}")).one()
+    held = int(last) if called else int(last) - 1
+    if highest > held:
+        session.execute(
+            text("SELECT setval(:name, :value, true)"), {"name": name, "value": highest}
+        )

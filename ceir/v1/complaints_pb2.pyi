@@ -456,22 +456,32 @@ class ListComplaintsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_DIGEST_FIELD_NUMBER: _builtins.int
     state: Global___ComplaintState.ValueType
     """Only complaints in this state; unspecified for every state."""
     page_size: _builtins.int
     """At most this many (0: 100; at most 1,000)."""
     page_token: _builtins.str
     """The next_page_token of the previous page; empty for the first."""
+    include_digest: _builtins.bool
+    """Ask for total_size and digest on the last page (the one with an empty
+    next_page_token): an incoming register checks with them that it copied
+    every complaint exactly at a handover (docs/custody.md). Only
+    organisations that read every complaint (Kemenperin, Kominfo) may ask:
+    others get PERMISSION_DENIED, reason DIGEST_NOT_ALLOWED. The digest
+    reads every complaint the caller reads.
+    """
     def __init__(
         self,
         *,
         state: Global___ComplaintState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_digest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_digest", b"include_digest", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,11 +496,24 @@ class ListComplaintsResponse(_message.Message):
     COMPLAINTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     DEADLINES_MISSED_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
     deadlines_missed: _builtins.int
     """How many of the complaints the caller may read (in any state, whatever
     the filter) missed their deadline.
+    """
+    total_size: _builtins.int
+    """With include_digest, on the last page: how many complaints the caller
+    reads in the filter's state, now (0 otherwise).
+    """
+    digest: _builtins.str
+    """With include_digest, on the last page: the SHA-256 (hex) of those
+    complaints with their full history, now, in the canonical form of
+    ceir.domain.complaint_digest (empty otherwise). While the register is
+    frozen for a handover nothing changes them, so the pages and the digest
+    describe the same complaints.
     """
     @_builtins.property
     def complaints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Complaint]:
@@ -502,10 +525,12 @@ class ListComplaintsResponse(_message.Message):
         complaints: _abc.Iterable[Global___Complaint] | None = ...,
         next_page_token: _builtins.str = ...,
         deadlines_missed: _builtins.int = ...,
+        total_size: _builtins.int = ...,
+        digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaints", b"complaints", "deadlines_missed", b"deadlines_missed", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaints", b"complaints", "deadlines_missed", b"deadlines_missed", "digest", b"digest", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

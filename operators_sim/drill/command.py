@@ -65,7 +65,8 @@ def handover(
     """Hand the register over from Telkomsel to Kemenperin under traffic, and judge it.
 
     Exits 0 when the outcome is the scenario's expected one with no attach
-    unanswered and no acknowledged write lost or doubled; 1 otherwise.
+    unanswered, no acknowledged write lost or doubled and every complaint filed
+    before the ceremony kept; 1 otherwise.
     """
     from .run import Drill, DrillConfig, DrillFailed
 
@@ -112,6 +113,7 @@ def handover(
         and verdict.attaches_undecided == 0
         and verdict.acknowledged_writes_lost == 0
         and verdict.writes_applied_twice == 0
+        and verdict.complaints_kept
     )
     if not good:
         console.print(f"[red]expected outcome {expected}; see the verdict above[/]")

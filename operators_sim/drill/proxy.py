@@ -28,6 +28,7 @@ import grpc
 from grpc_status import rpc_status
 
 from ceir.v1 import (
+    complaints_pb2,
     custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,
@@ -42,6 +43,7 @@ from ..transport import CHANNEL_OPTIONS, Tls, open_channel
 log = logging.getLogger("operators_sim.drill.proxy")
 
 _MODULES = (
+    complaints_pb2,
     custody_pb2,
     equipment_check_pb2,
     list_sync_pb2,

@@ -26,7 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from ceir.custody import CustodyRefusal, walk_chain
+from ceir.v1 import complaints_pb2
 
 from ..custody_follower import CustodySetup
 from ..loader import KEMENPERIN, KOMINFO, Admin, load
@@ -38,6 +41,7 @@ from ..verification import DEFAULT_ORIGIN, Gossip, Trust
 from .attaches import AttachLoad
 from .ceremony import Ceremony, Side
 from .cluster import Cluster, Files
+from .complaints import compare, file_every_state, read_all
 from .feed import read_log
 from .keys import (
     DAY,
@@ -116,6 +120,7 @@ class Drill:
         self.nodes: list[SyncNode] = []
         self.cuts: dict[str, Cut] = {}
         self.gossip = Gossip()
+        self.complaints: list[complaints_pb2.Complaint] = []  # as filed, before the ceremony
 
     def run(self) -> DrillResult:
         config = self.config
@@ -243,6 +248,13 @@ class Drill:
         self.progress(f"loading {config.devices:,} devices through Telkomsel's API")
         population = generate(config.devices, config.seed)
         load(admin, population)
+        self.progress("filing a complaint in every state at Telkomsel's desk")
+        imeis = [population.full_imei(device, 0) for device in range(min(5, config.devices))]
+        try:
+            file_every_state(cluster.channel(OUTGOING, OUTGOING), imeis, f"drill-{admin.run_id}")
+            self.complaints = read_all(cluster.channel(OUTGOING, KOMINFO))
+        except grpc.RpcError as error:
+            raise DrillFailed(f"the complaints desk refused: {error.code().name}") from None
         self.progress("starting the five operator nodes")
         self.nodes = self._nodes(cluster, policy_0)
         for node in self.nodes:
@@ -310,6 +322,12 @@ class Drill:
         for node in self.nodes:
             node.follower.wait_for(head, 30)
         lost, twice = count_writes([a.imei_key for a in writer.acknowledged], changes)
+        try:  # every complaint filed before the ceremony, at the custodian at the end
+            carried = compare(self.complaints, read_all(cluster.channel(custodian, KOMINFO)))
+        except grpc.RpcError as error:
+            raise DrillFailed(
+                f"cannot read {custodian}'s complaints: {error.code().name}"
+            ) from None
         frozen = self.timeline.first("FROZEN")
         freeze_seconds = None
         if frozen is not None:  # to the first write the custodian took after the freeze
@@ -335,6 +353,10 @@ class Drill:
                 node.name: dict(node.verifier.stats.alerts) if node.verifier else {}
                 for node in self.nodes
             },
+            complaints_filed=carried.filed,
+            complaints_lost=carried.lost,
+            complaints_doubled=carried.doubled,
+            complaints_changed=carried.changed,
         )
         report = config.report
         verdict.write(report / "verdict.json")

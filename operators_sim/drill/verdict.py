@@ -17,6 +17,13 @@ roots_equal                the incoming register's tree at the final size has
                            the final checkpoint's root (null: no freeze)
 operators_verified         nodes that verified the handover, by name
 alerts                     each node's alerts by reason
+complaints_filed           complaints filed at Telkomsel's desk before the
+                           ceremony, one in every state
+complaints_lost            of those, not found at the custodian at the end
+complaints_doubled         of those, listed twice or more there
+complaints_changed         of those, with another tracking id's content,
+                           deadline or history there (an open one may have
+                           moved desks: a MOVED step and a new owner)
 =========================  ===================================================
 """
 
@@ -46,6 +53,10 @@ KEYS = (
     "roots_equal",
     "operators_verified",
     "alerts",
+    "complaints_filed",
+    "complaints_lost",
+    "complaints_doubled",
+    "complaints_changed",
 )
 
 
@@ -63,6 +74,10 @@ class Verdict:
     roots_equal: bool | None
     operators_verified: list[str] = field(default_factory=list)
     alerts: dict[str, dict[str, int]] = field(default_factory=dict)
+    complaints_filed: int = 0
+    complaints_lost: int = 0
+    complaints_doubled: int = 0
+    complaints_changed: int = 0
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -88,6 +103,10 @@ class Verdict:
                 for node, reasons in sorted(self.alerts.items())
                 if reasons
             },
+            "complaints_filed": self.complaints_filed,
+            "complaints_lost": self.complaints_lost,
+            "complaints_doubled": self.complaints_doubled,
+            "complaints_changed": self.complaints_changed,
         }
         assert tuple(values) == KEYS
         return values
@@ -119,7 +138,15 @@ class Verdict:
             "operators that verified the handover: "
             + (", ".join(sorted(self.operators_verified)) or "none"),
             f"alerts: {alerts}",
+            f"complaints: {self.complaints_filed} filed before the ceremony; "
+            f"{self.complaints_lost} lost, {self.complaints_doubled} doubled, "
+            f"{self.complaints_changed} changed at the custodian at the end",
         ]
+
+    @property
+    def complaints_kept(self) -> bool:
+        """Every complaint filed before the ceremony is at the custodian, once, as filed."""
+        return self.complaints_lost == self.complaints_doubled == self.complaints_changed == 0
 
 
 def count_writes(

@@ -35,6 +35,7 @@ def _drill(tmp_path: Path, scenario: str, seed: int = 3) -> Verdict:
     assert verdict.attaches_undecided == 0
     assert verdict.acknowledged_writes_lost == 0
     assert verdict.writes_applied_twice == 0
+    assert verdict.complaints_filed == 5 and verdict.complaints_kept, verdict.lines()
     data = json.loads((tmp_path / "report" / "verdict.json").read_text())
     assert tuple(data) == KEYS
     assert (tmp_path / "report" / "report.html").read_text().count("<svg") == 1
@@ -65,6 +66,9 @@ def test_clean_drill_hands_over_through_the_command_line(tmp_path: Path) -> None
     assert verdict["operators_verified"] == OPERATOR_NAMES
     assert verdict["alerts"] == {}
     assert verdict["freeze_seconds"] is not None
+    assert verdict["complaints_filed"] == 5
+    assert verdict["complaints_lost"] == verdict["complaints_doubled"] == 0
+    assert verdict["complaints_changed"] == 0
     _evidence_holds(report / "evidence")
 
 
@@ -168,4 +172,5 @@ def test_clean_drill_with_the_incoming_register_on_postgresql(
     assert verdict.acknowledged_writes_lost == 0 and verdict.writes_applied_twice == 0
     assert verdict.roots_equal is True
     assert verdict.operators_verified == OPERATOR_NAMES
+    assert verdict.complaints_filed == 5 and verdict.complaints_kept, verdict.lines()
     _evidence_holds(tmp_path / "report" / "evidence")

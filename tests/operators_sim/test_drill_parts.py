@@ -17,7 +17,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ceir.custody import ThresholdNotMet, sign_policy, verify_successor, walk_chain
+from ceir.v1 import complaints_pb2 as cpb
 from ceir.v1 import types_pb2 as pb
+from operators_sim.drill.complaints import CarriedComplaints, compare
 from operators_sim.drill.errors import refusal
 from operators_sim.drill.keys import (
     INCOMING,
@@ -263,3 +265,29 @@ def test_scenario_names_are_the_issues() -> None:
         "witness-down",
     }
     assert all(re.fullmatch(r"[a-z-]+", name) for name in SCENARIOS)
+
+
+def test_complaints_compare_counts_lost_doubled_and_changed() -> None:
+    def filed(
+        number: int, state: cpb.ComplaintState.ValueType = cpb.COMPLAINT_STATE_SUBMITTED
+    ) -> cpb.Complaint:
+        complaint = cpb.Complaint(
+            tracking_id=f"C-{number:06d}", state=state, owner="telkomsel", description="d"
+        )
+        complaint.history.add(number=1, kind=cpb.COMPLAINT_STEP_KIND_FILED, actor="telkomsel")
+        return complaint
+
+    before = [filed(1), filed(2), filed(3, cpb.COMPLAINT_STATE_RESOLVED), filed(4)]
+    moved = cpb.Complaint()
+    moved.CopyFrom(before[0])
+    moved.owner = "kemenperin"
+    moved.history.add(number=2, kind=cpb.COMPLAINT_STEP_KIND_MOVED, actor="ceir")
+    assert compare(before, [moved, *before[1:]]) == CarriedComplaints(4, 0, 0, 0)
+    closed_moved = cpb.Complaint()
+    closed_moved.CopyFrom(before[2])
+    closed_moved.owner = "kemenperin"
+    altered = cpb.Complaint()
+    altered.CopyFrom(before[3])
+    altered.description = "another"
+    after = [before[1], before[1], closed_moved, altered]
+    assert compare(before, after) == CarriedComplaints(4, lost=1, doubled=1, changed=2)
