@@ -23,13 +23,6 @@ def test_desk_move_refuses_an_unknown_desk(tmp_path: Path) -> None:
     assert "--desks" in result.output
 
 
-# The register keeps complaints in its own tables, outside the Merkle log its
-# standby copies: after the handover Kemenperin's register holds none of the
-# complaints filed at Telkomsel's, and reuses their tracking ids. Strict: once
-# complaints travel with the handover this test passes and the marker must go.
-@pytest.mark.xfail(
-    strict=True, reason="complaints do not travel with the handover yet (docs/simulation.md)"
-)
 @pytest.mark.slow
 def test_desk_move_drill_moves_every_open_complaint(tmp_path: Path) -> None:
     report = tmp_path / "report"
