@@ -173,6 +173,44 @@ def test_whitelisting_a_dead_second_slot_links_the_change(
     assert telkomsel.check_imei(second).status == types_pb2.EQUIPMENT_STATUS_WHITELISTED
 
 
+def test_a_sibling_must_look_like_a_dead_second_slot(clients: dict[str, Client]) -> None:
+    """Another TAC, or a registration that already holds two slots: refused,
+    nothing written, so a desk cannot whitelist any IMEI by naming a phone."""
+    telkomsel = clients["telkomsel"]
+    first = imei(60)
+    seen_device(telkomsel, first)
+    foreign_tac = imei(61, tac=86000000)
+    complaint = file(telkomsel, first, foreign_tac, category=SECOND_SLOT, imsi=TELKOMSEL_IMSI)
+    tid = complaint.tracking_id
+    update(telkomsel, tid, INVESTIGATING, "box?")
+    sequence = head(telkomsel)
+    sibling = pb.WhitelistSibling(imei=foreign_tac, registered_imei=first, box_reference="b")
+    error = failure(lambda: resolve(telkomsel, tid, whitelist_sibling=sibling))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(error) == "SIBLING_TAC_DIFFERS"
+    assert [f for f, _ in violations(error)] == ["whitelist_sibling.imei"]
+    _unchanged(telkomsel, tid, sequence, 2)
+    # A two-slot registration has no slot left to whitelist.
+    telkomsel.call(
+        telkomsel.registry.RegisterDevice,
+        registry_pb2.RegisterDeviceRequest(
+            request_id="two-slots",
+            device=registry_pb2.DeviceRegistration(
+                imeis=[imei(62), imei(63)],
+                source=types_pb2.REGISTRATION_SOURCE_GRANDFATHERED,
+                reference="dump",
+            ),
+        ),
+    )
+    other = file(telkomsel, imei(62), imei(64), category=SECOND_SLOT, imsi=TELKOMSEL_IMSI)
+    update(telkomsel, other.tracking_id, INVESTIGATING, "box?")
+    sequence = head(telkomsel)
+    third = pb.WhitelistSibling(imei=imei(64), registered_imei=imei(62), box_reference="b")
+    error = failure(lambda: resolve(telkomsel, other.tracking_id, whitelist_sibling=third))
+    assert error_reason(error) == "SIBLING_NOT_SINGLE_SLOT"
+    _unchanged(telkomsel, other.tracking_id, sequence, 2)
+
+
 def _investigating(client: Client, *imeis: str, category: Any, **fields: Any) -> str:
     complaint = file(client, *imeis, category=category, **fields)
     update(client, complaint.tracking_id, INVESTIGATING, "on it")

@@ -490,6 +490,9 @@ def _record_custody_step(command: RecordCustodyStep, unit: WriteUnit) -> int:
 # --- complaint resolutions --------------------------------------------------------------
 
 
+_SERIALS = 1_000_000  # a 14-digit key is an 8-digit TAC and a 6-digit serial
+
+
 def _whitelist_sibling(command: WhitelistSibling, unit: WriteUnit) -> Registration:
     """The dead slot gets the registered slot's source, brand, model and
     expiry, as a device of its own (same change kinds as any registration)."""
@@ -517,6 +520,26 @@ def _whitelist_sibling(command: WhitelistSibling, unit: WriteUnit) -> Registrati
     if record is None:  # listed but without a record: nothing to copy from
         raise FailedPrecondition(
             f"no device record for {registered:014d}", reason="SIBLING_NOT_REGISTERED"
+        )
+    # A desk's word (the box) is the evidence, so the claim is held to what a
+    # real dead second slot looks like: one model's TAC for both slots, and a
+    # registration that holds the one slot the network saw. Otherwise any
+    # desk could whitelist any IMEI by naming some registered phone.
+    if sibling // _SERIALS != registered // _SERIALS:
+        raise FailedPrecondition(
+            f"IMEI {sibling:014d} has TAC {sibling // _SERIALS:08d}, the registered slot "
+            f"{registered // _SERIALS:08d}: the slots of one phone share its TAC",
+            reason="SIBLING_TAC_DIFFERS",
+            violations=[FieldViolation("whitelist_sibling.imei", "another TAC")],
+        )
+    if len(record.imei_keys) != 1:
+        raise FailedPrecondition(
+            f"the registration of {registered:014d} already holds "
+            f"{len(record.imei_keys)} slots: no slot of it is left unregistered",
+            reason="SIBLING_NOT_SINGLE_SLOT",
+            violations=[
+                FieldViolation("whitelist_sibling.registered_imei", "not a one-slot registration")
+            ],
         )
     device = DeviceRegistration(
         imei_keys=(sibling,),
