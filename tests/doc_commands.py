@@ -21,7 +21,8 @@ The convention the docs follow (docs/architecture.md, "Docs that run"):
 - The test gives each page free ports and uses them wherever the page says
   50051 or 50052.
 - Outputs are compared after these replacements, in the page and in what
-  was printed alike: RFC 3339 times -> ``<time>``, Unix times in seconds or
+  was printed alike: RFC 3339 times (also with a space for the ``T``, as
+  tables print them) -> ``<time>``, Unix times in seconds or
   microseconds (``time 1795814654444208``, ``"1798406626"``) -> ``<unix>``,
   32-byte base64 hashes -> ``<hash>``, 16-byte ones (salts) -> ``<salt>``,
   the signature of a signed-note line -> ``<signature>``, verifier keys ->
@@ -63,6 +64,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "docs/regulators.md": ("docs/integration-teams.md",),
     "docs/cli.md": (),
     "docs/simulation.md": (),
+    "docs/desk-agents.md": (),
 }
 DOC_PORTS = ("50051", "50052")
 COMMAND_TIMEOUT = 120.0
@@ -180,7 +182,7 @@ def _commands(lines: list[str], start: int, end: int) -> list[Command]:
 # --- comparing outputs --------------------------------------------------------------------
 
 REPLACEMENTS = [
-    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"), "<time>"),
+    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"(?<=^time )\d+$", re.MULTILINE), "<unix>"),
     (re.compile(r"\b1[6-9]\d{8}(?:\d{6})?\b"), "<unix>"),
     (re.compile(r"(— \S+) [A-Za-z0-9+/]+={0,2}…?"), r"\1 <signature>"),

@@ -133,6 +133,7 @@ def test_json_is_compared_as_json_and_abridged_means_fields_left_out() -> None:
 def test_placeholders_hide_what_changes_from_run_to_run() -> None:
     assert normalise('"2026-11-27T21:23:52.446414Z"') == '"<time>"'
     assert normalise("update_time  2026-11-27T21:31:20.369096+00:00") == "update_time  <time>"
+    assert normalise("│ 1  │ 2026-11-29 19:01:12Z │") == "│ 1  │ <time> │"
     assert normalise("time 1795814654444208") == "time <unix>"
     assert normalise('["1798406626"]') == '["<unix>"]'
     assert normalise("4ZqVwIMhyCCmWUupDmAQpxNBszovDMb3KLCMWExYfKA=") == "<hash>"
