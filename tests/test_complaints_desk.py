@@ -287,3 +287,19 @@ def test_migration_0008_upgrades_and_downgrades(db_url: str) -> None:
         )
     finally:
         engine.dispose()
+
+
+def test_a_default_desk_the_register_does_not_know_leaves_the_desks_with_the_operators(
+    db_url: str, tokens: dict[str, str], channel_of: Any
+) -> None:
+    """``--complaints-desk acme`` with no organisation acme: a desk nobody
+    could work, so the operators keep theirs (complaints are not stranded)."""
+    server = start(db_url, ManualClock(), complaints_desk="acme")
+    try:
+        telkomsel = Client(channel_of(server), tokens["telkomsel"])
+        grandfather(telkomsel, imei(1))
+        filed = file(telkomsel, imei(1), imsi=TELKOMSEL_IMSI)
+        assert filed.owner == "telkomsel"
+        assert update(telkomsel, filed.tracking_id, INVESTIGATING).state == INVESTIGATING
+    finally:
+        server.stop()

@@ -90,7 +90,10 @@ def desk_in_force(connection: Executor, default_desk: str, orgs: Organisations) 
             policy = parse_policy_note(note)
             parsed = _PARSED.setdefault(note, (policy.version, policy.complaints, policy.custodian))
         version, named, custodian = parsed
-    operators = orgs.kinds.get(named) is OrgKind.OPERATOR
+    # A desk named for an organisation this register does not know (yet) is
+    # not a desk anyone could work: moving every complaint to it would strand
+    # them, so the operators keep their own desks until it exists.
+    operators = orgs.kinds.get(named, OrgKind.OPERATOR) is OrgKind.OPERATOR
     return Desk(named, operators, custodian, version)
 
 
