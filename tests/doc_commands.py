@@ -190,6 +190,9 @@ REPLACEMENTS = [
     (re.compile(r"[A-Za-z0-9+/]{43}="), "<hash>"),
     (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{22}=="), "<salt>"),
     (re.compile(r"ceir_[A-Za-z0-9_-]{43}"), "<token>"),
+    # grpcurl -max-time sends its deadline to the server: whether the server's
+    # DEADLINE_EXCEEDED or grpcurl's own context ends the stream first is a race.
+    (re.compile(r"(?<=Message: )Deadline Exceeded$", re.MULTILINE), "context deadline exceeded"),
 ]
 
 

@@ -136,6 +136,8 @@ def test_placeholders_hide_what_changes_from_run_to_run() -> None:
     assert normalise("│ 1  │ 2026-11-29 19:01:12Z │") == "│ 1  │ <time> │"
     assert normalise("time 1795814654444208") == "time <unix>"
     assert normalise('["1798406626"]') == '["<unix>"]'
+    deadline = "  Message: Deadline Exceeded"
+    assert normalise(deadline) == "  Message: context deadline exceeded"
     assert normalise("4ZqVwIMhyCCmWUupDmAQpxNBszovDMb3KLCMWExYfKA=") == "<hash>"
     assert normalise("— ceir.kominfo.go.id/register 5CvlDd4m…") == (
         "— ceir.kominfo.go.id/register <signature>"
