@@ -156,6 +156,9 @@ GRPC_OPTIONS = [
 # Threads for blocking work (database, building large answers). Calls wait
 # on the event loop, never here, so this bounds work in progress, not callers.
 WORKER_THREADS = 16
+# Threads of the public IMEI lookup: its own, so that anonymous callers from
+# many addresses can never hold the register's workers.
+PUBLIC_LOOKUP_THREADS = 4
 # Threads for credential lookups that the cache cannot answer.
 LOOKUP_THREADS = 2
 # The passphrase of an encrypted signing key file, if it is encrypted.
@@ -283,6 +286,7 @@ class RunningServer:
     theft_watch: TheftWatch | None = None
     lookup_server: grpc.aio.Server | None = None
     lookup_port: int | None = None
+    public_lookups: futures.ThreadPoolExecutor | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -309,6 +313,8 @@ class RunningServer:
         # pool closes, so no connection is left checked out of a closed pool.
         self.workers.shutdown(wait=True, cancel_futures=True)
         self.lookups.shutdown(wait=True, cancel_futures=True)
+        if self.public_lookups is not None:
+            self.public_lookups.shutdown(wait=True, cancel_futures=True)
         if self.checkpointer is not None:  # the lists at the last write: a quick restart
             try:
                 self.checkpointer.stop(write=True)
@@ -429,6 +435,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         _service_handler(gate, service, *implementations[service.name], at_once)
         for service in SERVICES
     ]
+    public_lookups: futures.ThreadPoolExecutor | None = None
     try:
         server, health_servicer, port, token_port = asyncio.run_coroutine_threadsafe(
             _start(config, handlers), loop
@@ -438,7 +445,10 @@ def create_server(config: ServerConfig) -> RunningServer:
             limiter = RateLimiter(
                 config.lookup_rate, config.lookup_burst, clock=config.lookup_clock
             )
-            handler = LookupHandler(LookupService(register), limiter, workers, metrics)
+            public_lookups = futures.ThreadPoolExecutor(
+                PUBLIC_LOOKUP_THREADS, thread_name_prefix="ceir-public-lookup"
+            )
+            handler = LookupHandler(LookupService(register), limiter, public_lookups, metrics)
             tls = (
                 None
                 if config.tls_key is None or config.tls_cert is None
@@ -454,6 +464,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     except BaseException:
         workers.shutdown()
         lookups.shutdown()
+        if public_lookups is not None:
+            public_lookups.shutdown()
         watch.close()
         if access_log is not None:
             access_log.close()
@@ -512,6 +524,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         theft_watch=watch,
         lookup_server=lookup_server,
         lookup_port=lookup_port,
+        public_lookups=public_lookups,
     )
     if config.standby_of is not None and isinstance(standby, Standby):
         running.standby, running.standby_channel = standby, standby_feed_channel

@@ -56,10 +56,10 @@ class LookupService:
                 "imei", describe_malformed_imei(imei[:40]), reason="INVALID_IMEI"
             )
         state = self.register.state
-        valid_until = state.valid_until_of(key) if state.is_whitelisted(key) else None
-        registered = state.is_whitelisted(key) and (
-            valid_until is None or valid_until > self.register.clock.now_us()
-        )
+        registered = state.is_whitelisted(key)
+        if registered:
+            valid_until = state.valid_until_of(key)
+            registered = valid_until is None or valid_until > self.register.clock.now_us()
         brand = model = ""
         if registered:
             with self.register.db.read() as connection:
